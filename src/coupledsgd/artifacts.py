@@ -1,0 +1,94 @@
+"""Artifacts on disk: checkpoints and Parquet tables, written atomically and read with checks.
+
+Every file appears under its final name only when complete (written to a temporary file in the same
+folder, then renamed), so an interrupted job never leaves a truncated file that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from . import __version__
+from .errors import ArtifactError
+
+KEY_COLUMNS = ("condition", "t", "parent", "child")
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_torch(obj, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_torch(path: str | Path, what: str = "checkpoint", map_location="cpu") -> dict:
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: {what} not found") from None
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise ArtifactError(f"{path}: not a readable {what} ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise ArtifactError(f"{path}: not a {what} (holds a {type(obj).__name__})")
+    return obj
+
+
+def provenance(params: dict, device: str) -> dict[str, str]:
+    """What produced a file: the job's settings and the software it ran on."""
+    return {"coupledsgd.params": json.dumps(params, sort_keys=True, default=str),
+            "coupledsgd.version": __version__, "torch.version": torch.__version__,
+            "device": str(device)}
+
+
+def _keys(key: dict, n: int) -> dict[str, pa.Array]:
+    types = {"condition": pa.dictionary(pa.int8(), pa.string()), "t": pa.int32(),
+             "parent": pa.int16(), "child": pa.int16()}
+    return {k: pa.array([key[k]] * n, type=types[k]) for k in KEY_COLUMNS}
+
+
+def write_table(columns: dict[str, pa.Array], path: str | Path, metadata: dict[str, str]) -> None:
+    table = pa.table(columns).replace_schema_metadata(metadata)
+    # Dictionary encoding only pays for the repeated key columns; it bloats and slows float logits.
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=list(KEY_COLUMNS))
+
+
+def write_predictions(path, key: dict, labels: np.ndarray, logits: np.ndarray, metadata: dict) -> None:
+    """Test-set logits of one member: key columns, example_id, label, logit_0..logit_{C-1}."""
+    n = len(labels)
+    cols = {**_keys(key, n), "example_id": pa.array(np.arange(n, dtype=np.int32)),
+            "label": pa.array(labels.astype(np.int16))}
+    logits = np.asarray(logits, dtype=np.float32)
+    cols.update({f"logit_{j}": pa.array(logits[:, j]) for j in range(logits.shape[1])})
+    write_table(cols, path, metadata)
+
+
+def write_trajectory(path, key: dict, steps: list[int], correct: np.ndarray, metadata: dict) -> None:
+    """Per-example test correctness at each evaluation point: key columns, step, example_id, correct."""
+    e, n = correct.shape
+    cols = {**_keys(key, e * n), "step": pa.array(np.repeat(np.asarray(steps, dtype=np.int32), n)),
+            "example_id": pa.array(np.tile(np.arange(n, dtype=np.int32), e)),
+            "correct": pa.array(correct.reshape(-1))}
+    write_table(cols, path, metadata)

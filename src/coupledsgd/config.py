@@ -1,0 +1,126 @@
+"""The experiment config: schema validation with defaults, the checks a schema cannot express, and
+the grid of runs it describes.
+
+Every error is a `ConfigError` whose message starts with the dotted key at fault.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+from .spawn import parse_condition
+
+
+def _fill_defaults(node: dict, schema: dict) -> None:
+    for key, sub in schema.get("properties", {}).items():
+        if key not in node and "default" in sub:
+            node[key] = copy.deepcopy(sub["default"])
+        if isinstance(node.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(node[key], sub)
+
+
+def _key(error) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return ".".join(filter(None, [path, extra[0] if extra else ""]))
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        return ".".join(filter(None, [path, missing[0] if missing else ""]))
+    return path or "(top level)"
+
+
+def validate(config: dict, schema_path: str | Path) -> dict:
+    """A validated copy of `config` with the schema's defaults filled in."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    config = copy.deepcopy(dict(config))
+    _fill_defaults(config, schema)
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        raise ConfigError(f"{_key(e)}: {e.message}")
+    _check(config)
+    return config
+
+
+def _check(config: dict) -> None:
+    """The constraints between keys that JSON schema cannot state."""
+    t = config["training"]
+    for key in ("spawn_steps", "reinit.steps"):
+        steps = config["spawn_steps"] if key == "spawn_steps" else config["reinit"]["steps"]
+        if len(set(steps)) != len(steps):
+            raise ConfigError(f"{key}: duplicate spawn steps {sorted(steps)}")
+        late = [s for s in steps if s >= t["steps"]]
+        if late:
+            raise ConfigError(f"{key}: spawn step {late[0]} is not before the end of training "
+                              f"(training.steps = {t['steps']})")
+    for key in ("milestones",):
+        late = [m for m in t[key] if m >= t["steps"]]
+        if late:
+            raise ConfigError(f"training.{key}: {late[0]} is not before training.steps = {t['steps']}")
+    if t["warmup_steps"] >= t["steps"]:
+        raise ConfigError(f"training.warmup_steps: {t['warmup_steps']} is not below training.steps")
+    n = config["data"].get("n_train")
+    if n is not None and n < t["batch_size"]:
+        raise ConfigError(f"data.n_train: {n} examples cannot fill one batch of {t['batch_size']}")
+    if len(set(config["reinit"]["percents"])) != len(config["reinit"]["percents"]):
+        raise ConfigError(f"reinit.percents: duplicate percents {config['reinit']['percents']}")
+    cores = os.cpu_count() or 1
+    if config["threads"] > cores:
+        raise ConfigError(f"threads: {config['threads']} exceeds the {cores} cores of this machine")
+    if config["data"]["name"] in ("cifar10", "tinyimagenet") and not config["data"].get("root"):
+        raise ConfigError(f"data.root: dataset {config['data']['name']!r} needs the folder that holds it")
+    for name in conditions(config):
+        parse_condition(name)
+
+
+def conditions(config: dict) -> list[str]:
+    """Condition names with the re-initialisation sides expanded to one per percent."""
+    out = []
+    for name in config["conditions"]:
+        if name in ("reinit-low", "reinit-high"):
+            out += [f"{name}-{p:g}" for p in config["reinit"]["percents"]]
+        else:
+            out.append(name)
+    return out
+
+
+@dataclass(frozen=True)
+class Member:
+    condition: str
+    t: int
+    parent: int
+    child: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.condition}/t{self.t}/p{self.parent}/c{self.child}"
+
+
+def spawn_steps_of(config: dict, condition: str) -> list[int]:
+    """The spawn steps a condition is run at; conditions without a parent are stored under t0."""
+    c = parse_condition(condition)
+    if not c.has_parent:
+        return [0]
+    return list(config["reinit"]["steps"]) if c.side else list(config["spawn_steps"])
+
+
+def members(config: dict) -> list[Member]:
+    ens = config["ensemble"]
+    return [Member(cond, t, p, c) for cond in conditions(config) for t in spawn_steps_of(config, cond)
+            for p in range(ens["parents"]) for c in range(ens["children"])]
+
+
+def parent_states(config: dict) -> list[tuple[int, int]]:
+    """(parent, step) of every parent state some condition spawns from."""
+    steps = sorted({t for cond in conditions(config) if parse_condition(cond).has_parent
+                    for t in spawn_steps_of(config, cond)})
+    return [(p, t) for p in range(config["ensemble"]["parents"]) for t in steps]

@@ -1,0 +1,167 @@
+"""Datasets: a registry of sources, a once-per-experiment tensor cache, and the device-side pipeline.
+
+Each source returns raw tensors (uint8 images or float signals) with a fixed, documented split. The
+`prepare` stage decodes a source once and saves it as a tensor file; every training job loads that
+file, normalises it once and keeps it on the training device. Minibatch selection and augmentation
+at step `s` are pure functions of `(seed, s)` (see `seeds.step_generator`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError, DataError
+from .seeds import step_generator
+
+
+# name -> (input kind, random-crop padding, horizontal flip): the augmentation each dataset admits.
+DATASETS = {
+    "mnist1d": ("signal", 0, False),   # MNIST-1D, generated offline by the mnist1d package
+    "digits": ("image", 1, False),     # scikit-learn's 8x8 digits; flipped digits are other digits
+    "cifar10": ("image", 4, True),
+    "tinyimagenet": ("image", 8, True),
+}
+
+
+def _mnist1d() -> dict:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    # make_dataset generates the data from its fixed default seed; get_dataset() would try a download.
+    d = make_dataset(get_dataset_args())
+    as_signal = lambda a: torch.as_tensor(a, dtype=torch.float32).unsqueeze(1)
+    return {"x_train": as_signal(d["x"]), "y_train": torch.as_tensor(d["y"], dtype=torch.int64),
+            "x_test": as_signal(d["x_test"]), "y_test": torch.as_tensor(d["y_test"], dtype=torch.int64)}
+
+
+def _digits() -> dict:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    # Fixed stratified split: 1,347 training and 450 test images, the same on every machine.
+    x, y = load_digits(return_X_y=True)
+    x = torch.as_tensor(x.reshape(-1, 1, 8, 8) * (255 / 16)).round().to(torch.uint8)
+    idx_train, idx_test = train_test_split(range(len(y)), test_size=450, stratify=y, random_state=0)
+    y = torch.as_tensor(y, dtype=torch.int64)
+    return {"x_train": x[idx_train], "y_train": y[idx_train], "x_test": x[idx_test], "y_test": y[idx_test]}
+
+
+def read_source(name: str, root: str | None = None, download: bool = False) -> dict:
+    """Raw tensors of a registered dataset: x_train, y_train, x_test, y_test."""
+    if name == "mnist1d":
+        return _mnist1d()
+    if name == "digits":
+        return _digits()
+    if root is None:
+        raise ConfigError(f"data.root: dataset {name!r} needs the folder that holds it")
+    from . import readers
+
+    if name == "cifar10":
+        return readers.read_cifar10(root, download=download)
+    if name == "tinyimagenet":
+        return readers.read_tinyimagenet(root)
+    raise ConfigError(f"data.name: unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+
+
+def prepare(name: str, path: str | Path, root: str | None = None, download: bool = False,
+            n_train: int | None = None) -> dict:
+    """Decode a dataset once and save the tensors (first `n_train` training examples) to `path`."""
+    if name not in DATASETS:
+        raise ConfigError(f"data.name: unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    raw = read_source(name, root, download)
+    if n_train is not None:
+        if n_train > len(raw["y_train"]):
+            raise ConfigError(f"data.n_train: {n_train} exceeds the {len(raw['y_train'])} training "
+                              f"examples of {name!r}")
+        raw["x_train"], raw["y_train"] = raw["x_train"][:n_train], raw["y_train"][:n_train]
+    x = raw["x_train"].double()
+    dims = [0] + list(range(2, x.dim()))
+    # Per-channel statistics of the training split, stored with the data so every job agrees.
+    cache = {**{k: raw[k].contiguous() for k in ("x_train", "y_train", "x_test", "y_test")},
+             "mean": x.mean(dims).float(), "std": x.std(dims).float(), "name": name,
+             "num_classes": int(max(raw["y_train"].max(), raw["y_test"].max())) + 1}
+    from .artifacts import save_torch
+    save_torch(cache, path)
+    return cache
+
+
+@dataclass
+class DeviceData:
+    """A prepared dataset, normalised and resident on the training device."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    crop_pad: int
+    flip: bool
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y_train)
+
+
+def load(path: str | Path, device: str | torch.device = "cpu", augment: bool = True) -> DeviceData:
+    from .artifacts import load_torch
+
+    cache = load_torch(path, what="prepared dataset")
+    view = (1, -1) + (1,) * (cache["x_train"].dim() - 2)
+    mean, std = cache["mean"].view(view).to(device), cache["std"].view(view).to(device)
+    norm = lambda x: (x.to(device).float() - mean) / std
+    _, pad, flip = DATASETS[cache["name"]]
+    return DeviceData(norm(cache["x_train"]), cache["y_train"].to(device), norm(cache["x_test"]),
+                      cache["y_test"].to(device), cache["num_classes"],
+                      crop_pad=pad if augment else 0, flip=flip and augment)
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Full batches per pass; the last partial batch of each epoch is dropped."""
+    return n_train // batch_size
+
+
+def batch_indices(order_seed: int, step: int, n_train: int, batch_size: int) -> torch.Tensor:
+    """Training-example indices of the minibatch at `step`: a pure function of (seed, step).
+
+    Epoch e = step // steps_per_epoch visits a permutation drawn from (seed, e), so every example is
+    seen once per epoch, and a run started at any step sees the batches an uninterrupted run sees.
+    """
+    spe = steps_per_epoch(n_train, batch_size)
+    epoch, pos = divmod(step, spe)
+    perm = torch.randperm(n_train, generator=step_generator(order_seed, epoch))
+    return perm[pos * batch_size:(pos + 1) * batch_size]
+
+
+def augment(x: torch.Tensor, aug_seed: int, step: int, crop_pad: int, flip: bool) -> torch.Tensor:
+    """Random crop with zero padding (of the normalised input) and horizontal flip, on the whole batch.
+
+    The random draws come from (seed, step) on the CPU, so they are identical on every device.
+    """
+    if not crop_pad and not flip:
+        return x
+    g = step_generator(aug_seed, step)
+    b = x.shape[0]
+    if crop_pad:
+        shifts = torch.randint(0, 2 * crop_pad + 1, (b, x.dim() - 2), generator=g).to(x.device)
+        padded = F.pad(x, (crop_pad,) * 2 * (x.dim() - 2))
+        rows = torch.arange(b, device=x.device)
+        if x.dim() == 3:
+            cols = shifts[:, 0, None] + torch.arange(x.shape[-1], device=x.device)
+            x = padded[rows[:, None], :, cols].transpose(1, 2)
+        else:
+            h, w = x.shape[-2:]
+            ys = shifts[:, 0, None] + torch.arange(h, device=x.device)
+            xs = shifts[:, 1, None] + torch.arange(w, device=x.device)
+            x = padded[rows[:, None, None], :, ys[:, :, None], xs[:, None, :]].permute(0, 3, 1, 2)
+    if flip:
+        mask = torch.rand(b, generator=g).lt(0.5).to(x.device).view(-1, *(1,) * (x.dim() - 1))
+        x = torch.where(mask, x.flip(-1), x)
+    return x.contiguous()
+

@@ -1,0 +1,166 @@
+"""Accuracy, calibration and diversity metrics for single networks and ensembles.
+
+Pure numpy, float64 throughout. Probabilities are always derived from logits through a
+stable log_softmax, never clipped, so a probability of exactly 0 stays -inf in log space.
+Arrays: logits/log_probs are (N, C), member arrays (M, N, C), labels are int (N,).
+"""
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    m = np.max(x, axis=axis, keepdims=True)
+    # A slice that is all -inf would give -inf - -inf = nan; shifting by 0 keeps it -inf.
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):  # log(0) = -inf is the right answer there
+        return np.squeeze(m, axis) + np.log(np.sum(np.exp(x - m), axis=axis))
+
+
+def log_softmax(logits) -> np.ndarray:
+    """log p_j = z_j - log sum_k exp(z_k) over the last axis, as float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    return z - _logsumexp(z, axis=-1)[..., None]
+
+
+def ensemble_log_probs(member_logits) -> np.ndarray:
+    """log((1/M) sum_m softmax(z_m)): log of the members' mean probability, (M, N, C) -> (N, C)."""
+    lp = log_softmax(member_logits)
+    return _logsumexp(lp, axis=0) - np.log(lp.shape[0])
+
+
+def correct(log_probs, labels) -> np.ndarray:
+    """(N,) bool: argmax_j log p_j == y (ties go to the lowest class index)."""
+    return np.argmax(log_probs, axis=-1) == np.asarray(labels)
+
+
+def accuracy(log_probs, labels) -> float:
+    """Fraction of examples whose argmax equals the label."""
+    return float(np.mean(correct(log_probs, labels)))
+
+
+def nll(log_probs, labels) -> float:
+    """-(1/N) sum_i log p_{i, y_i}."""
+    lp = np.asarray(log_probs, dtype=np.float64)
+    return float(-np.mean(lp[np.arange(lp.shape[0]), labels]))
+
+
+def brier(log_probs, labels) -> float:
+    """(1/N) sum_i sum_j (p_ij - 1[y_i = j])^2."""
+    p = np.exp(np.asarray(log_probs, dtype=np.float64))
+    p[np.arange(p.shape[0]), labels] -= 1.0
+    return float(np.mean(np.sum(p**2, axis=-1)))
+
+
+def ece(log_probs, labels, n_bins: int = 15) -> float:
+    """Top-label ECE: sum_b (n_b/N) |acc_b - conf_b| over non-empty bins.
+
+    conf = max_j p_j; bin b covers (b/n, (b+1)/n] with boundaries np.linspace(0, 1, n+1), and
+    conf = 0 joins bin 0 (the Guo et al. 2017 convention). torchmetrics >= 1.x bins
+    [b/n, (b+1)/n) instead and gives conf == 1 a bin of its own; the two agree unless a
+    confidence sits exactly on a boundary.
+    """
+    lp = np.asarray(log_probs, dtype=np.float64)
+    conf = np.exp(np.max(lp, axis=-1))
+    hit = correct(lp, labels).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    b = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    count = np.bincount(b, minlength=n_bins)
+    full = count > 0
+    acc_b = np.bincount(b, weights=hit, minlength=n_bins)[full] / count[full]
+    conf_b = np.bincount(b, weights=conf, minlength=n_bins)[full] / count[full]
+    return float(np.sum(count[full] / conf.size * np.abs(acc_b - conf_b)))
+
+
+def mace(log_probs, labels, n_bins: int = 15) -> float:
+    """Classwise adaptive calibration error (ACE, Nixon et al. 2019).
+
+    For each class j: sort examples by p_j ascending (stable), split that order into
+    k = min(n_bins, N) equal-mass bins with np.array_split (so the larger bins come first),
+    take |mean_b 1[y = j] - mean_b p_j| per bin and average over the k bins; then average
+    over the C classes.
+    """
+    p = np.exp(np.asarray(log_probs, dtype=np.float64))
+    n, c = p.shape
+    onehot = np.asarray(labels)[:, None] == np.arange(c)
+    k = min(n_bins, n)
+    per_class = []
+    for j in range(c):
+        order = np.argsort(p[:, j], kind="stable")
+        gaps = [abs(onehot[i, j].mean() - p[i, j].mean()) for i in np.array_split(order, k)]
+        per_class.append(np.mean(gaps))
+    return float(np.mean(per_class))
+
+
+def symmetric_kl_per_example(log_p, log_q) -> np.ndarray:
+    """(N,) KL(p||q) + KL(q||p) = sum_j (p_j - q_j)(log p_j - log q_j)."""
+    lp, lq = np.asarray(log_p, dtype=np.float64), np.asarray(log_q, dtype=np.float64)
+    # Where both probabilities are 0 the term is 0, not 0 * (-inf - -inf) = nan.
+    with np.errstate(invalid="ignore"):
+        terms = np.where(lp == lq, 0.0, (np.exp(lp) - np.exp(lq)) * (lp - lq))
+    return np.sum(terms, axis=-1)
+
+
+def symmetric_kl(log_p, log_q) -> float:
+    """Mean over examples of KL(p||q) + KL(q||p)."""
+    return float(np.mean(symmetric_kl_per_example(log_p, log_q)))
+
+
+def disagreement(log_p, log_q) -> float:
+    """Fraction of examples on which the two argmax predictions differ."""
+    return float(np.mean(np.argmax(log_p, axis=-1) != np.argmax(log_q, axis=-1)))
+
+
+def forgetting_events(correct) -> np.ndarray:
+    """(E,) int: entry e >= 1 counts examples correct at point e-1 and wrong at e; entry 0 is 0."""
+    c = np.asarray(correct, dtype=bool)
+    out = np.zeros(c.shape[0], dtype=np.int64)
+    out[1:] = np.sum(c[:-1] & ~c[1:], axis=1)
+    return out
+
+
+def bootstrap_ci(
+    stat_fn: Callable[[np.ndarray], float],
+    n_examples: int,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap over examples.
+
+    Draws n_boot index vectors of length n_examples with replacement from
+    np.random.default_rng(seed), calls stat_fn(idx) on each, and returns the
+    ((1-level)/2, (1+level)/2) percentiles. stat_fn should index precomputed per-example
+    arrays (e.g. correct[idx].mean()) so each call is cheap.
+    """
+    rng = np.random.default_rng(seed)
+    stats = [stat_fn(rng.integers(0, n_examples, size=n_examples)) for _ in range(n_boot)]
+    lo, hi = np.percentile(stats, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
+def accuracy_gain(member_logits, labels) -> float:
+    """Ensemble accuracy minus mean member accuracy.
+
+    member_logits is (M, N, C) logits; log-probabilities are valid logits too. The ensemble
+    predicts the argmax of the members' mean probability (ensemble_log_probs).
+    """
+    lp = log_softmax(member_logits)
+    members = np.mean([accuracy(m, labels) for m in lp])
+    return accuracy(ensemble_log_probs(lp), labels) - float(members)
+
+
+def gain_by_size(member_logits, labels) -> np.ndarray:
+    """(M,) float: entry m-1 is accuracy_gain of the ensemble of members 0..m-1, in the given order.
+
+    Entry 0 is always 0. The value depends on member order; average over permutations for
+    an order-free curve.
+    """
+    lp = log_softmax(member_logits)
+    m = np.arange(1, lp.shape[0] + 1)
+    # Running log-mean-exp over members: prefix ensembles in one pass.
+    prefix = np.logaddexp.accumulate(lp, axis=0) - np.log(m)[:, None, None]
+    ens = np.array([accuracy(e, labels) for e in prefix])
+    member = np.cumsum([accuracy(x, labels) for x in lp]) / m
+    return ens - member

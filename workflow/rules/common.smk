@@ -1,0 +1,50 @@
+import sys
+
+from coupledsgd.config import members, parent_states, validate
+from coupledsgd.errors import ConfigError
+from coupledsgd.spawn import parse_condition
+
+
+try:
+    config = validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+except ConfigError as e:
+    sys.exit(f"Error in config: {e}")
+
+EXP = f"results/{config['experiment']}"
+LOGS = f"logs/{config['experiment']}"
+MEMBERS = members(config)
+
+
+wildcard_constraints:
+    cond="|".join(sorted({m.condition for m in MEMBERS}, key=len, reverse=True)),
+    t=r"\d+",
+    p=r"\d+",
+    c=r"\d+",
+
+
+def all_member_outputs(kind):
+    if kind == "children":
+        return [f"{EXP}/children/{m.key}/final.pt" for m in MEMBERS]
+    return [f"{EXP}/{kind}/{m.key}.parquet" for m in MEMBERS]
+
+
+def gpu_request():
+    return 1 if config["device"] == "cuda" else 0
+
+
+def run_settings(**extra):
+    """Everything a training result depends on: changing any of it reruns the job."""
+    return {
+        "seed": config["seed"],
+        "device": config["device"],
+        "augment": config["data"]["augment"],
+        "model": config["model"],
+        "training": config["training"],
+        **extra,
+    }
+
+
+def parent_input(wildcards):
+    if not parse_condition(wildcards.cond).has_parent:
+        return {}
+    return {"parent": f"{EXP}/parents/p{wildcards.p}/step{wildcards.t}.pt"}
