@@ -63,9 +63,10 @@ def provenance(params: dict, device: str) -> dict[str, str]:
 
 
 def _keys(key: dict, n: int) -> dict[str, pa.Array]:
-    types = {"condition": pa.dictionary(pa.int8(), pa.string()), "t": pa.int32(),
-             "parent": pa.int16(), "child": pa.int16()}
-    return {k: pa.array([key[k]] * n, type=types[k]) for k in KEY_COLUMNS}
+    # Built from numpy: pa.array on a Python list of dictionary type would import pandas (0.4 s).
+    condition = pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int8), pa.array([key["condition"]]))
+    ints = {"t": np.int32, "parent": np.int16, "child": np.int16}
+    return {"condition": condition, **{k: pa.array(np.full(n, key[k], dtype=t)) for k, t in ints.items()}}
 
 
 def write_table(columns: dict[str, pa.Array], path: str | Path, metadata: dict[str, str]) -> None:

@@ -110,13 +110,12 @@ def spawn(parent: Run, condition: Condition, seeds: dict[str, int]) -> Run:
 
     The child keeps weights, buffers, optimizer state and schedule position (`coupled-to-t`), or has
     its momentum cleared and schedule restarted at t (`coupled-to-t-reset`, re-initialisation).
-    With dampening 0, an SGD step from an empty momentum buffer equals one from a zero buffer.
     """
     child = parent
     child.seeds = dict(seeds)
     child.info = {**parent.info, "spawned_at": parent.step, "condition": condition.name}
     if condition.resets:
-        child.optimizer.state.clear()
+        child.optimizer.reset()
         child.schedule_start = parent.step
     if condition.side:
         child.info["reinitialised"] = reinitialise(child.model, child.model_name, child.num_classes,
