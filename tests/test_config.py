@@ -1,0 +1,82 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from coupledsgd.config import members, parent_states, validate
+from coupledsgd.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
+
+
+def default():
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def with_change(path, value):
+    config = default()
+    *parents, last = path.split(".")
+    node = config
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return config
+
+
+def test_the_default_config_describes_the_measured_grid():
+    config = validate(default(), SCHEMA)
+    assert config["training"]["steps"] == 600 and config["ensemble"] == {"parents": 2, "children": 4}
+    grid = members(config)
+    # 2 unspawned + 2 x 7 spawn steps + 6 re-initialisations at one step, x 2 parents x 4 children
+    assert len(grid) == (2 + 2 * 7 + 6) * 2 * 4
+    assert len({m.key for m in grid}) == len(grid)
+    assert parent_states(config) == [(p, t) for p in (0, 1) for t in (0, 6, 12, 18, 30, 60, 180)]
+
+
+def test_defaults_are_filled_in():
+    config = validate({"experiment": "x", "data": {"name": "digits"}, "model": {"name": "resnet8"},
+                       "training": {"steps": 100, "batch_size": 4, "lr": 0.1},
+                       "ensemble": {"parents": 1, "children": 2}}, SCHEMA)
+    assert config["training"]["momentum"] == 0.9 and config["reinit"]["percents"] == [10, 25, 50]
+    assert config["metrics"]["bootstrap"] == 1000 and config["barrier"]["points"] == 11
+
+
+@pytest.mark.parametrize("path, value, key", [
+    ("learning_rate", 0.1, "learning_rate"),
+    ("training.lr", "fast", "training.lr"),
+    ("training.lr", 0, "training.lr"),
+    ("training.steps", 0, "training.steps"),
+    ("training.batch_size", -64, "training.batch_size"),
+    ("training.momentum", 1.0, "training.momentum"),
+    ("training.schedule", "linear", "training.schedule"),
+    ("training.milestones", [700], "training.milestones"),
+    ("training.warmup_steps", 600, "training.warmup_steps"),
+    ("ensemble.children", 0, "ensemble.children"),
+    ("ensemble.k", 4, "ensemble.k"),
+    ("spawn_steps", [0, 600], "spawn_steps"),
+    ("spawn_steps", [0, 6, 6], "spawn_steps"),
+    ("spawn_steps", [-1], "spawn_steps"),
+    ("data.name", "mnist", "data.name"),
+    ("data.n_train", 10, "data.n_train"),
+    ("data", {"name": "cifar10"}, "data.root"),
+    ("model.name", "resnet21", "model.name"),
+    ("conditions", ["coupled-to-t", "coupled"], "conditions"),
+    ("reinit.percents", [0], "reinit.percents"),
+    ("reinit.percents", [101], "reinit.percents"),
+    ("reinit.steps", [600], "reinit.steps"),
+    ("threads", 64, "threads"),
+    ("device", "tpu", "device"),
+    ("experiment", "a/b", "experiment"),
+])
+def test_bad_values_stop_with_a_message_naming_the_key(path, value, key):
+    with pytest.raises(ConfigError) as error:
+        validate(with_change(path, value), SCHEMA)
+    assert str(error.value).startswith(key), str(error.value)
+
+
+def test_a_missing_section_is_named():
+    config = default()
+    del config["training"]
+    with pytest.raises(ConfigError, match="^training"):
+        validate(config, SCHEMA)
