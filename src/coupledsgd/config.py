@@ -48,7 +48,12 @@ def validate(config: dict, schema_path: str | Path) -> dict:
         e = errors[0]
         raise ConfigError(f"{_key(e)}: {e.message}")
     _check(config)
-    return config
+    return _sorted(config)
+
+
+def _sorted(node):
+    # Snakemake compares params as ordered dicts: reordering keys in a YAML file must not rerun jobs.
+    return {k: _sorted(node[k]) for k in sorted(node)} if isinstance(node, dict) else node
 
 
 def _check(config: dict) -> None:

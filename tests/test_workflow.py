@@ -1,0 +1,133 @@
+"""The whole workflow on the smoke config, through the `snakemake` command."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from coupledsgd.config import members, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def snakemake(workdir, *args, check=True):
+    result = subprocess.run(["snakemake", "--cores", "2", *args, "--configfile", "configs/smoke.yaml"],
+                            cwd=workdir, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(result.stdout[-3000:] + result.stderr[-3000:])
+    return result
+
+
+def planned(workdir, *args):
+    """Jobs per rule that a dry run would execute."""
+    out = snakemake(workdir, "-n", *args).stdout
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M)
+            if m.group(1) != "total"}
+
+
+def edit_smoke(workdir, change):
+    path = workdir / "configs/smoke.yaml"
+    config = yaml.safe_load(path.read_text())
+    change(config)
+    path.write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("workflow")
+    for name in ("Snakefile", "config.yaml", "configs", "workflow", "envs"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
+    snakemake(workdir)
+    config = validate(yaml.safe_load((workdir / "configs/smoke.yaml").read_text()),
+                      ROOT / "workflow/schemas/config.schema.yaml")
+    return workdir, config
+
+
+def test_every_member_leaves_predictions_with_the_documented_schema(smoke):
+    workdir, config = smoke
+    grid = members(config)
+    files = sorted((workdir / "results/smoke/predictions").rglob("*.parquet"))
+    assert len(files) == len(grid) == 32
+    for m in grid:
+        table = pq.read_table(workdir / f"results/smoke/predictions/{m.key}.parquet")
+        assert table.column_names == ["condition", "t", "parent", "child", "example_id", "label"] + [
+            f"logit_{j}" for j in range(10)]
+        assert table.num_rows == 1000
+        assert str(table.schema.field("logit_0").type) == "float"
+        assert table.column("condition")[0].as_py() == m.condition and table.column("t")[0].as_py() == m.t
+        logits = np.stack([table.column(f"logit_{j}").to_numpy() for j in range(10)], 1)
+        assert np.isfinite(logits).all()
+        assert table.column("example_id").to_pylist() == list(range(1000))
+
+
+def test_coupled_children_differ_and_their_trajectories_start_at_the_spawn(smoke):
+    workdir, _ = smoke
+    base = workdir / "results/smoke"
+    for cond in ("coupled-to-t", "coupled-to-t-reset", "reinit-low-25"):
+        a, b = (pq.read_table(base / f"predictions/{cond}/t8/p0/c{c}.parquet").column("logit_3").to_numpy()
+                for c in (0, 1))
+        assert not np.array_equal(a, b), cond
+    traj = pq.read_table(base / "trajectories/coupled-to-t-reset/t8/p0/c0.parquet").to_pandas()
+    assert sorted(traj.step.unique()) == [8, 16, 24, 32]  # spawn, each epoch after it, end (t + T)
+    assert len(traj) == 4 * 1000 and traj.correct.dtype == bool
+    traj = pq.read_table(base / "trajectories/coupled-to-t/t8/p0/c0.parquet").to_pandas()
+    assert sorted(traj.step.unique()) == [8, 16, 24]  # coupled-to-t stops at T in total
+    final = pq.read_table(base / "predictions/coupled-to-t/t8/p0/c0.parquet").to_pandas()
+    logits = final[[f"logit_{j}" for j in range(10)]].to_numpy()
+    last = traj[traj.step == 24].sort_values("example_id").correct.to_numpy()
+    assert np.array_equal(logits.argmax(1) == final.label.to_numpy(), last)
+
+
+def test_training_logs_report_progress(smoke):
+    workdir, _ = smoke
+    log = (workdir / "logs/smoke/children/no-coupling/t0/p1/c1.log").read_text()
+    assert len(re.findall(r"step \d+/24 .*loss .*train_acc .*test_acc .*examples/s", log)) == 3
+
+
+def test_a_second_run_has_nothing_to_do(smoke):
+    workdir, _ = smoke
+    assert "Nothing to be done" in snakemake(workdir, "-n").stdout
+
+
+def test_adding_a_spawn_step_runs_only_its_jobs(smoke):
+    workdir, _ = smoke
+    edit_smoke(workdir, lambda c: c.update(spawn_steps=[0, 8, 16]))
+    jobs = planned(workdir)
+    edit_smoke(workdir, lambda c: c.update(spawn_steps=[0, 8]))
+    # 2 parents at step 16; coupled-to-t and its reset, x 2 parents x 2 children
+    assert jobs["parent_state"] == 2 and jobs["train_member"] == 8
+    assert "prepare_data" not in jobs
+
+
+def test_changing_the_learning_rate_reruns_every_training_job(smoke):
+    workdir, config = smoke
+    edit_smoke(workdir, lambda c: c["training"].update(lr=0.05))
+    jobs = planned(workdir)
+    edit_smoke(workdir, lambda c: c["training"].update(lr=0.1))
+    assert jobs["parent_state"] == 4 and jobs["train_member"] == len(members(config))
+    assert "prepare_data" not in jobs
+
+
+def test_a_bad_config_stops_before_any_job_naming_the_key(smoke):
+    workdir, _ = smoke
+    edit_smoke(workdir, lambda c: c.update(spawn_steps=[0, 99]))
+    result = snakemake(workdir, check=False)
+    edit_smoke(workdir, lambda c: c.update(spawn_steps=[0, 8]))
+    assert result.returncode != 0
+    assert "spawn_steps: spawn step 99 is not before the end of training" in result.stdout + result.stderr
+
+
+def test_reordering_config_keys_reruns_nothing(smoke):
+    workdir, _ = smoke
+    path = workdir / "configs/smoke.yaml"
+    text = path.read_text()
+    path.write_text(yaml.safe_dump(yaml.safe_load(text), sort_keys=True))  # every key now in another order
+    result = snakemake(workdir, "-n")
+    path.write_text(text)
+    assert "Nothing to be done" in result.stdout
