@@ -1,13 +1,17 @@
 # Coupled SGD: train parents to spawn steps t, spawn k children from each, and measure how much
-# diversity (and ensemble gain) survives the coupling. See README.md and DESIGN notes there.
+# diversity (and ensemble gain) survives the coupling. See README.md.
 
 configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/metrics.smk"
+include: "workflow/rules/barriers.smk"
 include: "workflow/rules/figures.smk"
 
 
@@ -15,4 +19,7 @@ rule all:
     input:
         predictions=all_member_outputs("predictions"),
         trajectories=all_member_outputs("trajectories"),
+        metrics=rules.metrics.output,
+        barriers=rules.barriers.output.table,
+        figures=figure_outputs(),
     default_target: True

@@ -62,6 +62,20 @@ SCHEMA = pa.schema([
 KEY_COLUMNS = ("condition", "t", "parent", "child_a", "child_b")
 
 
+def barrier_set(config: dict) -> list[tuple[str, int, int]]:
+    """(condition, t, parent) of every ensemble whose children's barriers are measured (figure 3):
+    each re-initialisation condition, and coupled-to-t-reset (the "no re-initialisation" reference:
+    the same optimizer reset, nothing re-drawn), at every spawn step of reinit.steps, for every
+    parent; only the conditions that config["conditions"] holds. The reference is taken at the
+    reinit steps even where spawn_steps lacks them (its children are then trained for this alone)."""
+    from .config import conditions
+    from .spawn import parse_condition
+
+    chosen = [c for c in conditions(config) if c == "coupled-to-t-reset" or parse_condition(c).side]
+    return [(c, t, p) for c in chosen for t in config["reinit"]["steps"]
+            for p in range(config["ensemble"]["parents"])]
+
+
 def interpolate(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor],
                 alpha: float) -> dict[str, torch.Tensor]:
     """The model state dict (1 - alpha) * a + alpha * b.

@@ -1,23 +1,8 @@
-from coupledsgd.config import conditions as config_conditions
-from coupledsgd.spawn import parse_condition
+# Error barriers between the children of one parent (DESIGN.md section 3), for the barrier set of
+# coupledsgd.barriers.barrier_set: the re-initialisation conditions and their coupled-to-t-reset
+# reference at reinit.steps, every parent.
 
-
-def barrier_inputs():
-    """Per-(condition, t, parent) barrier tables of the barrier set (DESIGN.md section 4, figure 3):
-    every re-initialisation condition, and coupled-to-t-reset (the "no re-initialisation"
-    reference), at every spawn step of reinit.steps, for every parent; only the conditions that
-    config["conditions"] holds."""
-    chosen = [
-        cond
-        for cond in config_conditions(config)
-        if cond == "coupled-to-t-reset" or parse_condition(cond).side is not None
-    ]
-    return [
-        f"{EXP}/barriers/{cond}/t{t}/p{p}.parquet"
-        for cond in chosen
-        for t in config["reinit"]["steps"]
-        for p in range(config["ensemble"]["parents"])
-    ]
+from coupledsgd.barriers import barrier_set
 
 
 rule barrier:
@@ -51,7 +36,10 @@ rule barrier:
 
 rule barriers:
     input:
-        tables=barrier_inputs(),
+        tables=[
+            f"{EXP}/barriers/{cond}/t{t}/p{p}.parquet"
+            for cond, t, p in barrier_set(config)
+        ],
     output:
         table=f"{EXP}/metrics/barriers.parquet",
     params:

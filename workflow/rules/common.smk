@@ -1,9 +1,10 @@
 import sys
+from pathlib import Path
 
 from coupledsgd.config import members, parent_states, validate
 from coupledsgd.errors import ConfigError
+from coupledsgd.figures import FIGURES, table_path
 from coupledsgd.spawn import parse_condition
-
 
 try:
     config = validate(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -14,23 +15,19 @@ EXP = f"results/{config['experiment']}"
 LOGS = f"logs/{config['experiment']}"
 MEMBERS = members(config)
 
-
 wildcard_constraints:
     cond="|".join(sorted({m.condition for m in MEMBERS}, key=len, reverse=True)),
     t=r"\d+",
     p=r"\d+",
     c=r"\d+",
 
-
 def all_member_outputs(kind):
     if kind == "children":
         return [f"{EXP}/children/{m.key}/final.pt" for m in MEMBERS]
     return [f"{EXP}/{kind}/{m.key}.parquet" for m in MEMBERS]
 
-
 def gpu_request():
     return 1 if config["device"] == "cuda" else 0
-
 
 def run_settings(**extra):
     """Everything a training result depends on: changing any of it reruns the job."""
@@ -43,8 +40,18 @@ def run_settings(**extra):
         **extra,
     }
 
-
 def parent_input(wildcards):
     if not parse_condition(wildcards.cond).has_parent:
         return {}
     return {"parent": f"{EXP}/parents/p{wildcards.p}/step{wildcards.t}.pt"}
+
+# Snakemake opens a report caption by a fixed path (no wildcards), so the one caption template,
+# figure.rst, renders the text of the figure's own caption file, carried in params.
+FIGURE_CAPTIONS = {name: Path(workflow.source_path(f"../report/{name}.rst")).read_text() for name in FIGURES}
+
+def figure_inputs(wildcards):
+    return {table: table_path(EXP, table) for table in FIGURES[wildcards.name][1]}
+
+def figure_outputs():
+    """Every figure, PNG and PDF."""
+    return [f"{EXP}/figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")]

@@ -1,0 +1,341 @@
+"""The figures: every one draws from small synthetic metric tables (the schemas of the metrics stage),
+saves a decodable PNG and a PDF, and says "no data" instead of failing when a condition is absent."""
+
+import itertools
+import time
+
+import matplotlib.image as mpimg
+import matplotlib.text
+import numpy as np
+import pandas as pd
+import pytest
+
+from coupledsgd import figures as F
+from coupledsgd.errors import ArtifactError
+
+PARENTS, CHILDREN, STEPS, PERCENTS, REINIT_STEPS = 2, 2, [0, 8], [25], [8]
+STEPS_PER_EPOCH, EPOCHS = 8, 3
+ALL = ["no-coupling", "coupled-order", "coupled-to-t", "coupled-to-t-reset"] + [
+    f"reinit-{side}-{p}" for side in ("low", "high") for p in PERCENTS]
+SECTION_4 = ["1a", "1b", "1c", "1d", "1e", "1f", "1g", "1h", "1i", "1j", "2", "3"]
+
+
+def _steps(cond):
+    if cond in ("no-coupling", "coupled-order"):
+        return [0]
+    return REINIT_STEPS if cond.startswith("reinit") else STEPS
+
+
+def synthetic_tables(conditions=ALL, seed=0):
+    """All five metric tables with the metrics stage's schemas, filled with plausible random values."""
+    rng = np.random.default_rng(seed)
+    members, ensembles, pairs, forgetting, barriers = [], [], [], [], []
+    for cond in conditions:
+        for t in _steps(cond):
+            te = t / STEPS_PER_EPOCH
+            for p in range(PARENTS):
+                acc = 0.85 + 0.02 * rng.standard_normal(CHILDREN)
+                for c in range(CHILDREN):
+                    members.append(dict(condition=cond, t=t, t_epoch=te, parent=p, child=c, accuracy=acc[c],
+                                        nll=0.4 + 0.05 * rng.random(), brier=0.2 + 0.02 * rng.random(),
+                                        ece=0.03 * rng.random(), mace=0.01 * rng.random()))
+                    # evaluation points: the spawn (epoch 0) and each epoch end
+                    events = np.r_[0, rng.integers(0, 40, EPOCHS)]
+                    for e in range(EPOCHS + 1):
+                        forgetting.append(dict(condition=cond, t=t, parent=p, child=c,
+                                               step=t + e * STEPS_PER_EPOCH, epoch=float(e),
+                                               events=int(events[e]), cumulative_events=int(events[:e + 1].sum())))
+                gain = 0.03 * rng.random()
+                mm = 0.01 * rng.random()
+                ensembles.append(dict(
+                    condition=cond, t=t, t_epoch=te, parent=p, k=CHILDREN, ensemble_accuracy=acc.mean() + gain,
+                    mean_member_accuracy=acc.mean(), gain=gain, gain_ci_low=gain - 0.01, gain_ci_high=gain + 0.01,
+                    ensemble_ece=0.02, ensemble_mace=mm, mean_member_mace=mm + 0.002, mace_improvement=0.002,
+                    mace_improvement_ci_low=0.0, mace_improvement_ci_high=0.004, ensemble_nll=0.35,
+                    sym_kl=0.1 * rng.random(), disagreement=0.1 * rng.random(),
+                    gain_by_size=[0.0] + [gain] * (CHILDREN - 1)))
+                for a, b in itertools.combinations(range(CHILDREN), 2):
+                    pairs.append(dict(condition=cond, t=t, kind="same-parent", parent_a=p, child_a=a,
+                                      parent_b=p, child_b=b, sym_kl=0.2 * rng.random(),
+                                      disagreement=0.1 * rng.random()))
+                    if cond not in ("no-coupling", "coupled-order"):
+                        alphas = np.linspace(0, 1, 11)
+                        err = 0.15 + 0.1 * np.sin(np.pi * alphas) * rng.random()
+                        for al, er in zip(alphas, err):
+                            barriers.append(dict(condition=cond, t=t, parent=p, child_a=a, child_b=b, alpha=al,
+                                                 error=er, barrier=err.max() - (err[0] + err[-1]) / 2))
+            for pa, pb in itertools.combinations(range(PARENTS), 2):
+                pairs.append(dict(condition=cond, t=t, kind="between-parents", parent_a=pa, child_a=None,
+                                  parent_b=pb, child_b=None, sym_kl=0.3 * rng.random(),
+                                  disagreement=0.1 * rng.random()))
+    frames = dict(members=members, ensembles=ensembles, pairs=pairs, forgetting=forgetting, barriers=barriers)
+    cols = dict(
+        members=["condition", "t", "t_epoch", "parent", "child", "accuracy", "nll", "brier", "ece", "mace"],
+        pairs=["condition", "t", "kind", "parent_a", "child_a", "parent_b", "child_b", "sym_kl", "disagreement"],
+        forgetting=["condition", "t", "parent", "child", "step", "epoch", "events", "cumulative_events"],
+        barriers=["condition", "t", "parent", "child_a", "child_b", "alpha", "error", "barrier"],
+        ensembles=["condition", "t", "t_epoch", "parent", "k", "ensemble_accuracy", "mean_member_accuracy",
+                   "gain", "gain_ci_low", "gain_ci_high", "ensemble_ece", "ensemble_mace", "mean_member_mace",
+                   "mace_improvement", "mace_improvement_ci_low", "mace_improvement_ci_high", "ensemble_nll",
+                   "sym_kl", "disagreement", "gain_by_size"])
+    out = {name: pd.DataFrame(rows, columns=cols[name]) for name, rows in frames.items()}
+    for name in ("child_a", "child_b"):
+        out["pairs"][name] = out["pairs"][name].fillna(-1).astype("int16")
+    # the barrier table stores `condition` dictionary-encoded: pandas reads it as a categorical
+    out["barriers"]["condition"] = out["barriers"]["condition"].astype("category")
+    return out
+
+
+@pytest.fixture(scope="module")
+def tables():
+    return synthetic_tables()
+
+
+def _texts(fig):
+    return [t.get_text() for t in fig.findobj(matplotlib.text.Text)]
+
+
+def _legend_texts(fig):
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    return [t.get_text() for legend in legends for t in legend.get_texts()]
+
+
+def _check_files(png, pdf):
+    assert png.stat().st_size > 1000 and pdf.stat().st_size > 1000
+    assert pdf.read_bytes().startswith(b"%PDF")
+    img = mpimg.imread(png)
+    h, w = img.shape[:2]
+    assert 300 <= w <= 3000 and 300 <= h <= 3000, img.shape
+    assert img.std() > 0.01  # not a blank canvas
+    assert not [p for p in png.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_every_section_4_figure_is_registered_with_its_tables():
+    assert [name.split("_")[0].removeprefix("fig") for name in F.FIGURES] == SECTION_4
+    for name, (fn, tables) in F.FIGURES.items():
+        assert callable(fn) and tables and set(tables) <= set(F.TABLES), name
+        assert fn.__name__ == name
+
+
+@pytest.mark.parametrize("name", list(F.FIGURES))
+def test_figure_draws_and_saves(name, tables, tmp_path):
+    fn, needed = F.FIGURES[name]
+    start = time.perf_counter()
+    fig = fn(**{t: tables[t] for t in needed})
+    png, pdf = tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"
+    F.save(fig, png, pdf)
+    assert time.perf_counter() - start < 5
+    assert not hasattr(fig, "coupledsgd_no_data"), fig.coupledsgd_no_data
+    _check_files(png, pdf)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+    assert _legend_texts(fig)
+    assert not any("no data" in t for t in _texts(fig))
+
+
+@pytest.mark.parametrize("name", [n for n in F.FIGURES if not n.startswith(("fig1g", "fig2"))])
+def test_spawn_and_percent_figures_have_a_no_coupling_or_no_reinit_reference(name, tables):
+    fn, needed = F.FIGURES[name]
+    legend = _legend_texts(fn(**{t: tables[t] for t in needed}))
+    if name.startswith("fig3"):
+        assert any(t.startswith("no re-init") for t in legend), legend
+    else:
+        assert any(t.startswith("no-coupling") for t in legend), legend
+
+
+def test_spawn_axis_shows_steps_and_epochs(tables):
+    fig = F.fig1b_accuracy_gain_reset(tables["ensembles"])
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["0\n(init)", "8\n(1 ep)"]
+    fig = F.fig1e_kl_same_parent(tables["pairs"], tables["ensembles"])  # epochs from the ensembles table
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0\n(init)", "8\n(1 ep)"]
+    fig = F.fig1e_kl_same_parent(tables["pairs"])  # no epochs known: steps alone
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0\n(init)", "8"]
+    assert F.t_label(6, {6: 0.4}) == "6\n(0.4 ep)"
+
+
+def test_mean_and_band_are_over_parents(tables):
+    e = tables["ensembles"]
+    fig = F.fig1a_accuracy_gain(e)
+    line = fig.axes[0].get_lines()[0]
+    sel = e[e.condition == "coupled-to-t"]
+    expect = sel.groupby("t")["gain"].mean().to_numpy()
+    np.testing.assert_allclose(line.get_ydata(), expect)
+    band = fig.axes[0].collections[0].get_paths()[0].vertices[:, 1]
+    sd = sel.groupby("t")["gain"].std().to_numpy()
+    assert band.max() == pytest.approx((expect + sd).max())
+    assert band.min() == pytest.approx((expect - sd).min())
+
+
+def test_parent_stats_average_children_first():
+    df = pd.DataFrame(dict(t=[0, 0, 0, 0], parent=[0, 0, 0, 1], v=[1.0, 2.0, 3.0, 6.0]))
+    s = F.parent_stats(df, ["t"], "v").iloc[0]
+    assert (s["mean"], s["n"]) == (4.0, 2)          # parent 0: 2, parent 1: 6
+    assert s["std"] == pytest.approx(np.std([2, 6], ddof=1))
+
+
+def test_cumulative_forgetting_takes_the_last_point_within_E():
+    rows = []
+    for child, last_epoch in ((0, 3), (1, 2)):
+        cum = 0
+        for e in range(last_epoch + 1):
+            cum += 10 * e
+            rows.append(dict(condition="coupled-to-t-reset", t=8, parent=0, child=child, step=8 + 8 * e,
+                             epoch=float(e), events=10 * e, cumulative_events=cum))
+    f = pd.DataFrame(rows)
+    last, E = F.cumulative_forgetting(f, ["coupled-to-t-reset"])
+    assert E == 2.0  # the largest epoch both members reached
+    assert last["cumulative_events"].tolist() == [30, 30]
+    last, E = F.cumulative_forgetting(f, ["coupled-to-t-reset"], epochs=1.5)
+    assert E == 1.5 and last["cumulative_events"].tolist() == [10, 10]
+
+
+def test_fig1h_uses_a_common_horizon(tables):
+    fig = F.fig1h_cumulative_forgetting(tables["forgetting"], tables["ensembles"])
+    assert f"first {EPOCHS} epochs" in fig.axes[0].get_title()
+    f = tables["forgetting"]
+    sel = f[(f.condition == "coupled-to-t-reset") & (f.epoch == EPOCHS)]
+    expect = sel.groupby("t")["cumulative_events"].mean().to_numpy()
+    np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), expect)
+
+
+def test_percent_figures_put_no_reinit_at_zero(tables):
+    fig = F.fig3_error_barrier(tables["barriers"], tables["ensembles"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "25"]
+    assert "t = 8 (1 ep)" in ax.get_title()
+    lines = {l.get_label(): l for l in ax.get_lines()}
+    assert lines["low layers"].get_xdata().tolist() == [25.0]
+    b = tables["barriers"]
+    reset = b[(b.condition == "coupled-to-t-reset") & (b.t == 8)]
+    expect = reset.groupby("parent")["barrier"].mean().mean()
+    marker = [l for l in ax.get_lines() if list(l.get_xdata()) == [0.0]]
+    assert marker and marker[0].get_ydata()[0] == pytest.approx(expect)
+
+
+def test_member_accuracy_has_one_box_per_condition_and_step(tables):
+    fig = F.fig2_member_accuracy(tables["members"])
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == ["no-coupling", "coupled-order", "coupled-to-t, t = 0 (init)", "coupled-to-t, t = 8 (1 ep)",
+                      "coupled-to-t-reset, t = 0 (init)", "coupled-to-t-reset, t = 8 (1 ep)",
+                      "reinit-low-25, t = 8 (1 ep)", "reinit-high-25, t = 8 (1 ep)"]
+
+
+@pytest.mark.parametrize("name,absent", [
+    ("fig1a_accuracy_gain", "coupled-to-t"), ("fig1b_accuracy_gain_reset", "coupled-to-t-reset"),
+    ("fig1c_mace_improvement", "coupled-to-t"), ("fig1d_mace_improvement_reset", "coupled-to-t-reset"),
+    ("fig1e_kl_same_parent", "coupled-to-t-reset"), ("fig1f_kl_between_parents", "coupled-to-t-reset"),
+    ("fig1g_forgetting_per_epoch", "no-coupling"), ("fig1h_cumulative_forgetting", "coupled-to-t-reset"),
+])
+def test_missing_condition_gives_a_no_data_figure(name, absent, tmp_path):
+    tables = synthetic_tables([c for c in ALL if c != absent])
+    fn, needed = F.FIGURES[name]
+    fig = fn(**{t: tables[t] for t in needed})
+    message = f"no data: condition {absent} not in this experiment"
+    assert fig.coupledsgd_no_data == message and message in _texts(fig)
+    F.save(fig, tmp_path / "f.png", tmp_path / "f.pdf")
+    _check_files(tmp_path / "f.png", tmp_path / "f.pdf")
+
+
+@pytest.mark.parametrize("name", ["fig1i_accuracy_gain_reinit", "fig1j_mace_reinit", "fig3_error_barrier"])
+def test_no_reinit_conditions_give_a_no_data_figure(name, tmp_path):
+    tables = synthetic_tables([c for c in ALL if not c.startswith("reinit")])
+    fn, needed = F.FIGURES[name]
+    fig = fn(**{t: tables[t] for t in needed})
+    assert "reinit-low-<pct>" in fig.coupledsgd_no_data
+    F.save(fig, tmp_path / "f.png", tmp_path / "f.pdf")
+    _check_files(tmp_path / "f.png", tmp_path / "f.pdf")
+
+
+def test_empty_tables_give_no_data_figures(tables, tmp_path):
+    for name, (fn, needed) in F.FIGURES.items():
+        fig = fn(**{t: tables[t].iloc[:0] for t in needed})
+        assert fig.coupledsgd_no_data.startswith("no data"), name
+        F.save(fig, tmp_path / f"{name}.png", tmp_path / f"{name}.pdf")
+        _check_files(tmp_path / f"{name}.png", tmp_path / f"{name}.pdf")
+
+
+def test_missing_reference_is_noted_not_fatal(tables):
+    t = synthetic_tables([c for c in ALL if c != "no-coupling"])
+    fig = F.fig1a_accuracy_gain(t["ensembles"])
+    assert not hasattr(fig, "coupledsgd_no_data")
+    assert any("no-coupling not in this experiment: no reference line" in s for s in _texts(fig))
+    fig = F.fig3_error_barrier(t["barriers"].query("condition != 'coupled-to-t-reset'"), t["ensembles"])
+    assert any("no 'no re-init' marker" in s for s in _texts(fig))
+
+
+def test_only_one_side_reinitialised(tables):
+    t = synthetic_tables([c for c in ALL if not c.startswith("reinit-high")])
+    fig = F.fig1i_accuracy_gain_reinit(t["ensembles"])
+    legend = _legend_texts(fig)
+    assert "low layers" in legend and "high layers" not in legend
+    assert any("reinit-high-<pct> not in this experiment" in s for s in _texts(fig))
+
+
+def test_a_missing_column_names_the_file(tables, tmp_path):
+    path = tmp_path / "ensembles.parquet"
+    tables["ensembles"].drop(columns=["gain"]).to_parquet(path)
+    with pytest.raises(ArtifactError, match=r"ensembles\.parquet: missing column\(s\) gain"):
+        F.run_figure("fig1a_accuracy_gain", {"ensembles": str(path)}, str(tmp_path / "a.png"),
+                     str(tmp_path / "a.pdf"))
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_an_unreadable_table_names_the_file(tmp_path):
+    path = tmp_path / "ensembles.parquet"
+    path.write_bytes(b"PAR1 truncated")
+    with pytest.raises(ArtifactError, match="ensembles.parquet: not a readable Parquet table"):
+        F.read_table(path)
+    with pytest.raises(ArtifactError, match="not found"):
+        F.read_table(tmp_path / "nope.parquet")
+
+
+def test_run_figure_reads_parquet_and_logs(tables, tmp_path):
+    paths = {}
+    for name, df in tables.items():
+        paths[name] = str(tmp_path / "metrics" / f"{name}.parquet")
+        (tmp_path / "metrics").mkdir(exist_ok=True)
+        df.to_parquet(paths[name])
+    for name, (_, needed) in F.FIGURES.items():
+        out = tmp_path / "figures"
+        F.run_figure(name, {t: paths[t] for t in needed}, str(out / f"{name}.png"), str(out / f"{name}.pdf"),
+                     str(tmp_path / "logs" / f"{name}.log"))
+        _check_files(out / f"{name}.png", out / f"{name}.pdf")
+        assert f"{name}: drawn" in (tmp_path / "logs" / f"{name}.log").read_text()
+
+
+def test_save_is_deterministic_and_replaces(tables, tmp_path):
+    fig = F.fig1i_accuracy_gain_reinit(tables["ensembles"])
+    F.save(fig, tmp_path / "a.png", tmp_path / "a.pdf")
+    first = ((tmp_path / "a.png").read_bytes(), (tmp_path / "a.pdf").read_bytes())
+    F.save(fig, tmp_path / "a.png", tmp_path / "a.pdf")
+    assert ((tmp_path / "a.png").read_bytes(), (tmp_path / "a.pdf").read_bytes()) == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pdf", "a.png"]
+
+
+def test_table_path():
+    assert F.table_path("results/smoke", "pairs") == "results/smoke/metrics/pairs.parquet"
+    with pytest.raises(ValueError, match="unknown metric table"):
+        F.table_path("results/smoke", "nope")
+
+
+def test_importing_the_registry_is_cheap():
+    """The workflow imports FIGURES while it parses the rules: no plotting or data library may load."""
+    import subprocess
+    import sys
+
+    code = ("import sys, coupledsgd.figures as F; assert F.FIGURES; "
+            "print(sorted(m for m in ('matplotlib', 'seaborn', 'pandas', 'numpy', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_every_figure_has_a_caption():
+    from pathlib import Path
+
+    report = Path(__file__).resolve().parents[1] / "workflow" / "report"
+    for name in F.FIGURES:
+        text = (report / f"{name}.rst").read_text()
+        assert "standard deviation" in text or "quartiles" in text, name
+    assert (report / "figure.rst").read_text().strip() == "{{ snakemake.params.caption }}"
+    assert (report / "workflow.rst").exists()

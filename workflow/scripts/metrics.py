@@ -1,0 +1,4 @@
+from coupledsgd.tables import metric_tables
+
+metric_tables(snakemake.input.predictions, snakemake.input.trajectories, dict(snakemake.output),
+              dict(snakemake.params.settings), snakemake.log[0])
