@@ -131,3 +131,48 @@ def test_reordering_config_keys_reruns_nothing(smoke):
     result = snakemake(workdir, "-n")
     path.write_text(text)
     assert "Nothing to be done" in result.stdout
+
+
+def test_metric_tables_have_their_schemas_and_values_in_range(smoke):
+    import pandas as pd
+
+    from coupledsgd.tables import SCHEMAS, SUMMARY_COLUMNS
+
+    workdir, config = smoke
+    base = workdir / "results/smoke/metrics"
+    for name, schema in SCHEMAS.items():
+        assert pq.read_schema(base / f"{name}.parquet").remove_metadata().equals(schema), name
+    members_t = pd.read_parquet(base / "members.parquet")
+    ens = pd.read_parquet(base / "ensembles.parquet")
+    assert len(members_t) == len(members(config)) and len(ens) == len(members(config)) // 2
+    assert members_t.accuracy.between(0, 1).all() and (members_t.nll > 0).all()
+    assert members_t.ece.between(0, 1).all() and members_t.mace.between(0, 1).all()
+    assert ens.ensemble_accuracy.between(0, 1).all() and ens.gain.between(-1, 1).all()
+    assert (ens.gain_ci_low <= ens.gain).all() and (ens.gain <= ens.gain_ci_high).all()
+    assert (ens.sym_kl >= 0).all() and ens.gain_by_size.map(len).eq(2).all()
+    pairs = pd.read_parquet(base / "pairs.parquet")
+    assert set(pairs.kind) == {"same-parent", "between-parents"} and (pairs.sym_kl >= 0).all()
+    forgetting = pd.read_parquet(base / "forgetting.parquet")
+    assert (forgetting.events >= 0).all() and forgetting.accuracy.between(0, 1).all()
+    barriers = pd.read_parquet(base / "barriers.parquet")
+    assert set(barriers.condition) == {"coupled-to-t-reset", "reinit-low-25", "reinit-high-25"}
+    assert barriers.error.between(0, 1).all() and len(barriers) == 3 * 2 * 11  # 1 pair per parent
+    summary = pd.read_csv(base / "summary.csv")
+    assert list(summary.columns) == SUMMARY_COLUMNS and len(summary) == 8
+
+
+def test_every_figure_is_a_nonempty_image_and_the_report_builds(smoke):
+    import matplotlib.image
+
+    from coupledsgd.figures import FIGURES
+
+    workdir, _ = smoke
+    for name in FIGURES:
+        png = workdir / f"results/smoke/figures/{name}.png"
+        pdf = workdir / f"results/smoke/figures/{name}.pdf"
+        image = matplotlib.image.imread(png)
+        assert image.shape[0] > 200 and image.shape[1] > 200 and image.std() > 0, name
+        assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 1000, name
+    snakemake(workdir, "--report", "results/report.html")
+    html = (workdir / "results/report.html").read_text()
+    assert all(name in html for name in FIGURES) and "summary.csv" in html
