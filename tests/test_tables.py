@@ -29,7 +29,7 @@ SETTINGS = {"bootstrap": 200, "ece_bins": 15, "mace_bins": 15, "forgetting_epoch
 
 
 def _meta(spe=SPE):
-    return {"coupledsgd.steps_per_epoch": str(spe), "coupledsgd.params": "{}"}
+    return {"coupledsgd.steps_per_epoch": str(spe), "coupledsgd.params": "{}", "coupledsgd.config_hash": "abc"}
 
 
 def _write_member(root, cond, t, p, c, probs, labels, correct=CORRECT, steps=STEPS, spe=SPE):

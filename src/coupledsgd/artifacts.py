@@ -6,8 +6,10 @@ folder, then renamed), so an interrupted job never leaves a truncated file that 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,17 +51,33 @@ def load_torch(path: str | Path, what: str = "checkpoint", map_location="cpu") -
     except FileNotFoundError:
         raise ArtifactError(f"{path}: {what} not found") from None
     except Exception as e:  # torch raises several types for truncated or foreign files
-        raise ArtifactError(f"{path}: not a readable {what} ({type(e).__name__}: {e})") from None
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ArtifactError(f"{path}: not a readable {what} ({type(e).__name__}: {first_line})") from None
     if not isinstance(obj, dict):
         raise ArtifactError(f"{path}: not a {what} (holds a {type(obj).__name__})")
     return obj
 
 
+@functools.cache
+def git_commit() -> str:
+    """The commit of the package's checkout (with -dirty for local changes), or "unknown"."""
+    try:
+        out = subprocess.run(["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty",
+                              "--abbrev=12"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def provenance(params: dict, device: str) -> dict[str, str]:
-    """What produced a file: the job's settings and the software it ran on."""
-    return {"coupledsgd.params": json.dumps(params, sort_keys=True, default=str),
-            "coupledsgd.version": __version__, "torch.version": torch.__version__,
-            "device": str(device)}
+    """What produced a file: the job's settings (with the config hash and seeds), the software and
+    the device it ran on."""
+    meta = {"coupledsgd.params": json.dumps(params, sort_keys=True, default=str),
+            "coupledsgd.version": __version__, "coupledsgd.git_commit": git_commit(),
+            "torch.version": str(torch.__version__), "device": str(device)}
+    if "config_hash" in params:
+        meta["coupledsgd.config_hash"] = str(params["config_hash"])
+    return meta
 
 
 def _keys(key: dict, n: int) -> dict[str, pa.Array]:

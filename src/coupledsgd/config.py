@@ -87,6 +87,20 @@ def _check(config: dict) -> None:
         parse_condition(name)
 
 
+def config_hash(config: dict) -> str:
+    """Hash of the settings every result of an experiment depends on (seed, data, model, training).
+
+    The grid (spawn steps, conditions, parents, children) is left out: growing the grid must not
+    make finished results look foreign.
+    """
+    import hashlib
+    import json
+
+    data = {k: v for k, v in config["data"].items() if k not in ("root", "download")}
+    keyed = {"seed": config["seed"], "data": data, "model": config["model"], "training": config["training"]}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def conditions(config: dict) -> list[str]:
     """Condition names with the re-initialisation sides expanded to one per percent."""
     out = []

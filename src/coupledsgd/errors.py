@@ -1,13 +1,32 @@
-"""The errors a user can cause: each names the config key or the file at fault."""
+"""The errors a user can cause: each names the config key or the file at fault, in one line."""
+
+import sys
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """Bad input: the message alone tells the user what to fix, no traceback needed."""
+
+
+class ConfigError(UserError, ValueError):
     """A config value is missing, of the wrong type, or impossible; the message names the key."""
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """A dataset is missing or malformed; the message names the file or folder."""
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(UserError, RuntimeError):
     """A checkpoint or Parquet file is truncated, foreign or malformed; the message names the file."""
+
+
+def run_stage(stage, *args):
+    """Call `stage(*args)` (its last argument is its log file); a UserError ends the job with its
+    one-line message on stderr and in the log, and exit status 1."""
+    try:
+        stage(*args)
+    except UserError as e:
+        line = f"{type(e).__name__}: {e}"
+        if args and args[-1]:
+            with open(args[-1], "a") as log:
+                log.write(line + "\n")
+        sys.exit(line)

@@ -113,6 +113,7 @@ def spawn(parent: Run, condition: Condition, seeds: dict[str, int]) -> Run:
     """
     child = parent
     child.seeds = dict(seeds)
+    child.start = parent.step
     child.info = {**parent.info, "spawned_at": parent.step, "condition": condition.name}
     if condition.resets:
         child.optimizer.reset()

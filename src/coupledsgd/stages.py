@@ -4,6 +4,7 @@ only wires Snakemake's inputs, outputs and params to one of these functions.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from . import data as D
 from .artifacts import load_torch, provenance, save_torch, write_predictions, write_trajectory
 from .errors import ArtifactError
+from .resume import Resume
 from .spawn import member_seeds, parent_seeds, parse_condition, spawn
 from .training import Hparams, Run, predict, train
 
@@ -45,12 +47,25 @@ def prepare_data(settings: dict, output: str, log_path: str | None = None) -> No
         f"{cache['num_classes']} classes, input {tuple(cache['x_train'].shape[1:])}")
 
 
-def _check_run_state(state: dict, path, params: dict) -> None:
-    expected = (params["model"]["name"], params["parent"])
-    found = (state.get("model_name"), state.get("info", {}).get("parent"))
+def _job_settings(params: dict) -> dict:
+    """The settings a job's result depends on (not its thread count or checkpoint cadence)."""
+    return {k: v for k, v in params.items() if k not in ("threads", "checkpoint")}
+
+
+def _resume(output: str | Path, params: dict, log) -> Resume:
+    every = params.get("checkpoint") or {}
+    return Resume(Path(output).with_suffix(".resume.pt"), _job_settings(params),
+                  every.get("every_steps"), every.get("every_seconds", 60.0), log)
+
+
+def _check_parent_state(state: dict, path, params: dict) -> None:
+    info = state.get("info", {})
+    expected = (params["model"]["name"], params["parent"], params["t"], params["config_hash"])
+    found = (state.get("model_name"), info.get("parent"), state.get("step"), info.get("config_hash"))
     if found != expected:
-        raise ArtifactError(f"{path}: holds a state of model {found[0]!r} parent {found[1]!r}, "
-                            f"expected model {expected[0]!r} parent {expected[1]!r}")
+        raise ArtifactError(f"{path}: holds model {found[0]!r} parent {found[1]!r} at step {found[2]!r} of "
+                            f"config {found[3]!r}; this job needs model {expected[0]!r} parent "
+                            f"{expected[1]!r} at step {expected[2]!r} of config {expected[3]!r}")
 
 
 def parent_state(data_path: str, output: str, params: dict, log_path: str | None = None) -> None:
@@ -59,12 +74,36 @@ def parent_state(data_path: str, output: str, params: dict, log_path: str | None
     log = logger(log_path)
     data = D.load(data_path, device, params["augment"])
     h = Hparams.from_config(params["training"])
-    run = Run.fresh(params["model"]["name"], data.in_shape, data.num_classes, h,
-                    parent_seeds(params["seed"], params["parent"]), device)
-    run.info = {"parent": params["parent"]}
-    train(run, data, params["t"], log=log)
-    save_torch(run.state_dict(), output)
+    resume = _resume(output, params, log)
+    restored = resume.load(h, device)
+    if restored:
+        run = restored[0]
+    else:
+        run = Run.fresh(params["model"]["name"], data.in_shape, data.num_classes, h,
+                        parent_seeds(params["seed"], params["parent"]), device)
+        run.info = {"parent": params["parent"], "config_hash": params["config_hash"]}
+    train(run, data, params["t"], log=log, checkpoint=resume)
+    save_torch({**run.state_dict(), "provenance": provenance(_job_settings(params), device)}, output)
+    resume.remove()
     log(f"parent {params['parent']} state at step {run.step} saved")
+
+
+def _start_member(data: D.DeviceData, parent_path: str | None, params: dict, h: Hparams, device, log) -> Run:
+    """Member (p, c) at its first step: fresh from its own seeds, or spawned from its parent at t."""
+    condition = parse_condition(params["condition"])
+    p, c = params["parent"], params["child"]
+    seeds = member_seeds(params["seed"], condition, p, c)
+    if condition.has_parent:
+        state = load_torch(parent_path, what="parent state")
+        _check_parent_state(state, parent_path, params)
+        run = spawn(Run.from_state(state, h, device), condition, seeds)
+        if "reinitialised" in run.info:
+            log(f"re-initialised modules: {', '.join(run.info['reinitialised'])}")
+    else:
+        run = Run.fresh(params["model"]["name"], data.in_shape, data.num_classes, h, seeds, device)
+        run.info = {"parent": p, "condition": condition.name, "config_hash": params["config_hash"]}
+    run.info["child"] = c
+    return run
 
 
 def train_member(data_path: str, parent_path: str | None, outputs: dict, params: dict,
@@ -75,29 +114,19 @@ def train_member(data_path: str, parent_path: str | None, outputs: dict, params:
     log = logger(log_path)
     data = D.load(data_path, device, params["augment"])
     h = Hparams.from_config(params["training"])
-    condition = parse_condition(params["condition"])
-    p, c = params["parent"], params["child"]
-    seeds = member_seeds(params["seed"], condition, p, c)
-    if condition.has_parent:
-        state = load_torch(parent_path, what="parent state")
-        _check_run_state(state, parent_path, params)
-        if state["step"] != params["t"]:
-            raise ArtifactError(f"{parent_path}: holds step {state['step']}, expected {params['t']}")
-        run = spawn(Run.from_state(state, h, device), condition, seeds)
-        if "reinitialised" in run.info:
-            log(f"re-initialised modules: {', '.join(run.info['reinitialised'])}")
-    else:
-        run = Run.fresh(params["model"]["name"], data.in_shape, data.num_classes, h, seeds, device)
-        run.info = {"parent": p, "condition": condition.name}
-    run.info["child"] = c
-    log(f"{condition.name} t={params['t']} parent {p} child {c}: steps {run.step} -> {run.end}")
-    trajectory = train(run, data, run.end, evaluate=True, log=log)
-    key = {"condition": condition.name, "t": params["t"], "parent": p, "child": c}
-    meta = {**provenance(params, device),
+    resume = _resume(outputs["final"], params, log)
+    restored = resume.load(h, device)
+    run, trajectory = restored or (_start_member(data, parent_path, params, h, device, log), None)
+    log(f"{params['condition']} t={params['t']} parent {params['parent']} child {params['child']}: "
+        f"steps {run.step} -> {run.end}")
+    trajectory = train(run, data, run.end, evaluate=True, log=log, trajectory=trajectory, checkpoint=resume)
+    key = {k: params[k] for k in ("condition", "t", "parent", "child")}
+    meta = {**provenance(_job_settings(params), device), "coupledsgd.seeds": json.dumps(run.seeds),
             "coupledsgd.steps_per_epoch": str(D.steps_per_epoch(data.n_train, h.batch_size))}
     logits = predict(run.model, data.x_test, h.eval_batch_size).cpu().numpy()
     labels = data.y_test.cpu().numpy()
     write_predictions(outputs["predictions"], key, labels, logits, meta)
     write_trajectory(outputs["trajectory"], key, trajectory.steps, trajectory.as_array(), meta)
-    save_torch(run.state_dict(), outputs["final"])
+    save_torch({**run.state_dict(), "provenance": meta}, outputs["final"])
+    resume.remove()
     log(f"done: test accuracy {(logits.argmax(1) == labels).mean():.4f}")

@@ -40,6 +40,7 @@ from .errors import ArtifactError
 BOOTSTRAP_SEED = 0
 LEVEL = 0.95
 SPE_KEY = b"coupledsgd.steps_per_epoch"
+HASH_KEY = b"coupledsgd.config_hash"
 PREDICTION_COLUMNS = (*KEY_COLUMNS, "example_id", "label")
 TRAJECTORY_COLUMNS = (*KEY_COLUMNS, "step", "example_id", "correct")
 DEFAULTS = {"bootstrap": 1000, "ece_bins": 15, "mace_bins": 15, "forgetting_epochs": None}
@@ -99,6 +100,7 @@ class Predictions:
     labels: np.ndarray  # (N,) int64
     log_probs: np.ndarray  # (N, C) float64
     steps_per_epoch: int
+    config_hash: str
 
     @property
     def key(self) -> tuple[str, int, int, int]:
@@ -117,14 +119,16 @@ class Trajectory:
     steps: np.ndarray  # (E,) int64, ascending global SGD steps
     correct: np.ndarray  # (E, N) bool, columns in example_id order
     steps_per_epoch: int
+    config_hash: str
 
     @property
     def key(self) -> tuple[str, int, int, int]:
         return self.condition, self.t, self.parent, self.child
 
 
-def _read_table(path, required) -> tuple[pa.Table, dict, int]:
-    """The table, its key (condition, t, parent, child: one value each) and its steps per epoch."""
+def _read_table(path, required) -> tuple[pa.Table, dict, int, str]:
+    """The table, its key (condition, t, parent, child: one value each), its steps per epoch and the
+    hash of the config that produced it."""
     try:
         table = pq.read_table(path)
     except FileNotFoundError:
@@ -152,7 +156,11 @@ def _read_table(path, required) -> tuple[pa.Table, dict, int]:
         spe = 0
     if spe < 1:
         raise ArtifactError(f"{path}: {SPE_KEY.decode()} = {raw!r} is not a positive integer")
-    return table, key, spe
+    config_hash = (table.schema.metadata or {}).get(HASH_KEY)
+    if config_hash is None:
+        raise ArtifactError(f"{path}: schema metadata lacks {HASH_KEY.decode()} (written by an older "
+                            "version? rerun the job that wrote it)")
+    return table, key, spe, config_hash.decode()
 
 
 def _int_column(table, name, path) -> np.ndarray:
@@ -165,7 +173,7 @@ def _int_column(table, name, path) -> np.ndarray:
 
 def read_predictions(path) -> Predictions:
     """Read and check one predictions file: the columns, finite logits, labels in range, unique ids."""
-    table, key, spe = _read_table(path, PREDICTION_COLUMNS)
+    table, key, spe, config_hash = _read_table(path, PREDICTION_COLUMNS)
     found = {int(c[6:]) for c in table.column_names if c.startswith("logit_") and c[6:].isdigit()}
     n_classes = max(found, default=0) + 1
     missing = [f"logit_{j}" for j in range(n_classes) if j not in found]
@@ -192,12 +200,12 @@ def read_predictions(path) -> Predictions:
     if np.any(ids[1:] == ids[:-1]):
         raise ArtifactError(f"{path}: example_id {ids[1:][ids[1:] == ids[:-1]][0]} appears twice")
     return Predictions(str(path), key["condition"], key["t"], key["parent"], key["child"], ids,
-                       labels[order], M.log_softmax(logits[order]), spe)
+                       labels[order], M.log_softmax(logits[order]), spe, config_hash)
 
 
 def read_trajectory(path) -> Trajectory:
     """Read and check one trajectory file: every evaluation point holds the same examples once."""
-    table, key, spe = _read_table(path, TRAJECTORY_COLUMNS)
+    table, key, spe, config_hash = _read_table(path, TRAJECTORY_COLUMNS)
     steps = _int_column(table, "step", path)
     ids = _int_column(table, "example_id", path)
     col = table.column("correct")
@@ -213,17 +221,22 @@ def read_trajectory(path) -> Trajectory:
         raise ArtifactError(f"{path}: evaluation points must each hold the same examples once "
                             f"({len(points)} points, rows per point {sorted(set(counts.tolist()))})")
     return Trajectory(str(path), key["condition"], key["t"], key["parent"], key["child"], points,
-                      correct[order].reshape(len(points), n), spe)
+                      correct[order].reshape(len(points), n), spe, config_hash)
+
+
+def _agreed(items, attr: str, what: str):
+    """The value of `attr` that every file shares; files of different configs never mix."""
+    first = items[0]
+    other = next((x for x in items if getattr(x, attr) != getattr(first, attr)), None)
+    if other is not None:
+        raise ArtifactError(f"{other.path}: {what} {getattr(other, attr)}, but {first.path} has "
+                            f"{getattr(first, attr)} (files of different configs; rerun the stale jobs)")
+    return getattr(first, attr)
 
 
 def _steps_per_epoch(items) -> int:
-    spe = {x.steps_per_epoch for x in items}
-    if len(spe) > 1:
-        first = items[0]
-        other = next(x for x in items if x.steps_per_epoch != first.steps_per_epoch)
-        raise ArtifactError(f"{other.path}: {other.steps_per_epoch} steps per epoch, but {first.path} "
-                            f"says {first.steps_per_epoch} (files of different experiments?)")
-    return spe.pop()
+    _agreed(items, "config_hash", "config hash")
+    return _agreed(items, "steps_per_epoch", "steps per epoch")
 
 
 def _unique_members(items) -> None:

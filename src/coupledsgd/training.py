@@ -114,6 +114,7 @@ class Run:
     seeds: dict[str, int]             # init, order, aug (and reinit where used)
     step: int = 0
     schedule_start: int = 0
+    start: int = 0                    # the step this run began at: 0, or its spawn step
     info: dict = field(default_factory=dict)
 
     @property
@@ -130,7 +131,8 @@ class Run:
         return {"model_name": self.model_name, "in_shape": list(self.in_shape),
                 "num_classes": self.num_classes, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "step": self.step,
-                "schedule_start": self.schedule_start, "seeds": dict(self.seeds), "info": dict(self.info)}
+                "schedule_start": self.schedule_start, "start": self.start, "seeds": dict(self.seeds),
+                "info": dict(self.info)}
 
     @classmethod
     def from_state(cls, state: dict, hparams: Hparams, device="cpu") -> "Run":
@@ -140,7 +142,8 @@ class Run:
         optimizer = SGD(model, hparams)
         optimizer.load_state_dict(state["optimizer"])
         return cls(state["model_name"], tuple(state["in_shape"]), state["num_classes"], model, optimizer,
-                   hparams, dict(state["seeds"]), state["step"], state["schedule_start"], dict(state["info"]))
+                   hparams, dict(state["seeds"]), state["step"], state["schedule_start"], state["start"],
+                   dict(state["info"]))
 
 
 @torch.no_grad()
@@ -168,23 +171,29 @@ class Trajectory:
 
 
 def train(run: Run, data: DeviceData, until: int, evaluate: bool = False,
-          log: Callable[[str], None] = lambda line: None) -> Trajectory:
+          log: Callable[[str], None] = lambda line: None, trajectory: Trajectory | None = None,
+          checkpoint: Callable[[Run, Trajectory], None] | None = None) -> Trajectory:
     """Train `run` in place from its current step to `until`, evaluating on the test set if asked.
 
+    Evaluation points are fixed by the run's start and end, not by where this call begins, so a run
+    continued with the `trajectory` recorded so far yields the uninterrupted run's trajectory.
+    `checkpoint(run, trajectory)` is offered the state before every step; it decides whether to save.
     Progress (step, loss, train and test accuracy, examples per second) is logged at least once per
     epoch. Returns the test-set correctness at each evaluation point (empty if `evaluate` is False).
     """
     h, model, opt = run.hparams, run.model, run.optimizer
     spe = steps_per_epoch(data.n_train, h.batch_size)
     every = h.eval_every or spe
-    report_at = set(evaluation_steps(run.step, until, min(every, spe)))
-    eval_at = set(evaluation_steps(run.step, run.end, every)) if evaluate else set()
-    trajectory = Trajectory()
+    report_at = set(evaluation_steps(run.start, until, min(every, spe)))
+    eval_at = set(evaluation_steps(run.start, run.end, every)) if evaluate else set()
+    trajectory = trajectory if trajectory is not None else Trajectory()
     model.train()
     loss_sum = torch.zeros((), device=data.x_train.device)
     hits = torch.zeros((), dtype=torch.int64, device=data.x_train.device)
     seen, clock = 0, time.perf_counter()
     while True:
+        if checkpoint is not None and run.step < until:
+            checkpoint(run, trajectory)
         if run.step in eval_at:
             correct = predict(model, data.x_test, h.eval_batch_size).argmax(1).eq(data.y_test)
             trajectory.steps.append(run.step)

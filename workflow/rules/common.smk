@@ -1,7 +1,7 @@
 import sys
 from pathlib import Path
 
-from coupledsgd.config import members, parent_states, validate
+from coupledsgd.config import config_hash, members, validate
 from coupledsgd.errors import ConfigError
 from coupledsgd.figures import FIGURES, table_path
 from coupledsgd.spawn import parse_condition
@@ -37,6 +37,7 @@ def run_settings(**extra):
         "augment": config["data"]["augment"],
         "model": config["model"],
         "training": config["training"],
+        "config_hash": config_hash(config),
         **extra,
     }
 

@@ -1,5 +1,6 @@
 from coupledsgd.barriers import barrier_table
+from coupledsgd.errors import run_stage
 
 settings = {**dict(snakemake.params.items()), "threads": snakemake.threads}
-barrier_table(snakemake.input.data, list(snakemake.input.finals), snakemake.output.table, settings,
-              snakemake.log[0])
+run_stage(barrier_table, snakemake.input.data, list(snakemake.input.finals), snakemake.output.table, settings,
+          snakemake.log[0])

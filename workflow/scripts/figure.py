@@ -1,4 +1,5 @@
+from coupledsgd.errors import run_stage
 from coupledsgd.figures import run_figure
 
-run_figure(snakemake.wildcards.name, dict(snakemake.input.items()), snakemake.output.png, snakemake.output.pdf,
-           snakemake.log[0])
+run_stage(run_figure, snakemake.wildcards.name, dict(snakemake.input.items()), snakemake.output.png,
+          snakemake.output.pdf, snakemake.log[0])

@@ -1,4 +1,5 @@
+from coupledsgd.errors import run_stage
 from coupledsgd.tables import metric_tables
 
-metric_tables(snakemake.input.predictions, snakemake.input.trajectories, dict(snakemake.output),
-              dict(snakemake.params.settings), snakemake.log[0])
+run_stage(metric_tables, snakemake.input.predictions, snakemake.input.trajectories, dict(snakemake.output),
+          dict(snakemake.params.settings), snakemake.log[0])

@@ -1,4 +1,5 @@
+from coupledsgd.errors import run_stage
 from coupledsgd.stages import parent_state
 
-settings = {**snakemake.params.run, "threads": snakemake.threads}
-parent_state(snakemake.input.data, snakemake.output.state, settings, snakemake.log[0])
+settings = {**snakemake.params.run, "threads": snakemake.threads, "checkpoint": snakemake.config["checkpoint"]}
+run_stage(parent_state, snakemake.input.data, snakemake.output.state, settings, snakemake.log[0])

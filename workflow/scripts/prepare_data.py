@@ -1,3 +1,4 @@
+from coupledsgd.errors import run_stage
 from coupledsgd.stages import prepare_data
 
-prepare_data(snakemake.params.data, snakemake.output.data, snakemake.log[0])
+run_stage(prepare_data, snakemake.params.data, snakemake.output.data, snakemake.log[0])

@@ -1,0 +1,65 @@
+"""In-job checkpoints: a killed training job restarts where it stopped, bit-for-bit.
+
+A job saves its run (and the test-set trajectory recorded so far) beside its output every
+`every_steps` steps or `every_seconds` seconds of work, atomically. A restarted job with the same
+settings continues from that file; one left by a job with other settings is ignored and replaced.
+The file is removed once the job's outputs are complete. Minibatches and augmentation are pure
+functions of (seed, step), so the continued run is the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .artifacts import load_torch, save_torch
+from .errors import ArtifactError
+from .training import Hparams, Run, Trajectory
+
+
+def settings_hash(params: dict) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Resume:
+    def __init__(self, path: str | Path, params: dict, every_steps: int | None = None,
+                 every_seconds: float | None = 60.0, log=lambda line: None):
+        self.path, self.key = Path(path), settings_hash(params)
+        self.every_steps, self.every_seconds, self.log = every_steps, every_seconds, log
+        self._last_step, self._last_time = None, time.perf_counter()
+
+    def load(self, hparams: Hparams, device) -> tuple[Run, Trajectory] | None:
+        """The saved run and trajectory, or None if there is none for these settings."""
+        if not self.path.exists():
+            return None
+        try:
+            state = load_torch(self.path, what="in-job checkpoint")
+        except ArtifactError as e:  # a resume file is a cache: never let a bad one stop the job
+            self.log(f"ignoring {e}")
+            return None
+        if state.get("settings") != self.key:
+            self.log(f"ignoring {self.path}: written by a job with other settings")
+            return None
+        run = Run.from_state(state["run"], hparams, device)
+        trajectory = Trajectory(list(state["trajectory_steps"]), [c.numpy() for c in state["trajectory_correct"]])
+        self._last_step = run.step
+        self.log(f"resumed from {self.path} at step {run.step}")
+        return run, trajectory
+
+    def __call__(self, run: Run, trajectory: Trajectory) -> None:
+        """Save if a checkpoint is due (called by `training.train` before each step)."""
+        if self._last_step is None:
+            self._last_step = run.step
+        due_steps = self.every_steps and run.step - self._last_step >= self.every_steps
+        due_time = self.every_seconds and time.perf_counter() - self._last_time >= self.every_seconds
+        if due_steps or due_time:
+            save_torch({"settings": self.key, "run": run.state_dict(), "trajectory_steps": list(trajectory.steps),
+                        "trajectory_correct": [torch.from_numpy(c) for c in trajectory.correct]}, self.path)
+            self._last_step, self._last_time = run.step, time.perf_counter()
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)

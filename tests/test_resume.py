@@ -1,0 +1,92 @@
+"""A training job killed with SIGKILL at random points and restarted ends bit-for-bit where an
+uninterrupted job ends."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from coupledsgd.resume import Resume
+from coupledsgd.stages import parent_state, train_member
+from coupledsgd.training import Hparams, Run, Trajectory
+
+PARAMS = {"seed": 0, "device": "cpu", "augment": True, "model": {"name": "cnn1d"},
+          "training": {"steps": 240, "batch_size": 32, "lr": 0.1}, "config_hash": "test",
+          "condition": "coupled-to-t-reset", "t": 8, "parent": 0, "child": 1, "threads": 1,
+          "checkpoint": {"every_steps": 5, "every_seconds": None}}
+
+
+def outputs(folder):
+    return {"final": str(folder / "final.pt"), "predictions": str(folder / "pred.parquet"),
+            "trajectory": str(folder / "traj.parquet")}
+
+
+@pytest.fixture(scope="module")
+def reference(mnist1d_path, tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    parent = root / "parent.pt"
+    parent_state(str(mnist1d_path), str(parent), {**PARAMS, "t": 8})
+    ref = root / "reference"
+    train_member(str(mnist1d_path), str(parent), outputs(ref), PARAMS)
+    return root, parent, ref
+
+
+def start_job(data, parent, folder, log):
+    code = ("import json, sys; from coupledsgd.stages import train_member; "
+            "train_member(*json.loads(sys.argv[1]))")
+    args = json.dumps([str(data), str(parent), outputs(folder), PARAMS, str(log)])
+    return subprocess.Popen([sys.executable, "-c", code, args])
+
+
+def test_sigkill_at_random_points_then_restart_gives_the_uninterrupted_result(mnist1d_path, reference):
+    root, parent, ref = reference
+    rng = random.Random(0)
+    kills = 0
+    for trial in range(12):
+        folder = root / f"trial{trial}"
+        resume_file = folder / "final.resume.pt"
+        job = start_job(mnist1d_path, parent, folder, folder.with_suffix(".log"))
+        deadline = time.monotonic() + 60
+        while not resume_file.exists() and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.8))
+        if job.poll() is None:
+            os.kill(job.pid, signal.SIGKILL)
+            kills += 1
+        job.wait(timeout=60)
+        assert not (folder / "final.pt").exists() or job.returncode == 0
+        again = start_job(mnist1d_path, parent, folder, folder.with_suffix(".log"))
+        assert again.wait(timeout=120) == 0
+        for name in ("pred.parquet", "traj.parquet"):
+            assert (folder / name).read_bytes() == (ref / name).read_bytes(), (trial, name)
+        a, b = (torch.load(f / "final.pt", weights_only=True) for f in (folder, ref))
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+        assert all(torch.equal(x, y) for x, y in zip(a["optimizer"]["momentum_buffers"],
+                                                     b["optimizer"]["momentum_buffers"]))
+        assert not resume_file.exists()  # removed once the outputs are complete
+    assert kills >= 10
+    logs = [(root / f"trial{t}.log").read_text() for t in range(12)]
+    assert sum("resumed from" in log for log in logs) >= 8
+
+
+def test_a_resume_file_of_other_settings_is_ignored(mnist1d_path, reference):
+    root, parent, ref = reference
+    folder = root / "stale"
+    folder.mkdir()
+    other = {**PARAMS, "training": {**PARAMS["training"], "lr": 0.05}}
+    run = Run.fresh("cnn1d", (1, 40), 10, Hparams.from_config(other["training"]), {"init": 1, "order": 2, "aug": 3})
+    stale = Resume(folder / "final.resume.pt", other, every_steps=1)
+    stale(run, Trajectory())
+    run.step += 1
+    stale(run, Trajectory())
+    assert (folder / "final.resume.pt").exists()
+    log = folder / "job.log"
+    train_member(str(mnist1d_path), str(parent), outputs(folder), PARAMS, str(log))
+    assert "ignoring" in log.read_text() and "other settings" in log.read_text()
+    assert (folder / "pred.parquet").read_bytes() == (ref / "pred.parquet").read_bytes()
