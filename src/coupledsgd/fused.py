@@ -202,8 +202,10 @@ class Fused:
         """Logits (k, N, classes) of every member on the same inputs, in eval mode."""
         was_training = self.net.training
         self.net.eval()
-        out = torch.cat([self.net([x[i:i + batch_size]] * self.k)
-                         for i in range(0, len(x), batch_size)], dim=1)
+        # Chunks of batch_size // k examples: the fused activations of a chunk are the size of one
+        # member's at batch_size (much faster here than k times that; per-example results are equal).
+        size = max(1, batch_size // self.k)
+        out = torch.cat([self.net([x[i:i + size]] * self.k) for i in range(0, len(x), size)], dim=1)
         self.net.train(was_training)
         return out
 
@@ -214,27 +216,31 @@ def _check(runs: list[Run], until: int | None) -> int:
         assert r.hparams == r0.hparams, "fused runs must share hparams"
         assert r.model_name == r0.model_name and r.in_shape == r0.in_shape and r.num_classes == r0.num_classes, \
             "fused runs must share the model"
-        assert r.step == r0.step and r.schedule_start == r0.schedule_start, \
-            "fused runs must share start step and schedule"
+        assert (r.step == r0.step and r.schedule_start == r0.schedule_start
+                and getattr(r, "start", None) == getattr(r0, "start", None)), \
+            "fused runs must share start step, current step and schedule"
     assert len({id(r.model) for r in runs}) == len(runs), "fused runs must not share a model"
     return r0.end if until is None else until
 
 
 def train_fused(runs: list[Run], data: DeviceData, until: int | None = None, evaluate: bool = False,
-                log: Callable[[str], None] = lambda line: None) -> list[Trajectory]:
+                log: Callable[[str], None] = lambda line: None,
+                trajectories: list[Trajectory] | None = None) -> list[Trajectory]:
     """Train `runs` in place, fused, from their (common) step to `until` (default: their end).
 
-    The same as `training.train(run, data, until, evaluate, log)` for each run, one log line per
-    report point for all members. Each run's model, momentum buffers and step hold the result.
+    The same as `training.train(run, data, until, evaluate, log, trajectory)` for each run, with one
+    log line per report point for all members. Each run's model, momentum buffers and step hold the result.
     """
     until = _check(runs, until)
     r0, k = runs[0], len(runs)
     h, start = r0.hparams, r0.step
     spe = steps_per_epoch(data.n_train, h.batch_size)
     every = h.eval_every or spe
-    report_at = set(evaluation_steps(start, until, min(every, spe)))
-    eval_at = set(evaluation_steps(start, r0.end, every)) if evaluate else set()
-    trajectories = [Trajectory() for _ in runs]
+    # Evaluation points are fixed by the runs' first step (Run.start where training.py has it).
+    first = getattr(r0, "start", start)
+    report_at = set(evaluation_steps(first, until, min(every, spe)))
+    eval_at = set(evaluation_steps(first, r0.end, every)) if evaluate else set()
+    trajectories = trajectories if trajectories is not None else [Trajectory() for _ in runs]
     fused = Fused(runs)
     fused.net.train()
     device = data.x_train.device
@@ -244,10 +250,13 @@ def train_fused(runs: list[Run], data: DeviceData, until: int | None = None, eva
     try:
         while True:
             if step in eval_at:
-                correct = fused.predict(data.x_test, h.eval_batch_size).argmax(2).eq(data.y_test)
-                for t, c in zip(trajectories, correct.cpu().numpy()):
+                logits = fused.predict(data.x_test, h.eval_batch_size)
+                correct = logits.argmax(2).eq(data.y_test)
+                for t, c, z in zip(trajectories, correct.cpu().numpy(), logits):
                     t.steps.append(step)
                     t.correct.append(c)
+                    if step == r0.end:
+                        t.final_logits = z
             if step in report_at and step > 0 and seen:
                 rate = seen / (time.perf_counter() - clock)
                 fmt = lambda a: " ".join(f"{v:.4f}" for v in a)

@@ -106,6 +106,21 @@ def _start_member(data: D.DeviceData, parent_path: str | None, params: dict, h: 
     return run
 
 
+def _write_member(run: Run, trajectory, data: D.DeviceData, outputs: dict, params: dict, device, log) -> None:
+    """A trained member's test-set logits, correctness trajectory and final state (with provenance)."""
+    h = run.hparams
+    key = {k: params[k] for k in ("condition", "t", "parent", "child")}
+    meta = {**provenance(_job_settings(params), device), "coupledsgd.seeds": json.dumps(run.seeds),
+            "coupledsgd.steps_per_epoch": str(D.steps_per_epoch(data.n_train, h.batch_size))}
+    logits = trajectory.final_logits
+    logits = (logits if logits is not None else predict(run.model, data.x_test, h.eval_batch_size)).cpu().numpy()
+    labels = data.y_test.cpu().numpy()
+    write_predictions(outputs["predictions"], key, labels, logits, meta)
+    write_trajectory(outputs["trajectory"], key, trajectory.steps, trajectory.as_array(), meta)
+    save_torch({**run.state_dict(), "provenance": meta}, outputs["final"])
+    log(f"child {params['child']} done: test accuracy {(logits.argmax(1) == labels).mean():.4f}")
+
+
 def train_member(data_path: str, parent_path: str | None, outputs: dict, params: dict,
                  log_path: str | None = None) -> None:
     """Start member (p, c) of a condition (fresh, or spawned from its parent's state at t), train it
@@ -120,13 +135,27 @@ def train_member(data_path: str, parent_path: str | None, outputs: dict, params:
     log(f"{params['condition']} t={params['t']} parent {params['parent']} child {params['child']}: "
         f"steps {run.step} -> {run.end}")
     trajectory = train(run, data, run.end, evaluate=True, log=log, trajectory=trajectory, checkpoint=resume)
-    key = {k: params[k] for k in ("condition", "t", "parent", "child")}
-    meta = {**provenance(_job_settings(params), device), "coupledsgd.seeds": json.dumps(run.seeds),
-            "coupledsgd.steps_per_epoch": str(D.steps_per_epoch(data.n_train, h.batch_size))}
-    logits = predict(run.model, data.x_test, h.eval_batch_size).cpu().numpy()
-    labels = data.y_test.cpu().numpy()
-    write_predictions(outputs["predictions"], key, labels, logits, meta)
-    write_trajectory(outputs["trajectory"], key, trajectory.steps, trajectory.as_array(), meta)
-    save_torch({**run.state_dict(), "provenance": meta}, outputs["final"])
+    _write_member(run, trajectory, data, outputs, params, device, log)
     resume.remove()
-    log(f"done: test accuracy {(logits.argmax(1) == labels).mean():.4f}")
+
+
+def train_children(data_path: str, parent_path: str | None, outputs: list[dict], params: dict,
+                   log_path: str | None = None) -> None:
+    """The k members of one (condition, t, parent) trained together as one fused model
+    (`fused.train_fused`); each member's files are those `train_member` writes.
+
+    A fused job keeps no in-job checkpoint: restarted, it trains its members again from their start.
+    """
+    from .fused import train_fused
+
+    device = _setup(params["threads"], params["device"])
+    log = logger(log_path)
+    data = D.load(data_path, device, params["augment"])
+    h = Hparams.from_config(params["training"])
+    members = [{**params, "child": c} for c in range(len(outputs))]
+    runs = [_start_member(data, parent_path, m, h, device, log) for m in members]
+    log(f"{params['condition']} t={params['t']} parent {params['parent']}: {len(runs)} children fused, "
+        f"steps {runs[0].step} -> {runs[0].end}")
+    trajectories = train_fused(runs, data, evaluate=True, log=log)
+    for run, trajectory, out, m in zip(runs, trajectories, outputs, members):
+        _write_member(run, trajectory, data, out, m, device, log)

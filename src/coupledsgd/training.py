@@ -165,6 +165,7 @@ def evaluation_steps(start: int, end: int, every: int) -> list[int]:
 class Trajectory:
     steps: list[int] = field(default_factory=list)
     correct: list[np.ndarray] = field(default_factory=list)
+    final_logits: torch.Tensor | None = None  # test-set logits at the run's end, kept to save a pass
 
     def as_array(self) -> np.ndarray:
         return np.stack(self.correct) if self.correct else np.zeros((0, 0), dtype=bool)
@@ -195,7 +196,10 @@ def train(run: Run, data: DeviceData, until: int, evaluate: bool = False,
         if checkpoint is not None and run.step < until:
             checkpoint(run, trajectory)
         if run.step in eval_at:
-            correct = predict(model, data.x_test, h.eval_batch_size).argmax(1).eq(data.y_test)
+            logits = predict(model, data.x_test, h.eval_batch_size)
+            correct = logits.argmax(1).eq(data.y_test)
+            if run.step == run.end:
+                trajectory.final_logits = logits
             trajectory.steps.append(run.step)
             trajectory.correct.append(correct.cpu().numpy())
         if run.step in report_at and run.step > 0 and seen:

@@ -9,7 +9,7 @@
 # 2. starts a private munged, slurmctld and slurmd (own key, socket, ports, state folder under a temp
 #    folder; no SLURM accounting), one node named localhost with this machine's CPUs;
 # 3. runs the smoke config (with tests/slurm/smaller.yaml laid over it: one parent, one spawn step,
-#    every condition) to its metric tables, barrier table and one figure, with `--workflow-profile
+#    three conditions; 11 cluster jobs) to its metric tables, barrier table and one figure, with `--workflow-profile
 #    workflow/profiles/slurm --slurm-status-command squeue`, in a temp copy of the workflow (as
 #    tests/test_workflow.py does);
 # 4. checks that every job of a non-local rule went through sbatch (one kept SLURM log per job, one
@@ -19,7 +19,8 @@
 # 6. stops the daemons it started (by their PIDs) and cancels any job left in its private queue.
 #
 # Every wait is bounded (timeout). Exit 0 with a line starting SKIPPED only when the SLURM daemons
-# cannot be installed or started here (not root, no apt-get, no package); any other failure is an error.
+# cannot be installed here (not root, no apt-get, apt-get fails); any other failure, the daemons not
+# starting included, is an error (exit 1).
 # KEEP=1 keeps the temp folder (logs, both runs) for inspection.
 set -euo pipefail
 
@@ -125,7 +126,7 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
 
 for _ in $(seq 50); do [ -S "$MUNGE_SOCKET" ] && break; sleep 0.2; done
-[ -S "$MUNGE_SOCKET" ] || skip "munged did not start: $(tail -n 3 "$WORK/log/munged.log" "$WORK/munge/munged.log" 2>/dev/null)"
+[ -S "$MUNGE_SOCKET" ] || fail "munged did not start: $(tail -n 3 "$WORK/log/munged.log" "$WORK/munge/munged.log" 2>/dev/null)"
 slurmctld -D -f "$SLURM_CONF" >"$WORK/log/slurmctld.out" 2>&1 &
 PIDS+=($!)
 slurmd -D -N localhost -f "$SLURM_CONF" >"$WORK/log/slurmd.out" 2>&1 &
@@ -137,7 +138,7 @@ for _ in $(seq 60); do
     [ "$state" = idle ] && break
     sleep 1
 done
-[ "$state" = idle ] || skip "the SLURM node did not come up (state '${state:-none}'): $(tail -n 5 "$WORK/log/slurmctld.log" "$WORK/log/slurmd.log" 2>/dev/null)"
+[ "$state" = idle ] || fail "the SLURM node did not come up (state '${state:-none}'): $(tail -n 5 "$WORK/log/slurmctld.log" "$WORK/log/slurmd.log" 2>/dev/null)"
 log "one-node SLURM up: $CPUS CPUs, partition debug"
 
 # ---- 3. the smoke workflow through SLURM --------------------------------------------------------------
@@ -150,7 +151,7 @@ chmod +x "$WORK/bin/srun"
 export PATH="$WORK/bin:$PATH"
 CONFIGS=(configs/smoke.yaml "$ROOT/tests/slurm/smaller.yaml")
 TARGETS=(results/smoke/metrics/summary.csv results/smoke/metrics/barriers.parquet
-         results/smoke/figures/fig1a_accuracy_gain.png)
+         results/smoke/figures/fig1b_accuracy_gain_reset.png)
 copy_workflow() {
     mkdir -p "$1"
     for name in Snakefile config.yaml configs workflow envs; do cp -r "$ROOT/$name" "$1/"; done
@@ -162,7 +163,7 @@ cd "$WORK/slurm"
 timeout 120 snakemake -n --workflow-profile workflow/profiles/slurm "${TARGETS[@]}" --configfile "${CONFIGS[@]}" \
     >"$WORK/dryrun.out" 2>&1 || { cat "$WORK/dryrun.out"; fail "dry run failed"; }
 log "running the smoke workflow through sbatch"
-timeout "${SNAKEMAKE_TIMEOUT:-900}" snakemake --workflow-profile workflow/profiles/slurm \
+timeout "${SNAKEMAKE_TIMEOUT:-600}" snakemake --workflow-profile workflow/profiles/slurm \
     --slurm-status-command squeue --slurm-init-seconds-before-status-checks "$INIT_SECONDS" \
     --slurm-keep-successful-logs --slurm-no-account --local-cores "$CPUS" \
     "${TARGETS[@]}" --configfile "${CONFIGS[@]}" >"$WORK/slurm-run.out" 2>&1 \
@@ -172,7 +173,7 @@ log "SLURM run finished"
 
 # ---- 5. the same trainings locally ------------------------------------------------------------------
 cd "$WORK/local"
-timeout 900 snakemake --cores "$CPUS" --until train_member --configfile "${CONFIGS[@]}" \
+timeout 600 snakemake --cores "$CPUS" --until train_member --configfile "${CONFIGS[@]}" \
     >"$WORK/local-run.out" 2>&1 || { tail -n 40 "$WORK/local-run.out"; fail "local run failed"; }
 log "local run finished"
 
@@ -235,7 +236,7 @@ for rel in a_files:
     identical_bytes += (a_dir / rel).read_bytes() == (b_dir / rel).read_bytes()
 for name in ("members", "ensembles", "pairs", "forgetting", "barriers"):
     assert (work / f"slurm/results/smoke/metrics/{name}.parquet").exists(), name
-assert (work / "slurm/results/smoke/figures/fig1a_accuracy_gain.png").stat().st_size > 1000
+assert (work / "slurm/results/smoke/figures/fig1b_accuracy_gain_reset.png").stat().st_size > 1000
 print(f"predictions: {len(a_files)} files, logits bit-identical to the local run "
       f"({identical_bytes} of {len(a_files)} files byte-identical)")
 EOF

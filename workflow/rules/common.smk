@@ -14,6 +14,7 @@ except ConfigError as e:
 EXP = f"results/{config['experiment']}"
 LOGS = f"logs/{config['experiment']}"
 MEMBERS = members(config)
+CHILDREN = range(config["ensemble"]["children"])
 
 wildcard_constraints:
     cond="|".join(sorted({m.condition for m in MEMBERS}, key=len, reverse=True)),

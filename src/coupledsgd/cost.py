@@ -1,0 +1,207 @@
+"""What an experiment costs before it runs: trainings, SGD steps, images processed and GPU-hours.
+
+    python -m coupledsgd.cost configs/cifar10-resnet20.yaml [--images-per-second N]
+
+Counted from the config alone (the same grid the workflow builds, `config.members`):
+
+- parent states: one job per (parent, spawn step t), trained from step 0 to t: t SGD steps;
+- members: `no-coupling` and `coupled-order` train from 0 to T; a `coupled-to-t` child continues its
+  parent from t to T (T steps in all, the first t its parent's: T - t of its own); a
+  `coupled-to-t-reset` or re-initialised child trains from t to t + T (t + T in all: T of its own).
+  The steps counted are the steps each job runs, so the parent's t steps count once per (parent, t);
+- training images = SGD steps x batch size;
+- forward-only images: each member's test-set evaluations (its first step, every `eval_every` steps
+  (default one epoch) after it, and its last step), and each barrier job's `points` interpolated
+  networks per child pair, each pass over `bn_batches` training batches (to recompute BatchNorm
+  statistics) and the test set. A forward pass costs about a third of a training step (forward and
+  backward), so these count at a third of a training image;
+- hours = (training images + forward-only images / 3) / images per second, for one device.
+
+The images per second are the rate of one training job on one device (GPU for `device: cuda`). The
+training logs print it (`examples/s` on every progress line, logs/{exp}/children/...): run a few
+epochs of one member on your hardware and pass it with --images-per-second. The defaults are in
+`IMAGES_PER_SECOND`, each marked measured or assumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .config import members, parent_states, validate
+from .errors import ConfigError
+from .spawn import parse_condition
+
+# (training examples, test examples) of each dataset's full split (README, "Datasets").
+DATASET_SIZES = {
+    "mnist1d": (4000, 1000),
+    "digits": (1347, 450),
+    "cifar10": (50000, 10000),
+    "tinyimagenet": (100000, 10000),
+}
+
+# (device, model) -> (training images per second of one job, where the figure comes from).
+# Measured: on the 2-core CPU machine this project was built on, 1 torch thread per job, quiet machine.
+# Assumed: no GPU was available to measure; order-of-magnitude guesses for one A100/H100-class GPU in
+# float32 (TF32 convolutions, PyTorch's default) at batch size 128. Measure yours (see module doc).
+IMAGES_PER_SECOND = {
+    ("cpu", "cnn1d"): (13000, "measured: MNIST-1D, batch 64, 1 CPU thread (the default experiment's logs)"),
+    ("cpu", "resnet8"): (7000, "measured: 8x8 digits, batch 64, 1 CPU thread"),
+    ("cpu", "resnet20"): (157, "measured: 32x32, batch 128, 1 CPU thread"),
+    ("cpu", "resnet50"): (2, "measured: 64x64, batch 32, 1 CPU thread"),
+    ("cpu", "vit"): (50, "measured: 64x64, batch 128, 1 CPU thread"),
+    ("cuda", "cnn1d"): (100000, "assumed: one GPU, launch-bound small model"),
+    ("cuda", "resnet8"): (40000, "assumed: one GPU, launch-bound small model"),
+    ("cuda", "resnet20"): (10000, "assumed: one A100/H100-class GPU, 32x32, batch 128"),
+    ("cuda", "resnet50"): (800, "assumed: one A100/H100-class GPU, 64x64 without stem down-sampling "
+                                "(about 5 GFLOPs per image forward), batch 128"),
+    ("cuda", "vit"): (8000, "assumed: one A100/H100-class GPU, 64x64, 8x8 patches, batch 128"),
+}
+
+FORWARD_COST = 1 / 3  # a forward-only image, in training images
+
+
+@dataclass(frozen=True)
+class Estimate:
+    members: int                 # member trainings (train_member jobs)
+    parent_states: int           # parent-state trainings (parent_state jobs)
+    barrier_jobs: int
+    member_steps: int            # SGD steps the member jobs run
+    parent_steps: int            # SGD steps the parent-state jobs run
+    train_images: int            # SGD steps x batch size
+    eval_images: int             # test-set images the members evaluate
+    barrier_images: int          # images the barrier jobs pass forward
+    images_per_second: float
+    rate_source: str
+
+    @property
+    def trainings(self) -> int:
+        return self.members + self.parent_states
+
+    @property
+    def steps(self) -> int:
+        return self.member_steps + self.parent_steps
+
+    @property
+    def forward_images(self) -> int:
+        return self.eval_images + self.barrier_images
+
+    @property
+    def images(self) -> int:
+        return self.train_images + self.forward_images
+
+    @property
+    def hours(self) -> float:
+        return (self.train_images + FORWARD_COST * self.forward_images) / self.images_per_second / 3600
+
+
+def member_span(config: dict, condition: str, t: int) -> tuple[int, int]:
+    """(first step, last step) of a member: (0, T) without a parent, (t, T) for coupled-to-t,
+    (t, t + T) where the optimizer is reset at the spawn."""
+    c, T = parse_condition(condition), config["training"]["steps"]
+    if not c.has_parent:
+        return 0, T
+    return t, (t + T if c.resets else T)
+
+
+def evaluation_points(start: int, end: int, every: int) -> int:
+    """How many test-set evaluations a member makes: its first step, every `every` steps, its end
+    (coupledsgd.training.evaluation_steps)."""
+    return len(set(range(start, end, every)) | {end})
+
+
+def estimate(config: dict, images_per_second: float | None = None) -> Estimate:
+    """The cost of a validated config (defaults filled in, as `config.validate` returns it)."""
+    from .barriers import barrier_set
+
+    data, training = config["data"], config["training"]
+    n_train, n_test = DATASET_SIZES[data["name"]]
+    if data.get("n_train") is not None:
+        n_train = min(n_train, data["n_train"])
+    batch = training["batch_size"]
+    every = training["eval_every"] or max(1, n_train // batch)
+
+    grid = members(config)
+    member_steps = evaluations = 0
+    for m in grid:
+        start, end = member_span(config, m.condition, m.t)
+        member_steps += end - start
+        evaluations += evaluation_points(start, end, every)
+    states = parent_states(config)
+    parent_steps = sum(t for _, t in states)
+
+    barriers = barrier_set(config)
+    b = config["barrier"]
+    pairs = math.comb(config["ensemble"]["children"], 2)
+    per_point = (b["bn_batches"] * batch if b["recompute_bn"] else 0) + n_test
+    barrier_images = len(barriers) * pairs * b["points"] * per_point
+
+    if images_per_second is None:
+        key = (config["device"], config["model"]["name"])
+        if key not in IMAGES_PER_SECOND:
+            raise ConfigError(f"model.name: no default images per second for {key[1]!r} on {key[0]}; "
+                              "pass --images-per-second")
+        images_per_second, source = IMAGES_PER_SECOND[key]
+    else:
+        source = "given"
+    if images_per_second <= 0:
+        raise ValueError(f"images per second must be positive, got {images_per_second}")
+    return Estimate(
+        members=len(grid), parent_states=len(states), barrier_jobs=len(barriers),
+        member_steps=member_steps, parent_steps=parent_steps,
+        train_images=(member_steps + parent_steps) * batch, eval_images=evaluations * n_test,
+        barrier_images=barrier_images, images_per_second=float(images_per_second), rate_source=source)
+
+
+def report(config: dict, e: Estimate) -> str:
+    device = "GPU" if config["device"] == "cuda" else "CPU"
+    hours = e.hours
+    return "\n".join([
+        f"experiment {config['experiment']}: {config['model']['name']} on {config['data']['name']}, "
+        f"device {config['device']}, T = {config['training']['steps']:,} steps, batch {config['training']['batch_size']}",
+        f"trainings: {e.trainings:,} ({e.members:,} members + {e.parent_states:,} parent states), "
+        f"and {e.barrier_jobs:,} barrier jobs",
+        f"SGD steps: {e.steps:,} (members {e.member_steps:,}, parent states {e.parent_steps:,})",
+        f"images: {e.images:,} ({e.train_images:,} trained on; forward only: {e.eval_images:,} in "
+        f"test-set evaluations, {e.barrier_images:,} in barrier jobs)",
+        f"{device}-hours: {hours:,.1f} at {e.images_per_second:,.0f} training images/s per job "
+        f"({e.rate_source}); forward-only images count 1/3",
+    ])
+
+
+def _schema_path(given: str | None) -> Path:
+    candidates = [Path(given)] if given else [
+        Path("workflow/schemas/config.schema.yaml"),
+        Path(__file__).resolve().parents[2] / "workflow/schemas/config.schema.yaml",
+    ]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError("config schema not found: run from the repository root or pass --schema")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m coupledsgd.cost", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="experiment config (YAML), e.g. configs/cifar10-resnet20.yaml")
+    parser.add_argument("--images-per-second", type=float, default=None,
+                        help="training images per second of one job on one device (the `examples/s` of a "
+                             "training log); default: IMAGES_PER_SECOND for the config's model and device")
+    parser.add_argument("--schema", default=None, help="config schema (default: workflow/schemas/config.schema.yaml)")
+    args = parser.parse_args(argv)
+    try:
+        config = validate(yaml.safe_load(Path(args.config).read_text()), _schema_path(args.schema))
+        print(report(config, estimate(config, args.images_per_second)))
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The bad-input battery: every bad config, dataset or artifact ends the run with one line naming the
+key or file, a non-zero exit status, and no finished output touched."""
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from fixtures import trust_fake_cifar10, write_fake_cifar10, write_fake_tinyimagenet
+
+from coupledsgd.artifacts import write_predictions
+from coupledsgd.errors import run_stage
+from coupledsgd.stages import parent_state, prepare_data, train_member
+from coupledsgd.tables import metric_tables
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = {"seed": 0, "device": "cpu", "augment": False, "model": {"name": "cnn1d"},
+          "training": {"steps": 16, "batch_size": 32, "lr": 0.1}, "config_hash": "h1", "threads": 1,
+          "checkpoint": {"every_steps": None, "every_seconds": None}}
+
+
+def snapshot(folder: Path) -> dict:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def fails_with_one_line(stage, *args, naming: str):
+    with pytest.raises(SystemExit) as stop:
+        run_stage(stage, *args, exit_when_done=False)
+    message = stop.value.code
+    assert isinstance(message, str) and message.count("\n") == 0, message  # one line, exit status 1
+    assert naming in message, message
+    return message
+
+
+# --- config: through the snakemake command -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def workflow_copy(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("bad-config")
+    for name in ("Snakefile", "config.yaml", "configs", "workflow", "envs"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
+    finished = workdir / "results/smoke/finished.txt"
+    finished.parent.mkdir(parents=True)
+    finished.write_text("a finished output")
+    return workdir
+
+
+def edited(config: dict, path: str, value):
+    *parents, last = path.split(".")
+    node = config
+    for key in parents:
+        node = node[key]
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value
+    return config
+
+
+@pytest.mark.parametrize("path, value, key", [
+    ("epochs", 3, "epochs"),                                   # unknown key
+    ("training.lr", "fast", "training.lr"),                    # wrong type
+    ("training.batch_size", 0, "training.batch_size"),         # zero size
+    ("ensemble.parents", -1, "ensemble.parents"),              # negative size
+    ("spawn_steps", [0, 24], "spawn_steps"),                   # spawn step at the end of training
+    ("spawn_steps", [8, 8], "spawn_steps"),                    # duplicate spawn steps
+    ("data.name", "imagenet", "data.name"),                    # unknown dataset
+    ("model.name", "resnet18", "model.name"),                  # unknown model
+    ("conditions", ["coupled-to-t", "decoupled"], "conditions"),  # unknown condition
+    ("reinit.percents", [120], "reinit.percents"),             # percent outside 0-100
+    ("threads", 1000, "threads"),                              # more threads than cores
+    ("training.epochs", 40, "training.epochs"),                # unknown nested key
+    ("data.n_train", 16, "data.n_train"),                      # fewer examples than one batch
+])
+def test_bad_config(workflow_copy, path, value, key):
+    config = edited(yaml.safe_load((ROOT / "configs/smoke.yaml").read_text()), path, value)
+    bad = workflow_copy / "configs/bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    before = snapshot(workflow_copy / "results")
+    result = subprocess.run(["snakemake", "--cores", "1", "--configfile", "configs/bad.yaml"],
+                            cwd=workflow_copy, capture_output=True, text=True)
+    assert result.returncode != 0
+    errors = [l for l in (result.stdout + result.stderr).splitlines() if l.startswith("Error in config:")]
+    assert len(errors) == 1 and errors[0].startswith(f"Error in config: {key}"), result.stderr[-2000:]
+    assert snapshot(workflow_copy / "results") == before
+
+
+# --- data ----------------------------------------------------------------------------------------------
+
+def test_missing_cifar10_root(tmp_path):
+    fails_with_one_line(prepare_data, {"name": "cifar10", "root": str(tmp_path / "cifar")}, str(tmp_path / "d.pt"),
+                        None, naming=str(tmp_path / "cifar"))
+    assert not (tmp_path / "d.pt").exists()
+
+
+def test_truncated_cifar10_batch(tmp_path, monkeypatch):
+    written = write_fake_cifar10(tmp_path, n_train=20, n_test=10)
+    trust_fake_cifar10(monkeypatch, written["md5"])
+    batch = tmp_path / "cifar-10-batches-py/data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:100])
+    fails_with_one_line(prepare_data, {"name": "cifar10", "root": str(tmp_path)}, str(tmp_path / "d.pt"), None,
+                        naming="data_batch_3")
+
+
+def test_tinyimagenet_without_val_annotations(tmp_path):
+    write_fake_tinyimagenet(tmp_path)
+    annotations = next(tmp_path.rglob("val_annotations.txt"))
+    annotations.unlink()
+    fails_with_one_line(prepare_data, {"name": "tinyimagenet", "root": str(tmp_path)}, str(tmp_path / "d.pt"),
+                        None, naming="val_annotations.txt")
+
+
+def test_tinyimagenet_wrong_image_size(tmp_path):
+    from PIL import Image
+
+    write_fake_tinyimagenet(tmp_path)
+    image = sorted(tmp_path.rglob("val_*.JPEG"))[0]
+    Image.new("RGB", (32, 32)).save(image, format="JPEG")
+    fails_with_one_line(prepare_data, {"name": "tinyimagenet", "root": str(tmp_path)}, str(tmp_path / "d.pt"),
+                        None, naming=image.name)
+
+
+def test_more_training_examples_than_the_dataset_has(tmp_path):
+    fails_with_one_line(prepare_data, {"name": "digits", "n_train": 5000}, str(tmp_path / "d.pt"), None,
+                        naming="data.n_train")
+
+
+# --- artifacts -----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def finished(mnist1d_path, tmp_path_factory):
+    """A parent state and two members' outputs, as a finished run leaves them."""
+    root = tmp_path_factory.mktemp("finished")
+    parent_state(str(mnist1d_path), str(root / "parent.pt"), {**PARAMS, "parent": 0, "t": 8})
+    for c in (0, 1):
+        out = {k: str(root / f"c{c}" / f"{k}.{ext}") for k, ext in
+               (("final", "pt"), ("predictions", "parquet"), ("trajectory", "parquet"))}
+        train_member(str(mnist1d_path), str(root / "parent.pt"), out,
+                     {**PARAMS, "condition": "coupled-to-t", "t": 8, "parent": 0, "child": c})
+    return root
+
+
+def member(condition="coupled-to-t", **extra):
+    return {**PARAMS, "condition": condition, "t": 8, "parent": 0, "child": 2, **extra}
+
+
+def outputs(folder):
+    return {"final": str(folder / "final.pt"), "predictions": str(folder / "p.parquet"),
+            "trajectory": str(folder / "t.parquet")}
+
+
+def test_truncated_checkpoint(mnist1d_path, finished, tmp_path):
+    bad = tmp_path / "parent.pt"
+    bad.write_bytes((finished / "parent.pt").read_bytes()[:5000])
+    before = snapshot(finished)
+    fails_with_one_line(train_member, str(mnist1d_path), str(bad), outputs(tmp_path / "out"), member(), None,
+                        naming=str(bad))
+    assert snapshot(finished) == before and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("change, what", [
+    (lambda s: s.update(model_name="resnet20"), "model 'resnet20'"),       # another model
+    (lambda s: s["info"].update(config_hash="other"), "config 'other'"),   # another experiment
+    (lambda s: s["info"].update(parent=1), "parent 1"),                     # another parent
+    (lambda s: s.update(step=4), "step 4"),                                 # another spawn step
+])
+def test_foreign_checkpoint(mnist1d_path, finished, tmp_path, change, what):
+    state = torch.load(finished / "parent.pt", weights_only=True)
+    change(state)
+    torch.save(state, tmp_path / "foreign.pt")
+    message = fails_with_one_line(train_member, str(mnist1d_path), str(tmp_path / "foreign.pt"),
+                                  outputs(tmp_path / "out"), member(), None, naming=str(tmp_path / "foreign.pt"))
+    assert what in message
+
+
+def test_truncated_dataset_cache(finished, tmp_path):
+    bad = tmp_path / "data.pt"
+    bad.write_bytes(b"\x80\x02not a torch file")
+    fails_with_one_line(train_member, str(bad), str(finished / "parent.pt"), outputs(tmp_path / "out"), member(),
+                        None, naming=str(bad))
+
+
+def _metrics(finished, tmp_path, predictions):
+    out = {k: str(tmp_path / "metrics" / f"{k}.parquet") for k in ("members", "ensembles", "pairs", "forgetting")}
+    out["summary"] = str(tmp_path / "metrics" / "summary.csv")
+    trajectories = [str(finished / f"c{c}/trajectory.parquet") for c in (0, 1)]
+    return metric_tables, predictions, trajectories, out, {"bootstrap": 10}
+
+
+def rewrite(source: Path, target: Path, change):
+    table = pq.read_table(source)
+    df, meta = table.to_pandas(), table.schema.metadata
+    df = change(df)
+    logits = df.filter(like="logit_").to_numpy()
+    key = {k: df[k].iloc[0] for k in ("condition", "t", "parent", "child")}
+    write_predictions(target, {**key, "condition": str(key["condition"])}, df.label.to_numpy(), logits,
+                      {k.decode(): v.decode() for k, v in meta.items()})
+    return target
+
+
+@pytest.mark.parametrize("change, naming", [
+    (lambda df: df.drop(columns="logit_3"), "missing column(s) logit_3"),
+    (lambda df: df.assign(logit_5=np.where(df.example_id == 7, np.nan, df.logit_5)), "non-finite"),
+    (lambda df: df.assign(logit_0=np.where(df.example_id == 2, np.inf, df.logit_0)), "non-finite"),
+])
+def test_bad_predictions(finished, tmp_path, change, naming):
+    bad = rewrite(finished / "c1/predictions.parquet", tmp_path / "c1.parquet", change)
+    before = snapshot(finished)
+    stage, *args = _metrics(finished, tmp_path, [str(finished / "c0/predictions.parquet"), str(bad)])
+    message = fails_with_one_line(stage, *args, None, naming=str(bad))
+    assert naming in message and snapshot(finished) == before
+    assert not (tmp_path / "metrics").exists() or not any((tmp_path / "metrics").iterdir())
+
+
+def test_predictions_missing_a_key_column(finished, tmp_path):
+    table = pq.read_table(finished / "c1/predictions.parquet").drop_columns(["label"])
+    pq.write_table(table, tmp_path / "c1.parquet")
+    stage, *args = _metrics(finished, tmp_path, [str(finished / "c0/predictions.parquet"), str(tmp_path / "c1.parquet")])
+    fails_with_one_line(stage, *args, None, naming="missing column(s) label")
+
+
+def test_truncated_parquet(finished, tmp_path):
+    bad = tmp_path / "c1.parquet"
+    bad.write_bytes((finished / "c1/predictions.parquet").read_bytes()[:300])
+    stage, *args = _metrics(finished, tmp_path, [str(finished / "c0/predictions.parquet"), str(bad)])
+    fails_with_one_line(stage, *args, None, naming=str(bad))
+
+
+def test_predictions_of_another_config_are_not_mixed_into_an_ensemble(finished, tmp_path):
+    source = finished / "c1/predictions.parquet"
+    table = pq.read_table(source)
+    meta = dict(table.schema.metadata)
+    meta[b"coupledsgd.config_hash"] = b"h2"
+    pq.write_table(table.replace_schema_metadata(meta), tmp_path / "c1.parquet")
+    stage, *args = _metrics(finished, tmp_path, [str(finished / "c0/predictions.parquet"), str(tmp_path / "c1.parquet")])
+    message = fails_with_one_line(stage, *args, None, naming="config hash")
+    assert str(tmp_path / "c1.parquet") in message and "h1" in message and "h2" in message
