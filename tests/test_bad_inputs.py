@@ -7,13 +7,13 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
 from fixtures import trust_fake_cifar10, write_fake_cifar10, write_fake_tinyimagenet
 
-from coupledsgd.artifacts import write_predictions
 from coupledsgd.errors import run_stage
 from coupledsgd.stages import parent_state, prepare_data, train_member
 from coupledsgd.tables import metric_tables
@@ -194,20 +194,24 @@ def _metrics(finished, tmp_path, predictions):
 
 
 def rewrite(source: Path, target: Path, change):
-    table = pq.read_table(source)
-    df, meta = table.to_pandas(), table.schema.metadata
-    df = change(df)
-    logits = df.filter(like="logit_").to_numpy()
-    key = {k: df[k].iloc[0] for k in ("condition", "t", "parent", "child")}
-    write_predictions(target, {**key, "condition": str(key["condition"])}, df.label.to_numpy(), logits,
-                      {k.decode(): v.decode() for k, v in meta.items()})
+    """A copy of a predictions file, with its metadata, changed by `change(table)`."""
+    pq.write_table(change(pq.read_table(source)), target)
     return target
 
 
+def with_value(column, example, value):
+    def change(table):
+        values = table.column(column).to_numpy().copy()
+        values[example] = value
+        i = table.column_names.index(column)
+        return table.set_column(i, column, pa.array(values))
+    return change
+
+
 @pytest.mark.parametrize("change, naming", [
-    (lambda df: df.drop(columns="logit_3"), "missing column(s) logit_3"),
-    (lambda df: df.assign(logit_5=np.where(df.example_id == 7, np.nan, df.logit_5)), "non-finite"),
-    (lambda df: df.assign(logit_0=np.where(df.example_id == 2, np.inf, df.logit_0)), "non-finite"),
+    (lambda table: table.drop_columns(["logit_3"]), "missing column(s) logit_3"),
+    (with_value("logit_5", 7, np.nan), "non-finite logit(s), the first nan at example_id 7, column logit_5"),
+    (with_value("logit_0", 2, np.inf), "non-finite logit(s), the first inf at example_id 2, column logit_0"),
 ])
 def test_bad_predictions(finished, tmp_path, change, naming):
     bad = rewrite(finished / "c1/predictions.parquet", tmp_path / "c1.parquet", change)
@@ -219,9 +223,8 @@ def test_bad_predictions(finished, tmp_path, change, naming):
 
 
 def test_predictions_missing_a_key_column(finished, tmp_path):
-    table = pq.read_table(finished / "c1/predictions.parquet").drop_columns(["label"])
-    pq.write_table(table, tmp_path / "c1.parquet")
-    stage, *args = _metrics(finished, tmp_path, [str(finished / "c0/predictions.parquet"), str(tmp_path / "c1.parquet")])
+    bad = rewrite(finished / "c1/predictions.parquet", tmp_path / "c1.parquet", lambda t: t.drop_columns(["label"]))
+    stage, *args = _metrics(finished, tmp_path, [str(finished / "c0/predictions.parquet"), str(bad)])
     fails_with_one_line(stage, *args, None, naming="missing column(s) label")
 
 
@@ -233,11 +236,8 @@ def test_truncated_parquet(finished, tmp_path):
 
 
 def test_predictions_of_another_config_are_not_mixed_into_an_ensemble(finished, tmp_path):
-    source = finished / "c1/predictions.parquet"
-    table = pq.read_table(source)
-    meta = dict(table.schema.metadata)
-    meta[b"coupledsgd.config_hash"] = b"h2"
-    pq.write_table(table.replace_schema_metadata(meta), tmp_path / "c1.parquet")
+    rewrite(finished / "c1/predictions.parquet", tmp_path / "c1.parquet",
+            lambda t: t.replace_schema_metadata({**t.schema.metadata, b"coupledsgd.config_hash": b"h2"}))
     stage, *args = _metrics(finished, tmp_path, [str(finished / "c0/predictions.parquet"), str(tmp_path / "c1.parquet")])
     message = fails_with_one_line(stage, *args, None, naming="config hash")
     assert str(tmp_path / "c1.parquet") in message and "h1" in message and "h2" in message

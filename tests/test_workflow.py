@@ -176,3 +176,17 @@ def test_every_figure_is_a_nonempty_image_and_the_report_builds(smoke):
     snakemake(workdir, "--report", "results/report.html")
     html = (workdir / "results/report.html").read_text()
     assert all(name in html for name in FIGURES) and "summary.csv" in html
+
+
+def test_two_runs_from_scratch_give_byte_identical_predictions(smoke, tmp_path):
+    workdir, _ = smoke
+    for name in ("Snakefile", "config.yaml", "configs", "workflow", "envs"):
+        src = workdir / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    snakemake(tmp_path, "--until", "train_member")
+    for kind in ("predictions", "trajectories"):
+        first = sorted((workdir / "results/smoke" / kind).rglob("*.parquet"))
+        second = sorted((tmp_path / "results/smoke" / kind).rglob("*.parquet"))
+        assert [p.relative_to(workdir) for p in first] == [p.relative_to(tmp_path) for p in second]
+        for a, b in zip(first, second):
+            assert a.read_bytes() == b.read_bytes(), a

@@ -15,7 +15,9 @@ Counted from the config alone (the same grid the workflow builds, `config.member
   networks per child pair, each pass over `bn_batches` training batches (to recompute BatchNorm
   statistics) and the test set. A forward pass costs about a third of a training step (forward and
   backward), so these count at a third of a training image;
-- hours = (training images + forward-only images / 3) / images per second, for one device.
+- hours = (training images + forward-only images / 3) / images per second, for one device;
+- disk: every member's final state and every parent state hold the weights and the momentum buffers
+  in float32, about 8 bytes per parameter each (Parquet outputs are small beside them).
 
 The images per second are the rate of one training job on one device (GPU for `device: cuda`). The
 training logs print it (`examples/s` on every progress line, logs/{exp}/children/...): run a few
@@ -43,6 +45,14 @@ DATASET_SIZES = {
     "digits": (1347, 450),
     "cifar10": (50000, 10000),
     "tinyimagenet": (100000, 10000),
+}
+
+# dataset -> (input shape, classes), to count a model's parameters
+DATASET_SHAPES = {
+    "mnist1d": ((1, 40), 10),
+    "digits": ((1, 8, 8), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "tinyimagenet": ((3, 64, 64), 200),
 }
 
 # (device, model) -> (training images per second of one job, where the figure comes from).
@@ -78,6 +88,12 @@ class Estimate:
     barrier_images: int          # images the barrier jobs pass forward
     images_per_second: float
     rate_source: str
+    parameters: int = 0          # of the model, for this dataset's input shape and classes
+
+    @property
+    def checkpoint_bytes(self) -> int:
+        """Final member states and parent states: weights and momentum, float32."""
+        return self.trainings * 8 * self.parameters
 
     @property
     def trainings(self) -> int:
@@ -113,6 +129,13 @@ def evaluation_points(start: int, end: int, every: int) -> int:
     """How many test-set evaluations a member makes: its first step, every `every` steps, its end
     (coupledsgd.training.evaluation_steps)."""
     return len(set(range(start, end, every)) | {end})
+
+
+def parameter_count(model: str, dataset: str) -> int:
+    from .models import build_model
+
+    shape, classes = DATASET_SHAPES[dataset]
+    return sum(p.numel() for p in build_model(model, shape, classes, 0).parameters())
 
 
 def estimate(config: dict, images_per_second: float | None = None) -> Estimate:
@@ -155,12 +178,13 @@ def estimate(config: dict, images_per_second: float | None = None) -> Estimate:
         members=len(grid), parent_states=len(states), barrier_jobs=len(barriers),
         member_steps=member_steps, parent_steps=parent_steps,
         train_images=(member_steps + parent_steps) * batch, eval_images=evaluations * n_test,
-        barrier_images=barrier_images, images_per_second=float(images_per_second), rate_source=source)
+        barrier_images=barrier_images, images_per_second=float(images_per_second), rate_source=source,
+        parameters=parameter_count(config["model"]["name"], data["name"]))
 
 
 def report(config: dict, e: Estimate) -> str:
     device = "GPU" if config["device"] == "cuda" else "CPU"
-    hours = e.hours
+    hours = f"{e.hours:,.1f}" if e.hours >= 10 else f"{e.hours:.3g}"
     return "\n".join([
         f"experiment {config['experiment']}: {config['model']['name']} on {config['data']['name']}, "
         f"device {config['device']}, T = {config['training']['steps']:,} steps, batch {config['training']['batch_size']}",
@@ -169,9 +193,15 @@ def report(config: dict, e: Estimate) -> str:
         f"SGD steps: {e.steps:,} (members {e.member_steps:,}, parent states {e.parent_steps:,})",
         f"images: {e.images:,} ({e.train_images:,} trained on; forward only: {e.eval_images:,} in "
         f"test-set evaluations, {e.barrier_images:,} in barrier jobs)",
-        f"{device}-hours: {hours:,.1f} at {e.images_per_second:,.0f} training images/s per job "
+        f"{device}-hours: {hours} at {e.images_per_second:,.0f} training images/s per job "
         f"({e.rate_source}); forward-only images count 1/3",
+        f"disk: about {_size(e.checkpoint_bytes)} of checkpoints ({e.trainings:,} states of "
+        f"{e.parameters:,} parameters and their momentum, float32)",
     ])
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
 
 
 def _schema_path(given: str | None) -> Path:

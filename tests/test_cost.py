@@ -1,0 +1,101 @@
+"""The cost estimate (coupledsgd.cost) against numbers worked out by hand for configs/smoke.yaml."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from coupledsgd import cost
+from coupledsgd.config import validate
+from coupledsgd.training import evaluation_steps
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
+
+
+def load(name):
+    return validate(yaml.safe_load((ROOT / name).read_text()), SCHEMA)
+
+
+def test_smoke_config_by_hand():
+    # smoke: T = 24, batch 32, 256 training examples (8 steps per epoch), 1,000 test examples,
+    # 2 parents x 2 children, spawn steps {0, 8}, re-initialisation (25%, low and high) at 8.
+    e = cost.estimate(load("configs/smoke.yaml"), images_per_second=1000)
+    # members: no-coupling, coupled-order (t0); coupled-to-t, reset (t0, t8); reinit-low-25, -high-25 (t8)
+    assert e.members == (1 + 1 + 2 + 2 + 1 + 1) * 2 * 2 == 32
+    assert e.parent_states == 2 * 2 == 4          # (parent, t) for t in {0, 8}
+    assert e.parent_steps == 2 * (0 + 8) == 16    # each parent state trains from 0 to t
+    # steps each member runs: T for no-coupling, coupled-order and the two t0 conditions (16 members);
+    # T - t = 16 for coupled-to-t at 8 (4 members); T = 24 after the spawn for the reset and the
+    # re-initialised children at 8 (12 members)
+    assert e.member_steps == 16 * 24 + 4 * 16 + 12 * 24 == 736
+    assert e.steps == 752 and e.trainings == 36
+    assert e.train_images == 752 * 32 == 24064
+    # evaluations: first step, each epoch after it, last step. From 0 to 24: 0, 8, 16, 24 (4 points,
+    # 16 members); coupled-to-t from 8 to 24: 8, 16, 24 (3 points, 4 members); reset and
+    # re-initialised from 8 to 32: 8, 16, 24, 32 (4 points, 12 members)
+    assert e.eval_images == (16 * 4 + 4 * 3 + 12 * 4) * 1000 == 124000
+    # barriers: reset, reinit-low-25, reinit-high-25 at t = 8, 2 parents: 6 jobs of 1 child pair;
+    # 11 points, each 10 BatchNorm batches of 32 and the 1,000 test examples
+    assert e.barrier_jobs == 6
+    assert e.barrier_images == 6 * 1 * 11 * (10 * 32 + 1000) == 87120
+    assert e.images == 24064 + 124000 + 87120
+    # (24,064 training images + 211,120 forward-only at a third) / 1,000 per second
+    assert e.hours == pytest.approx((24064 + 211120 / 3) / 1000 / 3600)
+    assert e.hours == pytest.approx(0.0262326, rel=1e-5)
+    # checkpoints: 32 final states and 4 parent states of the 25,258-parameter cnn1d, weights and momentum
+    assert e.parameters == 25258
+    assert e.checkpoint_bytes == 36 * 2 * 4 * 25258 == 7274304
+
+
+def test_evaluation_points_match_the_training_loop():
+    for start, end, every in [(0, 24, 8), (8, 24, 8), (8, 32, 8), (431, 64431, 390), (0, 5, 7)]:
+        assert cost.evaluation_points(start, end, every) == len(evaluation_steps(start, end, every))
+
+
+def test_member_spans():
+    config = load("configs/smoke.yaml")
+    assert cost.member_span(config, "no-coupling", 0) == (0, 24)
+    assert cost.member_span(config, "coupled-order", 0) == (0, 24)
+    assert cost.member_span(config, "coupled-to-t", 8) == (8, 24)
+    assert cost.member_span(config, "coupled-to-t-reset", 8) == (8, 32)
+    assert cost.member_span(config, "reinit-high-25", 8) == (8, 32)
+
+
+def test_default_rates_say_whether_measured_or_assumed():
+    smoke = cost.estimate(load("configs/smoke.yaml"))
+    assert smoke.images_per_second == 13000 and smoke.rate_source.startswith("measured")
+    paper = cost.estimate(load("configs/cifar10-resnet20.yaml"))
+    assert paper.rate_source.startswith("assumed")
+    assert all(source.split(":")[0] in ("measured", "assumed") for _, source in cost.IMAGES_PER_SECOND.values())
+
+
+def test_cifar10_grid_by_hand():
+    e = cost.estimate(load("configs/cifar10-resnet20.yaml"), images_per_second=10000)
+    # conditions: no-coupling, coupled-order, 7 x coupled-to-t, 7 x reset, 6 x low, 6 x high = 28
+    assert e.members == 28 * 3 * 5 == 420
+    assert e.parent_states == 3 * 7 == 21
+    assert e.parent_steps == 3 * (0 + 431 + 878 + 1254 + 1791 + 2558 + 3654)
+    steps = [0, 431, 878, 1254, 1791, 2558, 3654]
+    per_parent_child = 2 * 64000 + sum(64000 - t for t in steps) + 7 * 64000 + 12 * 64000
+    assert e.member_steps == per_parent_child * 15
+
+
+def test_cli_prints_the_counts(capsys):
+    assert cost.main([str(ROOT / "configs/smoke.yaml"), "--images-per-second", "1000",
+                      "--schema", str(SCHEMA)]) == 0
+    out = capsys.readouterr().out
+    assert "trainings: 36 (32 members + 4 parent states), and 6 barrier jobs" in out
+    assert "SGD steps: 752 (members 736, parent states 16)" in out
+    assert "images: 235,184 (24,064 trained on" in out
+    assert "CPU-hours: 0.0262 at 1,000 training images/s per job (given)" in out
+    assert "disk: about 7.3 MB of checkpoints (36 states of 25,258 parameters" in out
+
+
+def test_cli_rejects_a_bad_config(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    config = yaml.safe_load((ROOT / "configs/smoke.yaml").read_text())
+    config["spawn_steps"] = [0, 99]
+    bad.write_text(yaml.safe_dump(config))
+    assert cost.main([str(bad), "--schema", str(SCHEMA)]) == 1
+    assert "spawn_steps: spawn step 99" in capsys.readouterr().err
