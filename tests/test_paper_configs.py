@@ -94,6 +94,21 @@ def test_tinyimagenet_configs(name, model):
     assert c["reinit"]["steps"] == [c["spawn_steps"][4]] and c["conditions"] == ALL_CONDITIONS
 
 
+def key_paths(node: dict, prefix: str = "") -> set[str]:
+    return {path for k, v in node.items()
+            for path in ([f"{prefix}{k}"] + (sorted(key_paths(v, f"{prefix}{k}.")) if isinstance(v, dict) else []))}
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_sets_every_key_of_the_default_config(name):
+    # The Snakefile reads config.yaml first and --configfile over it, key by key: a key the paper
+    # config left out would silently take the default experiment's value (data.n_train: 1000).
+    default = yaml.safe_load((ROOT / "config.yaml").read_text())
+    missing = key_paths(default) - key_paths(load(name))
+    assert not missing, f"configs/{name}.yaml inherits {sorted(missing)} from config.yaml"
+    assert load(name)["data"]["n_train"] is None
+
+
 @pytest.mark.parametrize("name", PAPER)
 def test_dry_run_plans_every_training(workflow, name):
     config = validate(load(name), SCHEMA)

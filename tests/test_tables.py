@@ -307,7 +307,7 @@ def test_missing_steps_per_epoch_and_mixed_experiments_are_errors(tmp_path):
     with pytest.raises(ArtifactError, match=rf"{preds[3]}: schema metadata lacks coupledsgd.steps_per_epoch"):
         _run(tmp_path, preds, trajs)
     _write_member(tmp_path, COND, T8, 1, 1, P0C0, Y, spe=5)
-    with pytest.raises(ArtifactError, match=rf"{preds[3]}: 5 steps per epoch, but {preds[0]} says 8"):
+    with pytest.raises(ArtifactError, match=rf"{preds[3]}: steps per epoch 5, but {preds[0]} has 8"):
         _run(tmp_path, preds, trajs)
 
 

@@ -2,16 +2,17 @@
 # The smoke config (configs/smoke.yaml) through a real one-node SLURM cluster and the workflow's SLURM
 # profile (workflow/profiles/slurm, snakemake-executor-plugin-slurm), checked against a local run.
 #
-#   bash tests/slurm/run_slurm_test.sh          (from .ci/run, after pytest; needs root and apt-get)
+#   bash tests/slurm/run_slurm_test.sh     (from .ci/run, after pytest; needs root and apt-get;
+#                                          about 3 minutes on 2 cores)
 #
 # 1. installs Debian's slurmctld, slurmd, munge and slurm-client where they are missing, and the
 #    executor plugin where it is missing;
 # 2. starts a private munged, slurmctld and slurmd (own key, socket, ports, state folder under a temp
 #    folder; no SLURM accounting), one node named localhost with this machine's CPUs;
 # 3. runs the smoke config (with tests/slurm/smaller.yaml laid over it: one parent, one spawn step,
-#    three conditions; 11 cluster jobs) to its metric tables, barrier table and one figure, with `--workflow-profile
-#    workflow/profiles/slurm --slurm-status-command squeue`, in a temp copy of the workflow (as
-#    tests/test_workflow.py does);
+#    three conditions; 11 cluster jobs) to its metric tables, barrier table and one figure, with
+#    `--workflow-profile workflow/profiles/slurm --slurm-status-command squeue`, in a temp copy of the
+#    workflow (as tests/test_workflow.py does);
 # 4. checks that every job of a non-local rule went through sbatch (one kept SLURM log per job, one
 #    submission per job in slurmctld's log and in Snakemake's output) and no local rule's job did;
 # 5. runs the training jobs of the same config locally and checks every prediction Parquet file has the
@@ -125,8 +126,10 @@ NodeName=localhost NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOW
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
 
-for _ in $(seq 50); do [ -S "$MUNGE_SOCKET" ] && break; sleep 0.2; done
+for _ in $(seq 50); do [ -S "$MUNGE_SOCKET" ] && [ -s "$WORK/munge/munged.pid" ] && break; sleep 0.2; done
 [ -S "$MUNGE_SOCKET" ] || fail "munged did not start: $(tail -n 3 "$WORK/log/munged.log" "$WORK/munge/munged.log" 2>/dev/null)"
+# munged itself runs under runuser: stop it first, by the PID it wrote, then runuser.
+PIDS=("$(cat "$WORK/munge/munged.pid")" "${PIDS[@]}")
 slurmctld -D -f "$SLURM_CONF" >"$WORK/log/slurmctld.out" 2>&1 &
 PIDS+=($!)
 slurmd -D -N localhost -f "$SLURM_CONF" >"$WORK/log/slurmd.out" 2>&1 &
@@ -204,7 +207,7 @@ submitted = {}
 for path in logs:
     rule = path.relative_to(work / "slurm/.snakemake/slurm_logs").parts[0].removeprefix("rule_")
     submitted[rule] = submitted.get(rule, 0) + 1
-run = (work / "slurm/../slurm-run.out").read_text()
+run = (work / "slurm-run.out").read_text()
 sbatch_ids = re.findall(r"has been submitted with SLURM jobid (\d+)", run)
 ctld = (work / "log/slurmctld.log").read_text()
 ctld_ids = set(re.findall(r"_slurm_rpc_submit_batch_job: JobId=(\d+)", ctld))
