@@ -1,7 +1,11 @@
 # Coupled SGD: train parents to spawn steps t, spawn k children from each, and measure how much
 # diversity (and ensemble gain) survives the coupling. See README.md.
 
-configfile: "config.yaml"
+# A --configfile replaces the default experiment rather than being laid over it key by key: keys it
+# leaves out take the schema's defaults, never the values of config.yaml.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 report: "workflow/report/workflow.rst"
@@ -13,6 +17,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/barriers.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/cluster.smk"
 
 
 rule all:

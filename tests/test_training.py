@@ -7,7 +7,7 @@ from coupledsgd import data as D
 from coupledsgd.artifacts import load_torch, save_torch
 from coupledsgd.models import build_model
 from coupledsgd.spawn import parent_seeds
-from coupledsgd.training import SGD, Hparams, Run, evaluation_steps, learning_rate, predict, train
+from coupledsgd.training import SGD, Accel, Hparams, Run, evaluation_steps, learning_rate, predict, train
 
 H = Hparams(steps=40, batch_size=32, lr=0.1)  # 8 steps per epoch on 256 examples
 
@@ -99,3 +99,19 @@ def test_progress_is_logged_every_epoch_and_test_correctness_recorded(mnist1d_pa
 def test_evaluation_points_are_start_every_interval_and_end():
     assert evaluation_steps(6, 606, 15) == [6 + 15 * i for i in range(40)] + [606]
     assert evaluation_steps(0, 600, 15)[-1] == 600 and evaluation_steps(0, 600, 15)[:2] == [0, 15]
+
+
+def test_the_gpu_path_trains_in_bf16_and_channels_last(tmp_path):
+    """The Accel path, exercised on the CPU's bf16 autocast (a GPU runs the same code)."""
+    D.prepare("digits", tmp_path / "digits.pt")
+    data = D.load(tmp_path / "digits.pt")
+    h = Hparams(steps=20, batch_size=32, lr=0.05)
+    accel = Accel(bf16=True, channels_last=True)
+    run = Run.fresh("resnet8", data.in_shape, data.num_classes, h, parent_seeds(0, 0))
+    trajectory = train(run, data, run.end, evaluate=True, accel=accel)
+    assert run.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert trajectory.final_logits.dtype == torch.float32 and torch.isfinite(trajectory.final_logits).all()
+    plain = Run.fresh("resnet8", data.in_shape, data.num_classes, h, parent_seeds(0, 0))
+    train(plain, data, plain.end)
+    assert not torch.equal(plain.model.fc.weight, run.model.fc.weight)  # bf16 really was used
+    assert Accel.for_device("cpu", {"bf16": True, "compile": True}) == Accel()

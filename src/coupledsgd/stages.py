@@ -16,7 +16,7 @@ from .artifacts import load_torch, provenance, save_torch, write_predictions, wr
 from .errors import ArtifactError
 from .resume import Resume
 from .spawn import member_seeds, parent_seeds, parse_condition, spawn
-from .training import Hparams, Run, predict, train
+from .training import Accel, Hparams, Run, predict, train
 
 
 def logger(path: str | Path | None):
@@ -82,7 +82,7 @@ def parent_state(data_path: str, output: str, params: dict, log_path: str | None
         run = Run.fresh(params["model"]["name"], data.in_shape, data.num_classes, h,
                         parent_seeds(params["seed"], params["parent"]), device)
         run.info = {"parent": params["parent"], "config_hash": params["config_hash"]}
-    train(run, data, params["t"], log=log, checkpoint=resume)
+    train(run, data, params["t"], log=log, checkpoint=resume, accel=Accel.for_device(device, params.get("cuda")))
     save_torch({**run.state_dict(), "provenance": provenance(_job_settings(params), device)}, output)
     resume.remove()
     log(f"parent {params['parent']} state at step {run.step} saved")
@@ -134,7 +134,8 @@ def train_member(data_path: str, parent_path: str | None, outputs: dict, params:
     run, trajectory = restored or (_start_member(data, parent_path, params, h, device, log), None)
     log(f"{params['condition']} t={params['t']} parent {params['parent']} child {params['child']}: "
         f"steps {run.step} -> {run.end}")
-    trajectory = train(run, data, run.end, evaluate=True, log=log, trajectory=trajectory, checkpoint=resume)
+    trajectory = train(run, data, run.end, evaluate=True, log=log, trajectory=trajectory, checkpoint=resume,
+                       accel=Accel.for_device(device, params.get("cuda")))
     _write_member(run, trajectory, data, outputs, params, device, log)
     resume.remove()
 

@@ -146,12 +146,40 @@ class Run:
                    dict(state["info"]))
 
 
+@dataclass(frozen=True)
+class Accel:
+    """The GPU path: bf16 autocast of forward passes, channels-last images, torch.compile.
+
+    All off on the CPU (`for_device`), where float32 keeps runs bit-for-bit reproducible.
+    """
+
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False
+
+    @classmethod
+    def for_device(cls, device, settings: dict | None) -> "Accel":
+        return cls(**(settings or {})) if torch.device(device).type == "cuda" else cls()
+
+    def autocast(self, x: torch.Tensor):
+        return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def forward_of(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return torch.compile(model) if self.compile else model
+
+    def batch(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, accel: Accel = Accel()) -> torch.Tensor:
     """Logits on `x` in eval mode (running BatchNorm statistics); the model's mode is restored."""
     was_training = model.training
     model.eval()
-    out = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    with accel.autocast(x):
+        out = torch.cat([model(accel.batch(x[i:i + batch_size])).float() for i in range(0, len(x), batch_size)])
     model.train(was_training)
     return out
 
@@ -173,7 +201,7 @@ class Trajectory:
 
 def train(run: Run, data: DeviceData, until: int, evaluate: bool = False,
           log: Callable[[str], None] = lambda line: None, trajectory: Trajectory | None = None,
-          checkpoint: Callable[[Run, Trajectory], None] | None = None) -> Trajectory:
+          checkpoint: Callable[[Run, Trajectory], None] | None = None, accel: Accel = Accel()) -> Trajectory:
     """Train `run` in place from its current step to `until`, evaluating on the test set if asked.
 
     Evaluation points are fixed by the run's start and end, not by where this call begins, so a run
@@ -188,6 +216,7 @@ def train(run: Run, data: DeviceData, until: int, evaluate: bool = False,
     report_at = set(evaluation_steps(run.start, until, min(every, spe)))
     eval_at = set(evaluation_steps(run.start, run.end, every)) if evaluate else set()
     trajectory = trajectory if trajectory is not None else Trajectory()
+    forward = accel.forward_of(model)
     model.train()
     loss_sum = torch.zeros((), device=data.x_train.device)
     hits = torch.zeros((), dtype=torch.int64, device=data.x_train.device)
@@ -196,7 +225,7 @@ def train(run: Run, data: DeviceData, until: int, evaluate: bool = False,
         if checkpoint is not None and run.step < until:
             checkpoint(run, trajectory)
         if run.step in eval_at:
-            logits = predict(model, data.x_test, h.eval_batch_size)
+            logits = predict(forward, data.x_test, h.eval_batch_size, accel)
             correct = logits.argmax(1).eq(data.y_test)
             if run.step == run.end:
                 trajectory.final_logits = logits
@@ -215,7 +244,8 @@ def train(run: Run, data: DeviceData, until: int, evaluate: bool = False,
         idx = batch_indices(run.seeds["order"], run.step, data.n_train, h.batch_size).to(data.x_train.device)
         x = augment(data.x_train[idx], run.seeds["aug"], run.step, data.crop_pad, data.flip)
         y = data.y_train[idx]
-        out = model(x)
+        with accel.autocast(x):
+            out = forward(accel.batch(x)).float()
         loss = F.cross_entropy(out, y)
         opt.zero_grad()
         loss.backward()

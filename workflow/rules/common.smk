@@ -39,6 +39,8 @@ def run_settings(**extra):
         "model": config["model"],
         "training": config["training"],
         "config_hash": config_hash(config),
+        # The GPU path's settings change GPU results only: on the CPU they must not rerun anything.
+        **({"cuda": config["cuda"]} if config["device"] == "cuda" else {}),
         **extra,
     }
 
