@@ -172,6 +172,10 @@ class Accel:
     def batch(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
+    def output(self, out: torch.Tensor) -> torch.Tensor:
+        """bf16 logits back to float32 for the loss; any other dtype (float64 in tests) untouched."""
+        return out.float() if self.bf16 else out
+
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, accel: Accel = Accel()) -> torch.Tensor:
@@ -179,7 +183,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, accel: Ac
     was_training = model.training
     model.eval()
     with accel.autocast(x):
-        out = torch.cat([model(accel.batch(x[i:i + batch_size])).float() for i in range(0, len(x), batch_size)])
+        out = torch.cat([accel.output(model(accel.batch(x[i:i + batch_size]))) for i in range(0, len(x), batch_size)])
     model.train(was_training)
     return out
 
@@ -245,7 +249,7 @@ def train(run: Run, data: DeviceData, until: int, evaluate: bool = False,
         x = augment(data.x_train[idx], run.seeds["aug"], run.step, data.crop_pad, data.flip)
         y = data.y_train[idx]
         with accel.autocast(x):
-            out = forward(accel.batch(x)).float()
+            out = accel.output(forward(accel.batch(x)))
         loss = F.cross_entropy(out, y)
         opt.zero_grad()
         loss.backward()
