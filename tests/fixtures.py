@@ -6,6 +6,7 @@ trust_fake_cifar10 swaps that table for the fakes' md5s (the check itself stays 
 
 import hashlib
 import pickle
+import shutil
 import struct
 from pathlib import Path
 
@@ -115,3 +116,16 @@ def write_fake_tinyimagenet(root, n_classes=3, n_train_per_class=4, n_val=6, see
     (folder / "val" / "val_annotations.txt").write_text(
         "".join(f"val_{i}.JPEG\t{wnids[c]}\t0\t0\t63\t63\n" for i, c in enumerate(val_labels)))
     return {"folder": folder, "wnids": wnids, "val_labels": val_labels}
+
+
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "configs", "workflow", "envs")
+
+
+def copy_workflow(workdir, source=Path(__file__).resolve().parents[1]):
+    """The workflow (Snakefile, configs, rules, schemas, envs) copied into `workdir`, to run there."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = Path(source) / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
+    return workdir

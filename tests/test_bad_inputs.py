@@ -2,7 +2,6 @@
 key or file, a non-zero exit status, and no finished output touched."""
 
 import hashlib
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from fixtures import trust_fake_cifar10, write_fake_cifar10, write_fake_tinyimagenet
+from fixtures import copy_workflow, trust_fake_cifar10, write_fake_cifar10, write_fake_tinyimagenet
 
 from coupledsgd.errors import run_stage
 from coupledsgd.stages import parent_state, prepare_data, train_member
@@ -42,9 +41,7 @@ def fails_with_one_line(stage, *args, naming: str):
 @pytest.fixture(scope="module")
 def workflow_copy(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("bad-config")
-    for name in ("Snakefile", "config.yaml", "configs", "workflow", "envs"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
+    copy_workflow(workdir)
     finished = workdir / "results/smoke/finished.txt"
     finished.parent.mkdir(parents=True)
     finished.write_text("a finished output")

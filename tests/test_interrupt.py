@@ -2,7 +2,6 @@
 only the unfinished jobs."""
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -10,14 +9,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
+from fixtures import copy_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_killed_run_resumes_with_only_the_unfinished_jobs(tmp_path):
-    for name in ("Snakefile", "config.yaml", "configs", "workflow", "envs"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    copy_workflow(tmp_path)
     # Only the training part of the DAG: enough to interrupt, and half the time of the whole run.
     command = ["snakemake", "--cores", "2", "--until", "train_member", "--configfile", "configs/smoke.yaml"]
     run = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import yaml
 from coupledsgd.barriers import barrier_set
 from coupledsgd.config import members, parent_states, validate
 
-from fixtures import trust_fake_cifar10, write_fake_cifar10, write_fake_tinyimagenet
+from fixtures import copy_workflow, trust_fake_cifar10, write_fake_cifar10, write_fake_tinyimagenet
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -36,14 +35,6 @@ ALL_CONDITIONS = ["no-coupling", "coupled-order", "coupled-to-t", "coupled-to-t-
 
 def load(name: str) -> dict:
     return yaml.safe_load((ROOT / f"configs/{name}.yaml").read_text())
-
-
-def copy_workflow(workdir: Path) -> Path:
-    workdir.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "config.yaml", "configs", "workflow", "envs"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
-    return workdir
 
 
 def snakemake(workdir: Path, *args: str, configfile: str, check: bool = True):

@@ -1,7 +1,6 @@
 """The whole workflow on the smoke config, through the `snakemake` command."""
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -9,6 +8,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+
+from fixtures import copy_workflow
 
 from coupledsgd.config import members, validate
 
@@ -40,9 +41,7 @@ def edit_smoke(workdir, change):
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("workflow")
-    for name in ("Snakefile", "config.yaml", "configs", "workflow", "envs"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
+    copy_workflow(workdir)
     snakemake(workdir)
     config = validate(yaml.safe_load((workdir / "configs/smoke.yaml").read_text()),
                       ROOT / "workflow/schemas/config.schema.yaml")
@@ -180,9 +179,7 @@ def test_every_figure_is_a_nonempty_image_and_the_report_builds(smoke):
 
 def test_two_runs_from_scratch_give_byte_identical_predictions(smoke, tmp_path):
     workdir, _ = smoke
-    for name in ("Snakefile", "config.yaml", "configs", "workflow", "envs"):
-        src = workdir / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    copy_workflow(tmp_path, workdir)
     snakemake(tmp_path, "--until", "train_member")
     for kind in ("predictions", "trajectories"):
         first = sorted((workdir / "results/smoke" / kind).rglob("*.parquet"))

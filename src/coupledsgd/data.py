@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 from .seeds import step_generator
 
 
