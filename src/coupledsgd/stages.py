@@ -88,15 +88,22 @@ def parent_state(data_path: str, output: str, params: dict, log_path: str | None
     log(f"parent {params['parent']} state at step {run.step} saved")
 
 
-def _start_member(data: D.DeviceData, parent_path: str | None, params: dict, h: Hparams, device, log) -> Run:
-    """Member (p, c) at its first step: fresh from its own seeds, or spawned from its parent at t."""
+def _load_parent(parent_path: str | None, params: dict) -> dict | None:
+    """The checked parent state at t, or None for conditions without a parent (no parent input)."""
+    if parent_path is None:
+        return None
+    state = load_torch(parent_path, what="parent state")
+    _check_parent_state(state, parent_path, params)
+    return state
+
+
+def _start_member(data: D.DeviceData, parent: dict | None, params: dict, h: Hparams, device, log) -> Run:
+    """Member (p, c) at its first step: fresh from its own seeds, or spawned from its parent's state."""
     condition = parse_condition(params["condition"])
     p, c = params["parent"], params["child"]
     seeds = member_seeds(params["seed"], condition, p, c)
     if condition.has_parent:
-        state = load_torch(parent_path, what="parent state")
-        _check_parent_state(state, parent_path, params)
-        run = spawn(Run.from_state(state, h, device), condition, seeds)
+        run = spawn(Run.from_state(parent, h, device), condition, seeds)
         if "reinitialised" in run.info:
             log(f"re-initialised modules: {', '.join(run.info['reinitialised'])}")
     else:
@@ -131,7 +138,8 @@ def train_member(data_path: str, parent_path: str | None, outputs: dict, params:
     h = Hparams.from_config(params["training"])
     resume = _resume(outputs["final"], params, log)
     restored = resume.load(h, device)
-    run, trajectory = restored or (_start_member(data, parent_path, params, h, device, log), None)
+    run, trajectory = restored or (_start_member(data, _load_parent(parent_path, params), params, h, device, log),
+                                   None)
     log(f"{params['condition']} t={params['t']} parent {params['parent']} child {params['child']}: "
         f"steps {run.step} -> {run.end}")
     trajectory = train(run, data, run.end, evaluate=True, log=log, trajectory=trajectory, checkpoint=resume,
@@ -154,7 +162,8 @@ def train_children(data_path: str, parent_path: str | None, outputs: list[dict],
     data = D.load(data_path, device, params["augment"])
     h = Hparams.from_config(params["training"])
     members = [{**params, "child": c} for c in range(len(outputs))]
-    runs = [_start_member(data, parent_path, m, h, device, log) for m in members]
+    parent = _load_parent(parent_path, params)  # one read for all k children
+    runs = [_start_member(data, parent, m, h, device, log) for m in members]
     log(f"{params['condition']} t={params['t']} parent {params['parent']}: {len(runs)} children fused, "
         f"steps {runs[0].step} -> {runs[0].end}")
     trajectories = train_fused(runs, data, evaluate=True, log=log)
