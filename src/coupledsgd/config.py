@@ -85,6 +85,18 @@ def _check(config: dict) -> None:
         raise ConfigError(f"data.root: dataset {config['data']['name']!r} needs the folder that holds it")
     for name in conditions(config):
         parse_condition(name)
+    if config["cuda"].get("graphs") and config["cuda"].get("compile"):
+        raise ConfigError("cuda.graphs: captures the step itself; use it without cuda.compile")
+
+
+def job_shape(config: dict) -> str:
+    """What one training job trains (`job_shape`, with `auto` resolved for the device and model)."""
+    shape = config["job_shape"]
+    if shape != "auto":
+        return shape
+    if config["device"] == "cuda" or config["model"]["name"] == "cnn1d":
+        return "condition"
+    return "member"
 
 
 def config_hash(config: dict) -> str:

@@ -127,29 +127,63 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return n_train // batch_size
 
 
+def epoch_permutation(order_seed: int, epoch: int, n_train: int) -> torch.Tensor:
+    """The order in which epoch `epoch` visits the training set: a pure function of (seed, epoch)."""
+    return torch.randperm(n_train, generator=step_generator(order_seed, epoch))
+
+
 def batch_indices(order_seed: int, step: int, n_train: int, batch_size: int) -> torch.Tensor:
     """Training-example indices of the minibatch at `step`: a pure function of (seed, step).
 
     Epoch e = step // steps_per_epoch visits a permutation drawn from (seed, e), so every example is
     seen once per epoch, and a run started at any step sees the batches an uninterrupted run sees.
     """
-    spe = steps_per_epoch(n_train, batch_size)
-    epoch, pos = divmod(step, spe)
-    perm = torch.randperm(n_train, generator=step_generator(order_seed, epoch))
-    return perm[pos * batch_size:(pos + 1) * batch_size]
+    epoch, pos = divmod(step, steps_per_epoch(n_train, batch_size))
+    return epoch_permutation(order_seed, epoch, n_train)[pos * batch_size:(pos + 1) * batch_size]
 
 
-def augment(x: torch.Tensor, aug_seed: int, step: int, crop_pad: int, flip: bool) -> torch.Tensor:
-    """Random crop with zero padding (of the normalised input) and horizontal flip, on the whole batch.
+@dataclass
+class AugmentDraws:
+    """The random draws of the augmentation at some steps: crop offsets and flip decisions."""
 
-    The random draws come from (seed, step) on the CPU, so they are identical on every device.
-    """
-    if not crop_pad and not flip:
+    shifts: torch.Tensor | None  # (..., batch, spatial dims) int64, or None without cropping
+    flips: torch.Tensor | None   # (..., batch) bool, or None without flipping
+
+    def to(self, device, non_blocking: bool = False) -> "AugmentDraws":
+        move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)
+        return AugmentDraws(move(self.shifts), move(self.flips))
+
+    def pin_memory(self) -> "AugmentDraws":
+        pin = lambda t: None if t is None else t.pin_memory()
+        return AugmentDraws(pin(self.shifts), pin(self.flips))
+
+    def __getitem__(self, index) -> "AugmentDraws":
+        pick = lambda t: None if t is None else t[index]
+        return AugmentDraws(pick(self.shifts), pick(self.flips))
+
+
+def augment_draws(aug_seed: int, steps, batch_size: int, spatial_dims: int, crop_pad: int,
+                  flip: bool) -> AugmentDraws:
+    """The draws of `steps` (stacked along a leading dimension), each from (seed, step) on the CPU,
+    so they are identical on every device and however many steps are drawn at once."""
+    shifts, flips = [], []
+    for step in steps:
+        g = step_generator(aug_seed, step)
+        if crop_pad:
+            shifts.append(torch.randint(0, 2 * crop_pad + 1, (batch_size, spatial_dims), generator=g))
+        if flip:
+            flips.append(torch.rand(batch_size, generator=g).lt(0.5))
+    return AugmentDraws(torch.stack(shifts) if shifts else None, torch.stack(flips) if flips else None)
+
+
+def apply_augment(x: torch.Tensor, draws: AugmentDraws, crop_pad: int) -> torch.Tensor:
+    """Random crop with zero padding (of the normalised input) and horizontal flip, on the whole batch,
+    from draws (`augment_draws`) already on x's device: nothing here waits for the host."""
+    if draws.shifts is None and draws.flips is None:
         return x
-    g = step_generator(aug_seed, step)
     b = x.shape[0]
-    if crop_pad:
-        shifts = torch.randint(0, 2 * crop_pad + 1, (b, x.dim() - 2), generator=g).to(x.device)
+    if draws.shifts is not None:
+        shifts = draws.shifts
         padded = F.pad(x, (crop_pad,) * 2 * (x.dim() - 2))
         rows = torch.arange(b, device=x.device)
         if x.dim() == 3:
@@ -160,8 +194,67 @@ def augment(x: torch.Tensor, aug_seed: int, step: int, crop_pad: int, flip: bool
             ys = shifts[:, 0, None] + torch.arange(h, device=x.device)
             xs = shifts[:, 1, None] + torch.arange(w, device=x.device)
             x = padded[rows[:, None, None], :, ys[:, :, None], xs[:, None, :]].permute(0, 3, 1, 2)
-    if flip:
-        mask = torch.rand(b, generator=g).lt(0.5).to(x.device).view(-1, *(1,) * (x.dim() - 1))
+    if draws.flips is not None:
+        mask = draws.flips.view(-1, *(1,) * (x.dim() - 1))
         x = torch.where(mask, x.flip(-1), x)
     return x.contiguous()
 
+
+def augment(x: torch.Tensor, aug_seed: int, step: int, crop_pad: int, flip: bool) -> torch.Tensor:
+    """The augmentation of one step's batch (`augment_draws` and `apply_augment` together)."""
+    if not crop_pad and not flip:
+        return x
+    draws = augment_draws(aug_seed, [step], x.shape[0], x.dim() - 2, crop_pad, flip)[0]
+    return apply_augment(x, draws.to(x.device), crop_pad)
+
+
+class MemberBatches:
+    """The minibatches of k runs, step by step, without waiting for the host inside an epoch.
+
+    The permutations and augmentation draws of an epoch are made on the host once, for every run, and
+    copied to the device in one go (from pinned memory, asynchronously, on CUDA); a step then only
+    indexes device tensors. The values are those of `batch_indices` and `augment` step by step.
+    Returns x as (k, B, *input shape) and y as (k, B).
+    """
+
+    def __init__(self, data: DeviceData, order_seeds: list[int], aug_seeds: list[int], batch_size: int):
+        self.data, self.order_seeds, self.aug_seeds, self.batch_size = data, order_seeds, aug_seeds, batch_size
+        self.spe = steps_per_epoch(data.n_train, batch_size)
+        self.epoch: int | None = None
+
+    def _load(self, epoch: int) -> None:
+        d, b, device = self.data, self.batch_size, self.data.x_train.device
+        cuda = device.type == "cuda"
+        perms = torch.stack([epoch_permutation(s, epoch, d.n_train) for s in self.order_seeds])
+        steps = range(epoch * self.spe, (epoch + 1) * self.spe)
+        draws = [augment_draws(s, steps, b, d.x_train.dim() - 2, d.crop_pad, d.flip) for s in self.aug_seeds]
+        stack = lambda ts: None if ts[0] is None else torch.stack(ts)
+        draws = AugmentDraws(stack([a.shifts for a in draws]), stack([a.flips for a in draws]))
+        if cuda:
+            perms, draws = perms.pin_memory(), draws.pin_memory()
+        self.perms, self.draws = perms.to(device, non_blocking=cuda), draws.to(device, non_blocking=cuda)
+        self.epoch = epoch
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, pos = divmod(step, self.spe)
+        if epoch != self.epoch:
+            self._load(epoch)
+        d, b = self.data, self.batch_size
+        idx = self.perms[:, pos * b:(pos + 1) * b]
+        x = d.x_train[idx]
+        if d.crop_pad or d.flip:
+            k = len(self.order_seeds)
+            draws = self.draws[:, pos]
+            flat = lambda t: None if t is None else t.flatten(0, 1)
+            x = apply_augment(x.flatten(0, 1), AugmentDraws(flat(draws.shifts), flat(draws.flips)), d.crop_pad)
+            # CPU convolutions choose their kernel by the strides, size-1 dimensions' included: one
+            # member's batch keeps the strides `augment` gives it.
+            x = x.unsqueeze(0) if k == 1 else x.view(k, b, *x.shape[1:])
+        return x, d.y_train[idx]
+
+
+def stack_channels(x: torch.Tensor) -> torch.Tensor:
+    """(k, B, C, ...) member batches -> (B, k x C, ...), member i's channels the i-th block."""
+    if x.shape[0] == 1:
+        return x[0]
+    return x.transpose(0, 1).reshape(x.shape[1], -1, *x.shape[3:])

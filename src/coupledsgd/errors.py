@@ -20,6 +20,10 @@ class ArtifactError(UserError, RuntimeError):
     """A checkpoint or Parquet file is truncated, foreign or malformed; the message names the file."""
 
 
+class TrainingDiverged(UserError, RuntimeError):
+    """A run's training loss became non-finite; the message names the run, the step and the rate."""
+
+
 def run_stage(stage, *args, exit_when_done: bool = True):
     """Call `stage(*args)` (its last argument is its log file); a UserError ends the job with its
     one-line message on stderr and in the log, and exit status 1.

@@ -4,6 +4,11 @@ Models are always built on the CPU under a forked RNG seeded with the run's `ini
 given seed gives the same initial weights on every device and no global random state leaks between
 runs. `parameter_units` lists the parameters in forward order, grouped the way re-initialisation
 picks them (a weight with its bias and the affine parameters of the normalisation that follows).
+
+The convolutional models are written for `k` members at once (see `members`): member i owns the
+i-th block of k in every channel dimension (grouped convolutions, BatchNorm over k x C channels, a
+batched linear head), so k networks train as one. With k = 1 they are the ordinary models, with
+the same parameters, initialisation and arithmetic.
 """
 
 from __future__ import annotations
@@ -20,18 +25,38 @@ def _conv_bn(conv: nn.Module, channels: int, dims: int) -> list[nn.Module]:
     return [conv, bn, nn.ReLU(inplace=True)]
 
 
+class Head(nn.Linear):
+    """k linear classifiers as one: weight (k * out, in), member i's rows the i-th block.
+
+    Input (B, k * in) with member i's features the i-th block; output (B, k * out). With k = 1 this
+    is nn.Linear, parameters, initialisation and arithmetic alike.
+    """
+
+    def __init__(self, in_features: int, out_features: int, k: int = 1):
+        super().__init__(in_features, k * out_features)
+        self.k = k
+
+    def forward(self, x):
+        if self.k == 1:
+            return F.linear(x, self.weight, self.bias)
+        k, b = self.k, x.shape[0]
+        w = self.weight.view(k, -1, self.in_features)
+        out = torch.baddbmm(self.bias.view(k, 1, -1), x.view(b, k, -1).transpose(0, 1), w.transpose(1, 2))
+        return out.transpose(0, 1).reshape(b, -1)
+
+
 class CNN1d(nn.Module):
     """The small 1D CNN measured on MNIST-1D: conv 32 (k5), then 32, 64, 64 (k3, stride 2)."""
 
-    def __init__(self, in_channels: int, length: int, num_classes: int):
+    def __init__(self, in_channels: int, length: int, num_classes: int, k: int = 1):
         super().__init__()
         layers, c, n = [], in_channels, length
-        for out, k, stride in [(32, 5, 1), (32, 3, 2), (64, 3, 2), (64, 3, 2)]:
-            conv = nn.Conv1d(c, out, k, stride=stride, padding=k // 2, bias=False)
-            layers += _conv_bn(conv, out, dims=1)
-            c, n = out, (n + 2 * (k // 2) - k) // stride + 1
+        for out, size, stride in [(32, 5, 1), (32, 3, 2), (64, 3, 2), (64, 3, 2)]:
+            conv = nn.Conv1d(k * c, k * out, size, stride=stride, padding=size // 2, bias=False, groups=k)
+            layers += _conv_bn(conv, k * out, dims=1)
+            c, n = out, (n + 2 * (size // 2) - size) // stride + 1
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Linear(c * n, num_classes)
+        self.classifier = Head(c * n, num_classes, k)
 
     def forward(self, x):
         return self.classifier(self.features(x).flatten(1))
@@ -40,38 +65,41 @@ class CNN1d(nn.Module):
 class BasicBlock(nn.Module):
     """He et al. (2016) CIFAR block with the parameter-free option-A shortcut (subsample, zero-pad)."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int):
+    def __init__(self, c_in: int, c_out: int, stride: int, k: int = 1):
         super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.stride, self.pad = stride, c_out - c_in
+        self.conv1 = nn.Conv2d(k * c_in, k * c_out, 3, stride=stride, padding=1, bias=False, groups=k)
+        self.bn1 = nn.BatchNorm2d(k * c_out)
+        self.conv2 = nn.Conv2d(k * c_out, k * c_out, 3, padding=1, bias=False, groups=k)
+        self.bn2 = nn.BatchNorm2d(k * c_out)
+        self.stride, self.pad, self.k, self.c_in = stride, c_out - c_in, k, c_in
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         shortcut = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
         if self.pad:
-            shortcut = F.pad(shortcut, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+            # Zero channels around each member's own block, not around the k blocks together.
+            b, _, h, w = shortcut.shape
+            shortcut = F.pad(shortcut.reshape(b, self.k, self.c_in, h, w),
+                             (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2)).reshape(b, -1, h, w)
         return F.relu(out + shortcut)
 
 
 class CifarResNet(nn.Module):
     """ResNet-(6n+2) of He et al. (2016), section 4.2: 16/32/64 channels, n blocks per stage."""
 
-    def __init__(self, in_channels: int, num_classes: int, blocks_per_stage: int, width: int = 16):
+    def __init__(self, in_channels: int, num_classes: int, blocks_per_stage: int, width: int = 16, k: int = 1):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.conv1 = nn.Conv2d(k * in_channels, k * width, 3, padding=1, bias=False, groups=k)
+        self.bn1 = nn.BatchNorm2d(k * width)
         blocks, c = [], width
         for stage in range(3):
             out = width * 2**stage
             for i in range(blocks_per_stage):
-                blocks.append(BasicBlock(c, out, stride=2 if stage > 0 and i == 0 else 1))
+                blocks.append(BasicBlock(c, out, stride=2 if stage > 0 and i == 0 else 1, k=k))
                 c = out
         self.blocks = nn.Sequential(*blocks)
-        self.fc = nn.Linear(c, num_classes)
+        self.fc = Head(c, num_classes, k)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)

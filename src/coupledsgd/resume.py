@@ -26,14 +26,18 @@ def settings_hash(params: dict) -> str:
 
 
 class Resume:
+    """The in-job checkpoint of a job's runs (one or several trained together) and their trajectories."""
+
+    FORMAT = 2  # runs and trajectories as lists; a file of another format is ignored
+
     def __init__(self, path: str | Path, params: dict, every_steps: int | None = None,
                  every_seconds: float | None = 60.0, log=lambda line: None):
-        self.path, self.key = Path(path), settings_hash(params)
+        self.path, self.key = Path(path), settings_hash({**params, "resume_format": self.FORMAT})
         self.every_steps, self.every_seconds, self.log = every_steps, every_seconds, log
         self._last_step, self._last_time = None, time.perf_counter()
 
-    def load(self, hparams: Hparams, device) -> tuple[Run, Trajectory] | None:
-        """The saved run and trajectory, or None if there is none for these settings."""
+    def load(self, hparams: Hparams, device) -> tuple[list[Run], list[Trajectory]] | None:
+        """The saved runs and trajectories, or None if there are none for these settings."""
         if not self.path.exists():
             return None
         try:
@@ -44,22 +48,25 @@ class Resume:
         if state.get("settings") != self.key:
             self.log(f"ignoring {self.path}: written by a job with other settings")
             return None
-        run = Run.from_state(state["run"], hparams, device)
-        trajectory = Trajectory(list(state["trajectory_steps"]), [c.numpy() for c in state["trajectory_correct"]])
-        self._last_step = run.step
-        self.log(f"resumed from {self.path} at step {run.step}")
-        return run, trajectory
+        runs = [Run.from_state(r, hparams, device) for r in state["runs"]]
+        trajectories = [Trajectory(list(t["steps"]), [c.numpy() for c in t["correct"]]) for t in state["trajectories"]]
+        self._last_step = runs[0].step
+        self.log(f"resumed from {self.path} at step {runs[0].step}")
+        return runs, trajectories
 
-    def __call__(self, run: Run, trajectory: Trajectory) -> None:
-        """Save if a checkpoint is due (called by `training.train` before each step)."""
+    def due(self, step: int) -> bool:
+        """Whether a save is due before `step` (asked by `training.train` before each step)."""
         if self._last_step is None:
-            self._last_step = run.step
-        due_steps = self.every_steps and run.step - self._last_step >= self.every_steps
+            self._last_step = step
+        due_steps = self.every_steps and step - self._last_step >= self.every_steps
         due_time = self.every_seconds and time.perf_counter() - self._last_time >= self.every_seconds
-        if due_steps or due_time:
-            save_torch({"settings": self.key, "run": run.state_dict(), "trajectory_steps": list(trajectory.steps),
-                        "trajectory_correct": [torch.from_numpy(c) for c in trajectory.correct]}, self.path)
-            self._last_step, self._last_time = run.step, time.perf_counter()
+        return bool(due_steps or due_time)
+
+    def save(self, runs: list[Run], trajectories: list[Trajectory]) -> None:
+        save_torch({"settings": self.key, "runs": [r.state_dict() for r in runs],
+                    "trajectories": [{"steps": list(t.steps), "correct": [torch.from_numpy(c) for c in t.correct]}
+                                     for t in trajectories]}, self.path)
+        self._last_step, self._last_time = runs[0].step, time.perf_counter()
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from .artifacts import load_torch, provenance, save_torch, write_predictions, wr
 from .errors import ArtifactError
 from .resume import Resume
 from .spawn import member_seeds, parent_seeds, parse_condition, spawn
-from .training import Accel, Hparams, Run, predict, train
+from .training import Accel, Hparams, Run, describe, predict, train
 
 
 def logger(path: str | Path | None):
@@ -58,9 +58,9 @@ def _resume(output: str | Path, params: dict, log) -> Resume:
                   every.get("every_steps"), every.get("every_seconds", 60.0), log)
 
 
-def _check_parent_state(state: dict, path, params: dict) -> None:
+def _check_parent_state(state: dict, path, params: dict, parent: int) -> None:
     info = state.get("info", {})
-    expected = (params["model"]["name"], params["parent"], params["t"], params["config_hash"])
+    expected = (params["model"]["name"], parent, params["t"], params["config_hash"])
     found = (state.get("model_name"), info.get("parent"), state.get("step"), info.get("config_hash"))
     if found != expected:
         raise ArtifactError(f"{path}: holds model {found[0]!r} parent {found[1]!r} at step {found[2]!r} of "
@@ -77,34 +77,34 @@ def parent_state(data_path: str, output: str, params: dict, log_path: str | None
     resume = _resume(output, params, log)
     restored = resume.load(h, device)
     if restored:
-        run = restored[0]
+        run = restored[0][0]
     else:
         run = Run.fresh(params["model"]["name"], data.in_shape, data.num_classes, h,
                         parent_seeds(params["seed"], params["parent"]), device)
         run.info = {"parent": params["parent"], "config_hash": params["config_hash"]}
-    train(run, data, params["t"], log=log, checkpoint=resume, accel=Accel.for_device(device, params.get("cuda")))
+    train([run], data, params["t"], log=log, checkpoint=resume, accel=Accel.for_device(device, params.get("cuda")))
     save_torch({**run.state_dict(), "provenance": provenance(_job_settings(params), device)}, output)
     resume.remove()
     log(f"parent {params['parent']} state at step {run.step} saved")
 
 
-def _load_parent(parent_path: str | None, params: dict) -> dict | None:
-    """The checked parent state at t, or None for conditions without a parent (no parent input)."""
-    if parent_path is None:
-        return None
-    state = load_torch(parent_path, what="parent state")
-    _check_parent_state(state, parent_path, params)
-    return state
+def _load_parents(parent_paths: dict[int, str], params: dict) -> dict[int, dict]:
+    """The checked parent states at t by parent (none for conditions without a parent)."""
+    states = {}
+    for p, path in parent_paths.items():
+        states[p] = load_torch(path, what="parent state")
+        _check_parent_state(states[p], path, params, p)
+    return states
 
 
-def _start_member(data: D.DeviceData, parent: dict | None, params: dict, h: Hparams, device, log) -> Run:
+def _start_member(data: D.DeviceData, parent: dict | None, params: dict, p: int, c: int, h: Hparams,
+                  device, log) -> Run:
     """Member (p, c) at its first step: fresh from its own seeds, or spawned from its parent's state."""
     condition = parse_condition(params["condition"])
-    p, c = params["parent"], params["child"]
     seeds = member_seeds(params["seed"], condition, p, c)
     if condition.has_parent:
         run = spawn(Run.from_state(parent, h, device), condition, seeds)
-        if "reinitialised" in run.info:
+        if "reinitialised" in run.info and c == 0:
             log(f"re-initialised modules: {', '.join(run.info['reinitialised'])}")
     else:
         run = Run.fresh(params["model"]["name"], data.in_shape, data.num_classes, h, seeds, device)
@@ -116,7 +116,8 @@ def _start_member(data: D.DeviceData, parent: dict | None, params: dict, h: Hpar
 def _write_member(run: Run, trajectory, data: D.DeviceData, outputs: dict, params: dict, device, log) -> None:
     """A trained member's test-set logits, correctness trajectory and final state (with provenance)."""
     h = run.hparams
-    key = {k: params[k] for k in ("condition", "t", "parent", "child")}
+    key = {"condition": params["condition"], "t": params["t"], "parent": run.info["parent"],
+           "child": run.info["child"]}
     meta = {**provenance(_job_settings(params), device), "coupledsgd.seeds": json.dumps(run.seeds),
             "coupledsgd.steps_per_epoch": str(D.steps_per_epoch(data.n_train, h.batch_size))}
     logits = trajectory.final_logits
@@ -125,47 +126,34 @@ def _write_member(run: Run, trajectory, data: D.DeviceData, outputs: dict, param
     write_predictions(outputs["predictions"], key, labels, logits, meta)
     write_trajectory(outputs["trajectory"], key, trajectory.steps, trajectory.as_array(), meta)
     save_torch({**run.state_dict(), "provenance": meta}, outputs["final"])
-    log(f"child {params['child']} done: test accuracy {(logits.argmax(1) == labels).mean():.4f}")
+    log(f"{describe(run)} done: test accuracy {(logits.argmax(1) == labels).mean():.4f}")
 
 
-def train_member(data_path: str, parent_path: str | None, outputs: dict, params: dict,
-                 log_path: str | None = None) -> None:
-    """Start member (p, c) of a condition (fresh, or spawned from its parent's state at t), train it
-    to the end, and write its final state, test-set logits and correctness trajectory."""
-    device = _setup(params["threads"], params["device"])
-    log = logger(log_path)
-    data = D.load(data_path, device, params["augment"])
-    h = Hparams.from_config(params["training"])
-    resume = _resume(outputs["final"], params, log)
-    restored = resume.load(h, device)
-    run, trajectory = restored or (_start_member(data, _load_parent(parent_path, params), params, h, device, log),
-                                   None)
-    log(f"{params['condition']} t={params['t']} parent {params['parent']} child {params['child']}: "
-        f"steps {run.step} -> {run.end}")
-    trajectory = train(run, data, run.end, evaluate=True, log=log, trajectory=trajectory, checkpoint=resume,
-                       accel=Accel.for_device(device, params.get("cuda")))
-    _write_member(run, trajectory, data, outputs, params, device, log)
-    resume.remove()
+def train_members(data_path: str, parent_paths: dict[int, str], outputs: list[dict], params: dict,
+                  log_path: str | None = None) -> None:
+    """Train the members (p, c) of one condition and spawn step listed in `params["members"]` as one
+    network, each started fresh or spawned from its parent's state at t, and write each member's final
+    state, test-set logits and correctness trajectory (`outputs[i]` for member i).
 
-
-def train_children(data_path: str, parent_path: str | None, outputs: list[dict], params: dict,
-                   log_path: str | None = None) -> None:
-    """The k members of one (condition, t, parent) trained together as one fused model
-    (`fused.train_fused`); each member's files are those `train_member` writes.
-
-    A fused job keeps no in-job checkpoint: restarted, it trains its members again from their start.
+    A job of one member, of the k children of a parent, or of every member of (condition, t): the
+    results are the same (bit-for-bit for one member; see `members` for several).
     """
-    from .fused import train_fused
-
     device = _setup(params["threads"], params["device"])
     log = logger(log_path)
     data = D.load(data_path, device, params["augment"])
     h = Hparams.from_config(params["training"])
-    members = [{**params, "child": c} for c in range(len(outputs))]
-    parent = _load_parent(parent_path, params)  # one read for all k children
-    runs = [_start_member(data, parent, m, h, device, log) for m in members]
-    log(f"{params['condition']} t={params['t']} parent {params['parent']}: {len(runs)} children fused, "
-        f"steps {runs[0].step} -> {runs[0].end}")
-    trajectories = train_fused(runs, data, evaluate=True, log=log)
-    for run, trajectory, out, m in zip(runs, trajectories, outputs, members):
-        _write_member(run, trajectory, data, out, m, device, log)
+    resume = _resume(outputs[0]["final"], params, log)
+    restored = resume.load(h, device)
+    if restored:
+        runs, trajectories = restored
+    else:
+        parents = _load_parents(parent_paths, params)  # one read per parent for all its children
+        runs = [_start_member(data, parents.get(p), params, p, c, h, device, log) for p, c in params["members"]]
+        trajectories = None
+    log(f"{params['condition']} t={params['t']}: {len(runs)} member(s) "
+        f"{', '.join(f'p{p}c{c}' for p, c in params['members'])}, steps {runs[0].step} -> {runs[0].end}")
+    trajectories = train(runs, data, evaluate=True, log=log, trajectories=trajectories, checkpoint=resume,
+                         accel=Accel.for_device(device, params.get("cuda")))
+    for run, trajectory, out in zip(runs, trajectories, outputs):
+        _write_member(run, trajectory, data, out, params, device, log)
+    resume.remove()

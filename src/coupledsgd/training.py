@@ -1,9 +1,16 @@
-"""The training engine: SGD with a learning-rate schedule, checkpoints that continue bit-for-bit.
+"""The training engine: one loop for a set of k >= 1 runs, SGD with a learning-rate schedule,
+checkpoints that continue bit-for-bit.
 
 A run is a model, its optimizer and four numbers: the current `step`, the `schedule_start` (the step
 at which the learning-rate schedule is at position 0), and its `order` and `aug` seeds. It trains
 until `schedule_start + steps`. The minibatch and augmentation at global step `s` depend only on the
 seeds and `s` (see `data`), so a run continued from a checkpoint retraces the uninterrupted run.
+
+`train` takes k runs that share model, hparams and step range and trains them as one network
+(`members`): a solo run is k = 1 and trains its own model. The step loop never waits for the device:
+minibatch permutations and augmentation draws are made once per epoch and copied in one go, losses
+and accuracies are summed on the device and read at report points only, and on CUDA the whole step
+can be captured once as a CUDA graph (`Accel.graphs`).
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import DeviceData, augment, batch_indices, steps_per_epoch
+from .data import DeviceData, MemberBatches, stack_channels, steps_per_epoch
+from .errors import TrainingDiverged
+from .members import member_network, named_tensors, stack_members, unstack_member
 from .models import build_model
 
 
@@ -62,25 +71,45 @@ class SGD:
     """SGD with momentum, Nesterov and weight decay (not on BatchNorm parameters and biases), as torch.optim.SGD
     computes it (dampening 0), with the momentum buffers as plain tensors in parameter order.
 
-    torch.optim's constructor imports torch._dynamo (1.5 s per job here); this is the same
-    update without it. Buffers start at zero, which is what `coupled-to-t-reset` resets them to.
+    Every update is a handful of multi-tensor (`torch._foreach_*`) operations, elementwise the
+    arithmetic of torch.optim.SGD's per-tensor loop (on the CPU they run that loop). torch.optim's
+    constructor imports torch._dynamo (1.5 s per job here). Buffers start at zero, which is what
+    `coupled-to-t-reset` resets them to.
     """
 
-    def __init__(self, model: nn.Module, h: Hparams):
-        self.params = [p for p in model.parameters()]
+    def __init__(self, params, h: Hparams, decay: list[float] | None = None,
+                 buffers: list[torch.Tensor] | None = None):
+        self.params = list(params.parameters() if isinstance(params, nn.Module) else params)
         # No weight decay on BatchNorm parameters and biases (every tensor of dimension <= 1).
-        self.decay = [h.weight_decay if p.dim() > 1 else 0.0 for p in self.params]
+        self.decay = decay if decay is not None else [h.weight_decay if p.dim() > 1 else 0.0 for p in self.params]
         self.momentum, self.nesterov = h.momentum, h.nesterov and h.momentum > 0
-        self.buffers = [torch.zeros_like(p) for p in self.params]
+        self.buffers = buffers if buffers is not None else [torch.zeros_like(p) for p in self.params]
+        self._decayed: dict[float, list[int]] = {}
+        for i, wd in enumerate(self.decay):
+            if wd:
+                self._decayed.setdefault(wd, []).append(i)
+
+    def _directions(self) -> list[torch.Tensor]:
+        d = [p.grad for p in self.params]
+        for wd, idx in self._decayed.items():
+            decayed = torch._foreach_add([d[i] for i in idx], [self.params[i] for i in idx], alpha=wd)
+            for i, t in zip(idx, decayed):
+                d[i] = t
+        if self.momentum:
+            torch._foreach_mul_(self.buffers, self.momentum)
+            torch._foreach_add_(self.buffers, d)
+            d = torch._foreach_add(d, self.buffers, alpha=self.momentum) if self.nesterov else self.buffers
+        return d
 
     @torch.no_grad()
     def step(self, lr: float) -> None:
-        for p, buf, wd in zip(self.params, self.buffers, self.decay):
-            d = p.grad.add(p, alpha=wd) if wd else p.grad
-            if self.momentum:
-                buf.mul_(self.momentum).add_(d)
-                d = d.add(buf, alpha=self.momentum) if self.nesterov else buf
-            p.sub_(d, alpha=lr)
+        torch._foreach_sub_(self.params, self._directions(), alpha=lr)
+
+    @torch.no_grad()
+    def step_lr_tensor(self, lr: torch.Tensor) -> None:
+        """The same update with the learning rate read from a device tensor (what a captured CUDA
+        graph replays): p - lr * d rounded in two steps instead of one."""
+        torch._foreach_sub_(self.params, torch._foreach_mul(self._directions(), lr))
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -148,21 +177,24 @@ class Run:
 
 @dataclass(frozen=True)
 class Accel:
-    """The GPU path: bf16 autocast of forward passes, channels-last images, torch.compile.
+    """The GPU path: bf16 autocast of forward passes, channels-last images, torch.compile, CUDA graphs.
 
-    All off on the CPU (`for_device`), where float32 keeps runs bit-for-bit reproducible.
+    All off on the CPU (`for_device`), where float32 keeps runs bit-for-bit reproducible; the tests
+    switch them on by hand to run the same code on the CPU.
     """
 
     bf16: bool = False
     channels_last: bool = False
     compile: bool = False
+    graphs: bool = False
 
     @classmethod
     def for_device(cls, device, settings: dict | None) -> "Accel":
         return cls(**(settings or {})) if torch.device(device).type == "cuda" else cls()
 
     def autocast(self, x: torch.Tensor):
-        return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        # Autocast's cast cache would hold tensors from outside a captured graph.
+        return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=not self.graphs)
 
     def forward_of(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         if self.channels_last:
@@ -178,12 +210,19 @@ class Accel:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, accel: Accel = Accel()) -> torch.Tensor:
-    """Logits on `x` in eval mode (running BatchNorm statistics); the model's mode is restored."""
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, accel: Accel = Accel(),
+            members: int = 1) -> torch.Tensor:
+    """Logits on `x` in eval mode (running BatchNorm statistics); the model's mode is restored.
+
+    For a network of k `members` every member sees `x`: the result is (N, k x classes), in chunks of
+    batch_size // k examples, so the activations of a chunk are those of one member's batch.
+    """
     was_training = model.training
     model.eval()
+    size, repeat = max(1, batch_size // members), (1, members) + (1,) * (x.dim() - 2)
     with accel.autocast(x):
-        out = torch.cat([accel.output(model(accel.batch(x[i:i + batch_size]))) for i in range(0, len(x), batch_size)])
+        out = torch.cat([accel.output(model(accel.batch(x[i:i + size] if members == 1 else x[i:i + size].repeat(repeat))))
+                         for i in range(0, len(x), size)])
     model.train(was_training)
     return out
 
@@ -203,58 +242,239 @@ class Trajectory:
         return np.stack(self.correct) if self.correct else np.zeros((0, 0), dtype=bool)
 
 
-def train(run: Run, data: DeviceData, until: int, evaluate: bool = False,
-          log: Callable[[str], None] = lambda line: None, trajectory: Trajectory | None = None,
-          checkpoint: Callable[[Run, Trajectory], None] | None = None, accel: Accel = Accel()) -> Trajectory:
-    """Train `run` in place from its current step to `until`, evaluating on the test set if asked.
+def describe(run: Run) -> str:
+    """Which member (or parent) a run is, for log lines and errors."""
+    info = run.info
+    if "condition" not in info:
+        return f"parent {info.get('parent')}"
+    return (f"{info['condition']} t={info.get('spawned_at', 0)} parent {info.get('parent')} "
+            f"child {info.get('child')}")
 
-    Evaluation points are fixed by the run's start and end, not by where this call begins, so a run
-    continued with the `trajectory` recorded so far yields the uninterrupted run's trajectory.
-    `checkpoint(run, trajectory)` is offered the state before every step; it decides whether to save.
-    Progress (step, loss, train and test accuracy, examples per second) is logged at least once per
-    epoch. Returns the test-set correctness at each evaluation point (empty if `evaluate` is False).
+
+class Members:
+    """k runs bound to one network (`members`) and one optimizer over its tensors.
+
+    For k = 1 the network is the run's own model and the optimizer the run's own. For k > 1 the runs'
+    models and momentum buffers hold their values as of the last `write_back`.
     """
-    h, model, opt = run.hparams, run.model, run.optimizer
+
+    def __init__(self, runs: list[Run]):
+        self.runs, self.k = runs, len(runs)
+        r0 = runs[0]
+        self.shared: dict = {}
+        if self.k == 1:
+            self.net, self.optimizer = r0.model, r0.optimizer
+            return
+        device = next(r0.model.parameters()).device
+        net = member_network(r0.model_name, r0.in_shape, r0.num_classes, self.k, r0.model).to_empty(device=device)
+        net.to(next(r0.model.parameters()).dtype)
+        self.shared = stack_members(net, [_solo_tensors(r.model) for r in runs])
+        tensors = named_tensors(net)
+        params = [tensors[n] for n, _ in r0.model.named_parameters()]
+        buffers = [torch.stack([r.optimizer.buffers[j] for r in runs]).view_as(p) for j, p in enumerate(params)]
+        self.net, self.optimizer = net, SGD(params, r0.hparams, r0.optimizer.decay, buffers)
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        """Every tensor a training step changes: parameters, buffers, momentum."""
+        return [*named_tensors(self.net).values(), *self.optimizer.buffers]
+
+    def write_back(self, step: int) -> None:
+        for i, run in enumerate(self.runs):
+            run.step = step
+            if self.k > 1:
+                unstack_member(self.net, i, self.k, _solo_tensors(run.model), self.shared)
+                with torch.no_grad():
+                    for b, fb in zip(run.optimizer.buffers, self.optimizer.buffers):
+                        b.copy_(fb.view(self.k, *b.shape)[i])
+
+
+def _solo_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+
+def _loss(forward, x: torch.Tensor, y: torch.Tensor, accel: Accel):
+    """The sum of the members' mean losses (member i's gradient is its solo gradient), each member's
+    loss and its number of correct predictions. x: (B, k x C, ...), y: (k, B)."""
+    k, b = y.shape
+    with accel.autocast(x):
+        out = accel.output(forward(accel.batch(x)))
+    if k == 1:
+        loss = F.cross_entropy(out, y[0])
+        losses = loss.detach().view(1)
+    else:
+        per = F.cross_entropy(out.view(b * k, -1), y.t().reshape(-1), reduction="none")
+        loss, losses = per.sum() / b, per.detach().view(b, k).mean(0)
+    hits = out.detach().view(b, k, -1).argmax(2).eq(y.t()).sum(0)
+    return loss, losses, hits
+
+
+class EagerStep:
+    def __init__(self, forward, optimizer: SGD, accel: Accel):
+        self.forward, self.optimizer, self.accel = forward, optimizer, accel
+
+    def __call__(self, x, y, lr: float):
+        loss, losses, hits = _loss(self.forward, x, y, self.accel)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step(lr)
+        return losses, hits
+
+
+class GraphedStep:
+    """The whole step (forward, backward, update) recorded once and replayed: on CUDA a CUDA graph
+    over static input buffers with the learning rate as a device tensor.
+
+    Recording needs warm-up steps, which really train: every tensor they change is restored after.
+    On the CPU nothing is recorded and each replay runs the same body, so the tests check this logic
+    (warm-up, restore, the tensor learning rate) without a GPU.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, forward, optimizer: SGD, accel: Accel, state: list[torch.Tensor], x, y):
+        self.forward, self.optimizer, self.accel = forward, optimizer, accel
+        self.x, self.y = x.clone(), y.clone()
+        self.lr = torch.zeros((), dtype=optimizer.params[0].dtype, device=x.device)
+        saved = [t.clone() for t in state]
+        cuda = x.device.type == "cuda"
+        side = torch.cuda.Stream() if cuda else None
+        if cuda:
+            side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side) if cuda else _nothing():
+            for _ in range(self.WARMUP):
+                self.optimizer.zero_grad()
+                self._body()
+        if cuda:
+            torch.cuda.current_stream().wait_stream(side)
+        with torch.no_grad():
+            for t, v in zip(state, saved):
+                t.copy_(v)
+        self.optimizer.zero_grad()
+        self.graph = None
+        if cuda:
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.out = self._body()
+
+    def _body(self):
+        loss, losses, hits = _loss(self.forward, self.x, self.y, self.accel)
+        loss.backward()
+        self.optimizer.step_lr_tensor(self.lr)
+        return losses, hits
+
+    def __call__(self, x, y, lr: float):
+        self.x.copy_(x)
+        self.y.copy_(y)
+        self.lr.fill_(lr)
+        if self.graph is None:
+            self.optimizer.zero_grad()
+            return self._body()
+        self.graph.replay()
+        return self.out
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _check_runs(runs: list[Run]) -> None:
+    r0 = runs[0]
+    for r in runs[1:]:
+        if (r.hparams, r.model_name, r.in_shape, r.num_classes) != (r0.hparams, r0.model_name, r0.in_shape,
+                                                                   r0.num_classes):
+            raise ValueError("runs trained together must share hparams and model")
+        if (r.step, r.schedule_start, r.start) != (r0.step, r0.schedule_start, r0.start):
+            raise ValueError("runs trained together must share start step, current step and schedule")
+    if len({id(r.model) for r in runs}) != len(runs):
+        raise ValueError("runs trained together must not share a model")
+
+
+def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate: bool = False,
+          log: Callable[[str], None] = lambda line: None, trajectories: list[Trajectory] | None = None,
+          checkpoint=None, accel: Accel = Accel()) -> list[Trajectory]:
+    """Train `runs` in place, as one network, from their common step to `until` (default: their end),
+    evaluating on the test set if asked.
+
+    Evaluation points are fixed by the runs' start and end, not by where this call begins, so runs
+    continued with the `trajectories` recorded so far yield the uninterrupted runs' trajectories.
+    `checkpoint` (a `resume.Resume`) is asked before every step whether a save is due. Progress (step,
+    each member's loss, train and test accuracy, examples per second, elapsed time and ETA) is logged
+    at least once per epoch; a non-finite training loss stops training there (`TrainingDiverged`).
+    Returns each run's test-set correctness at its evaluation points (empty if `evaluate` is False).
+    """
+    _check_runs(runs)
+    r0, k = runs[0], len(runs)
+    h, until = r0.hparams, r0.end if until is None else until
     spe = steps_per_epoch(data.n_train, h.batch_size)
     every = h.eval_every or spe
-    report_at = set(evaluation_steps(run.start, until, min(every, spe)))
-    eval_at = set(evaluation_steps(run.start, run.end, every)) if evaluate else set()
-    trajectory = trajectory if trajectory is not None else Trajectory()
-    forward = accel.forward_of(model)
-    model.train()
-    loss_sum = torch.zeros((), device=data.x_train.device)
-    hits = torch.zeros((), dtype=torch.int64, device=data.x_train.device)
-    seen, clock = 0, time.perf_counter()
-    while True:
-        if checkpoint is not None and run.step < until:
-            checkpoint(run, trajectory)
-        if run.step in eval_at:
-            logits = predict(forward, data.x_test, h.eval_batch_size, accel)
-            correct = logits.argmax(1).eq(data.y_test)
-            if run.step == run.end:
-                trajectory.final_logits = logits
-            trajectory.steps.append(run.step)
-            trajectory.correct.append(correct.cpu().numpy())
-        if run.step in report_at and run.step > 0 and seen:
-            rate = seen / (time.perf_counter() - clock)
-            test = f" test_acc {trajectory.correct[-1].mean():.4f}" if run.step in eval_at else ""
-            log(f"step {run.step}/{run.end} lr {learning_rate(h, run.step - 1 - run.schedule_start):.5f} "
-                f"loss {loss_sum.item() / seen:.4f} train_acc {hits.item() / seen:.4f}{test} "
-                f"examples/s {rate:.0f}")
-            loss_sum.zero_(), hits.zero_()
-            seen, clock = 0, time.perf_counter()
-        if run.step >= until:
-            return trajectory
-        idx = batch_indices(run.seeds["order"], run.step, data.n_train, h.batch_size).to(data.x_train.device)
-        x = augment(data.x_train[idx], run.seeds["aug"], run.step, data.crop_pad, data.flip)
-        y = data.y_train[idx]
-        with accel.autocast(x):
-            out = accel.output(forward(accel.batch(x)))
-        loss = F.cross_entropy(out, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step(learning_rate(h, run.step - run.schedule_start))
-        loss_sum += loss.detach() * len(y)
-        hits += out.argmax(1).eq(y).sum()
-        seen += len(y)
-        run.step += 1
+    report_at = set(evaluation_steps(r0.start, until, min(every, spe)))
+    eval_at = set(evaluation_steps(r0.start, r0.end, every)) if evaluate else set()
+    trajectories = trajectories if trajectories is not None else [Trajectory() for _ in runs]
+    members = Members(runs)
+    forward = accel.forward_of(members.net)
+    members.net.train()
+    batches = MemberBatches(data, [r.seeds["order"] for r in runs], [r.seeds["aug"] for r in runs], h.batch_size)
+    step_fn = None
+    device = data.x_train.device
+    loss_sum = torch.zeros(k, device=device)
+    hits = torch.zeros(k, dtype=torch.int64, device=device)
+    step, first, seen = r0.step, r0.step, 0
+    began = clock = time.perf_counter()
+    try:
+        while True:
+            if checkpoint is not None and step < until and checkpoint.due(step):
+                members.write_back(step)
+                checkpoint.save(runs, trajectories)
+            if step in eval_at:
+                _evaluate(forward, data, h, accel, k, step, r0.end, trajectories)
+            if step in report_at and step > 0 and seen:
+                now = time.perf_counter()
+                lr = learning_rate(h, step - 1 - r0.schedule_start)
+                losses = (loss_sum / seen).tolist()
+                eta = (now - began) / (step - first) * (until - step)
+                _report(log, step, r0.end, lr, losses, (hits / seen).tolist(),
+                        [t.correct[-1].mean() for t in trajectories] if step in eval_at else None,
+                        k * seen / (now - clock), now - began, eta)
+                if not all(math.isfinite(v) for v in losses):
+                    bad = next(r for r, v in zip(runs, losses) if not math.isfinite(v))
+                    raise TrainingDiverged(f"{describe(bad)}: the training loss became non-finite by step {step} "
+                                           f"(learning rate {lr:.4g}); lower training.lr or add warm-up steps")
+                loss_sum.zero_(), hits.zero_()
+                seen, clock = 0, time.perf_counter()
+            if step >= until:
+                return trajectories
+            x, y = batches(step)
+            x = stack_channels(x)
+            lr = learning_rate(h, step - r0.schedule_start)
+            if step_fn is None:
+                step_fn = (GraphedStep(forward, members.optimizer, accel, members.state_tensors(), x, y)
+                           if accel.graphs else EagerStep(forward, members.optimizer, accel))
+            losses, correct = step_fn(x, y, lr)
+            loss_sum += losses * y.shape[1]
+            hits += correct
+            seen += y.shape[1]
+            step += 1
+    finally:
+        members.write_back(step)
+
+
+def _evaluate(forward, data: DeviceData, h: Hparams, accel: Accel, k: int, step: int, end: int,
+              trajectories: list[Trajectory]) -> None:
+    logits = predict(forward, data.x_test, h.eval_batch_size, accel, k).view(len(data.x_test), k, -1)
+    correct = logits.argmax(2).eq(data.y_test[:, None]).t().cpu().numpy()
+    for i, t in enumerate(trajectories):
+        t.steps.append(step)
+        t.correct.append(correct[i])
+        if step == end:
+            t.final_logits = logits[:, i] if k == 1 else logits[:, i].contiguous()
+
+
+def _report(log, step, end, lr, losses, accuracies, test, rate, elapsed, eta) -> None:
+    fmt = lambda values: " ".join(f"{v:.4f}" for v in values)
+    test = f" test_acc {fmt(test)}" if test is not None else ""
+    log(f"step {step}/{end} lr {lr:.5f} loss {fmt(losses)} train_acc {fmt(accuracies)}{test} "
+        f"examples/s {rate:.0f} elapsed {elapsed:.0f}s eta {eta:.0f}s")

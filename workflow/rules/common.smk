@@ -1,7 +1,7 @@
 import sys
 from pathlib import Path
 
-from coupledsgd.config import config_hash, members, validate
+from coupledsgd.config import config_hash, job_shape, members, validate
 from coupledsgd.errors import ConfigError
 from coupledsgd.figures import FIGURES, table_path
 from coupledsgd.spawn import parse_condition
@@ -44,10 +44,41 @@ def run_settings(**extra):
         **extra,
     }
 
-def parent_input(wildcards):
+JOB_SHAPE = job_shape(config)
+
+
+def member_slots():
+    """The (parent, child) of each member a training job trains, as wildcards or numbers."""
+    parents = ["{p}"] if JOB_SHAPE != "condition" else [str(p) for p in range(config["ensemble"]["parents"])]
+    children = ["{c}"] if JOB_SHAPE == "member" else [str(c) for c in CHILDREN]
+    return [(p, c) for p in parents for c in children]
+
+
+def member_outputs(kind, ext):
+    if kind == "children":
+        return [f"{EXP}/children/{{cond}}/t{{t}}/p{p}/c{c}/final.pt" for p, c in member_slots()]
+    return [f"{EXP}/{kind}/{{cond}}/t{{t}}/p{p}/c{c}.{ext}" for p, c in member_slots()]
+
+
+def member_log():
+    if JOB_SHAPE == "member":
+        return f"{LOGS}/children/{{cond}}/t{{t}}/p{{p}}/c{{c}}.log"
+    if JOB_SHAPE == "children":
+        return f"{LOGS}/children/{{cond}}/t{{t}}/p{{p}}/children.log"
+    return f"{LOGS}/children/{{cond}}/t{{t}}/members.log"
+
+
+def job_members(wildcards):
+    """[parent, child] of each member of this job, in the order of its outputs."""
+    slot = lambda value, name: int(getattr(wildcards, name)) if value == "{" + name + "}" else int(value)
+    return [[slot(p, "p"), slot(c, "c")] for p, c in member_slots()]
+
+
+def parent_inputs(wildcards):
     if not parse_condition(wildcards.cond).has_parent:
         return {}
-    return {"parent": f"{EXP}/parents/p{wildcards.p}/step{wildcards.t}.pt"}
+    parents = sorted({p for p, _ in job_members(wildcards)})
+    return {"parents": [f"{EXP}/parents/p{p}/step{wildcards.t}.pt" for p in parents]}
 
 # Snakemake opens a report caption by a fixed path (no wildcards), so the one caption template,
 # figure.rst, renders the text of the figure's own caption file, carried in params.

@@ -1,0 +1,159 @@
+"""k members as one network, with each member's parameters, buffers and momentum readable as solo tensors.
+
+Every training job trains a set of k >= 1 runs that share model, hparams and step range. For k = 1
+the network is the run's own model. For k > 1 it is one network of the same architecture in which
+member i owns the i-th block of k of every channel dimension:
+
+- cnn1d, resnet8/20: the registry's own classes built with `k` (grouped convolutions, BatchNorm over
+  k x C channels, a batched linear head, option-A shortcuts padded per member);
+- resnet50: `GroupedResNet50`, torchvision's ResNet-50 (3x3 stem) with the same parameter names;
+- vit: `Vmapped`, the members' stacked parameters under `torch.func.vmap`.
+
+Inputs are channel-stacked, (B, k x C, ...), with member i's minibatch the i-th block; outputs are
+(B, k x classes). Every network tensor T of a solo tensor of shape s satisfies
+`T.view(k, *s)[i] == member i's tensor`, except the BatchNorm step counters (`num_batches_tracked`),
+which the grouped networks keep once for all members and `Members` offsets per member.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .models import CNN1d, CifarResNet, Head
+
+
+class Bottleneck(nn.Module):
+    """torchvision's ResNet-50 bottleneck (expansion 4, stride on the 3x3), for k members."""
+
+    def __init__(self, c_in: int, planes: int, stride: int, k: int):
+        super().__init__()
+        out = 4 * planes
+        conv = lambda a, b, size, s=1: nn.Conv2d(k * a, k * b, size, stride=s, padding=size // 2, bias=False,
+                                                 groups=k)
+        self.conv1, self.bn1 = conv(c_in, planes, 1), nn.BatchNorm2d(k * planes)
+        self.conv2, self.bn2 = conv(planes, planes, 3, stride), nn.BatchNorm2d(k * planes)
+        self.conv3, self.bn3 = conv(planes, out, 1), nn.BatchNorm2d(k * out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = (nn.Sequential(conv(c_in, out, 1, stride), nn.BatchNorm2d(k * out))
+                           if stride != 1 or c_in != out else None)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)
+
+
+class GroupedResNet50(nn.Module):
+    """The registry's resnet50 (torchvision ResNet-50, 3x3 stride-1 stem, no max-pool) for k members."""
+
+    def __init__(self, in_channels: int, num_classes: int, k: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(k * in_channels, k * 64, 3, stride=1, padding=1, bias=False, groups=k)
+        self.bn1 = nn.BatchNorm2d(k * 64)
+        self.relu = nn.ReLU(inplace=True)
+        c = 64
+        for i, (planes, blocks, stride) in enumerate([(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)]):
+            layer = []
+            for b in range(blocks):
+                layer.append(Bottleneck(c, planes, stride if b == 0 else 1, k))
+                c = 4 * planes
+            setattr(self, f"layer{i + 1}", nn.Sequential(*layer))
+        self.fc = Head(c, num_classes, k)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class Vmapped(nn.Module):
+    """k copies of any model: stacked parameters and buffers (k, *solo shape), `vmap` over the members.
+
+    Its tensors are named by the solo names (`tensors()`); registration order is the solo order.
+    """
+
+    def __init__(self, solo: nn.Module, k: int):
+        super().__init__()
+        self.k = k
+        self.names = [n for n, _ in solo.named_parameters()]
+        self.buffer_names = [n for n, _ in solo.named_buffers()]
+        self.stacked = nn.ParameterList([nn.Parameter(p.detach().expand(k, *p.shape).clone())
+                                         for _, p in solo.named_parameters()])
+        for i, (_, b) in enumerate(solo.named_buffers()):
+            self.register_buffer(f"b{i}", b.expand(k, *b.shape).clone())
+        self.base = [copy.deepcopy(solo).to("meta")]  # a list: not a submodule
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = dict(zip(self.names, self.stacked))
+        out.update({n: getattr(self, f"b{i}") for i, n in enumerate(self.buffer_names)})
+        return out
+
+    def forward(self, x):
+        from torch.func import functional_call, vmap
+
+        b, k = x.shape[0], self.k
+        xs = x.view(b, k, -1, *x.shape[2:]).transpose(0, 1)
+        base = self.base[0].train(self.training)
+        params = dict(zip(self.names, self.stacked))
+        buffers = {n: getattr(self, f"b{i}") for i, n in enumerate(self.buffer_names)}
+        out = vmap(lambda p, q, xi: functional_call(base, (p, q), (xi,)), randomness="different")(params, buffers, xs)
+        return out.transpose(0, 1).reshape(b, -1)
+
+
+def member_network(name: str, in_shape: tuple[int, ...], num_classes: int, k: int, solo: nn.Module) -> nn.Module:
+    """An uninitialised network for k members of model `name` on the meta device (`solo` is any
+    member's model, for the architectures that are not written for k members)."""
+    c = in_shape[0]
+    with torch.device("meta"):
+        if name == "cnn1d":
+            return CNN1d(c, in_shape[1], num_classes, k)
+        if name in ("resnet20", "resnet8"):
+            return CifarResNet(c, num_classes, blocks_per_stage=3 if name == "resnet20" else 1, k=k)
+        if name == "resnet50":
+            return GroupedResNet50(c, num_classes, k)
+    return Vmapped(copy.deepcopy(solo).to("meta"), k)
+
+
+def named_tensors(net: nn.Module) -> dict[str, torch.Tensor]:
+    """The network's parameters and buffers by their solo names, in the solo order."""
+    if isinstance(net, Vmapped):
+        return net.tensors()
+    return {**dict(net.named_parameters()), **dict(net.named_buffers())}
+
+
+def is_counter(name: str) -> bool:
+    return name.endswith("num_batches_tracked")
+
+
+def stack_members(net: nn.Module, solos: list[dict[str, torch.Tensor]]) -> dict[str, list[torch.Tensor]]:
+    """Copy the members' solo tensors into `net`; returns the start values of step counters kept
+    once for all members (for `unstack_member`)."""
+    k, shared = len(solos), {}
+    with torch.no_grad():
+        for name, t in named_tensors(net).items():
+            values = [s[name] for s in solos]
+            if is_counter(name) and t.numel() == 1 and k > 1:
+                shared[name] = [v.clone() for v in values]
+                t.copy_(values[0].view_as(t))
+            else:
+                t.copy_(torch.stack(values).view_as(t))
+    return shared
+
+
+def unstack_member(net: nn.Module, i: int, k: int, solo: dict[str, torch.Tensor],
+                   shared: dict[str, list[torch.Tensor]]) -> None:
+    """Copy member i's tensors from `net` into its solo tensors `solo` (name -> tensor)."""
+    tensors = named_tensors(net)
+    with torch.no_grad():
+        for name, t in solo.items():
+            src = tensors[name]
+            if name in shared:
+                start = shared[name]
+                t.copy_(start[i] + (src.view_as(start[0]) - start[0]))
+            else:
+                t.copy_(src.view(k, *t.shape)[i])
