@@ -14,7 +14,7 @@ import yaml
 from fixtures import copy_workflow, trust_fake_cifar10, write_fake_cifar10, write_fake_tinyimagenet
 
 from coupledsgd.errors import run_stage
-from coupledsgd.stages import parent_state, prepare_data, train_member
+from coupledsgd.stages import parent_state, prepare_data, train_members
 from coupledsgd.tables import metric_tables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,12 +139,17 @@ def finished(mnist1d_path, tmp_path_factory):
         out = {k: str(root / f"c{c}" / f"{k}.{ext}") for k, ext in
                (("final", "pt"), ("predictions", "parquet"), ("trajectory", "parquet"))}
         train_member(str(mnist1d_path), str(root / "parent.pt"), out,
-                     {**PARAMS, "condition": "coupled-to-t", "t": 8, "parent": 0, "child": c})
+                     {**PARAMS, "condition": "coupled-to-t", "t": 8, "members": [[0, c]]})
     return root
 
 
 def member(condition="coupled-to-t", **extra):
-    return {**PARAMS, "condition": condition, "t": 8, "parent": 0, "child": 2, **extra}
+    return {**PARAMS, "condition": condition, "t": 8, "members": [[0, 2]], **extra}
+
+
+def train_member(data, parent, out, params, log=None):
+    """One member's training job, as the workflow runs it with `job_shape: member`."""
+    train_members(data, {0: parent}, [out], params, log)
 
 
 def outputs(folder):

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from coupledsgd.barriers import barrier_set
-from coupledsgd.config import members, parent_states, validate
+from coupledsgd.config import members, parent_states, training_jobs, validate
 
 from fixtures import copy_workflow, trust_fake_cifar10, write_fake_cifar10, write_fake_tinyimagenet
 
@@ -110,8 +110,11 @@ def test_dry_run_plans_every_training(workflow, name):
     # parents x children x (no-coupling + coupled-order + (coupled-to-t + reset) at each spawn step
     # + (low + high) at each percent and re-initialisation step)
     conditions_x_steps = 1 + 1 + 2 * steps + 2 * percents * reinit_steps
-    assert jobs["train_member"] == parents * children * conditions_x_steps == len(members(config))
-    assert jobs["train_member"] == 3 * 5 * (2 + 2 * 7 + 2 * 6 * 1) == 420
+    assert len(members(config)) == parents * children * conditions_x_steps == 3 * 5 * (2 + 2 * 7 + 2 * 6 * 1) == 420
+    # On a GPU one job trains every member of a (condition, t) as one network.
+    assert jobs["train_members"] == len(training_jobs(config)) == conditions_x_steps == 28
+    alone = planned(workflow, "--config", "job_shape=member", configfile=f"configs/{name}.yaml")
+    assert alone["train_members"] == 420
     assert jobs["parent_state"] == len(parent_states(config)) == 3 * 7   # the re-init step is a spawn step
     assert jobs["barrier"] == len(barrier_set(config)) == 3 * (1 + 2 * 6)  # reset and each re-init, each parent
     assert jobs["prepare_data"] == jobs["metrics"] == jobs["barriers"] == jobs["all"] == 1
@@ -126,10 +129,10 @@ def test_slurm_profile_requests_a_gpu_only_for_cuda(workflow, device, gpus):
                     "results/cifar10-resnet20/parents/p0/step431.pt", "--config", f"device={device}",
                     configfile="configs/cifar10-resnet20.yaml").stdout
     blocks = {m.group(1): m.group(2) for m in re.finditer(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", out, re.M | re.S)}
-    for rule in ("train_member", "parent_state"):
+    for rule in ("train_members", "parent_state"):
         resources = re.search(r"resources: (.*)", blocks[rule]).group(1)
         assert f"gpu={gpus}" in resources, (rule, resources)
-        assert "mem_mb=8000" in resources and "runtime=" in resources
+        assert re.search(r"mem_mb=(8000|16000)", resources) and "runtime=" in resources
     resources = re.search(r"resources: (.*)", blocks["prepare_data"]).group(1)
     assert "gpu=" not in resources
 
@@ -185,7 +188,8 @@ def test_runs_end_to_end_on_a_fake_dataset(tmp_path, monkeypatch, name):
     targets = [f"results/{exp}/{t}" for t in TARGETS]
     jobs = planned(workdir, *targets, configfile="configs/tiny.yaml")
     grid = members(validate(config, SCHEMA))
-    assert jobs["train_member"] == len(grid) == 6   # 3 conditions x 1 parent x 2 children
+    assert len(grid) == 6   # 3 conditions x 1 parent x 2 children
+    assert jobs["train_members"] == len(training_jobs(validate(config, SCHEMA)))
     assert ("prepare_data" in jobs) == (config["data"]["name"] != "cifar10")
 
     snakemake(workdir, *targets, configfile="configs/tiny.yaml")

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from coupledsgd.resume import Resume
-from coupledsgd.stages import parent_state, train_member
+from coupledsgd.stages import parent_state, train_members
 from coupledsgd.training import Hparams, Run, Trajectory
 
 PARAMS = {"seed": 0, "device": "cpu", "augment": True, "model": {"name": "cnn1d"},
           "training": {"steps": 240, "batch_size": 32, "lr": 0.1}, "config_hash": "test",
-          "condition": "coupled-to-t-reset", "t": 8, "parent": 0, "child": 1, "threads": 1,
+          "condition": "coupled-to-t-reset", "t": 8, "parent": 0, "members": [[0, 1]], "threads": 1,
           "checkpoint": {"every_steps": 5, "every_seconds": None}}
 
 
@@ -33,14 +33,15 @@ def reference(mnist1d_path, tmp_path_factory):
     parent = root / "parent.pt"
     parent_state(str(mnist1d_path), str(parent), {**PARAMS, "t": 8})
     ref = root / "reference"
-    train_member(str(mnist1d_path), str(parent), outputs(ref), PARAMS)
+    train_members(str(mnist1d_path), {0: str(parent)}, [outputs(ref)], PARAMS)
     return root, parent, ref
 
 
 def start_job(data, parent, folder, log):
-    code = ("import json, sys; from coupledsgd.stages import train_member; "
-            "train_member(*json.loads(sys.argv[1]))")
-    args = json.dumps([str(data), str(parent), outputs(folder), PARAMS, str(log)])
+    code = ("import json, sys; from coupledsgd.stages import train_members; "
+            "data, parent, out, params, log = json.loads(sys.argv[1]); "
+            "train_members(data, {0: parent}, out, params, log)")
+    args = json.dumps([str(data), str(parent), [outputs(folder)], PARAMS, str(log)])
     return subprocess.Popen([sys.executable, "-c", code, args])
 
 
@@ -82,11 +83,9 @@ def test_a_resume_file_of_other_settings_is_ignored(mnist1d_path, reference):
     other = {**PARAMS, "training": {**PARAMS["training"], "lr": 0.05}}
     run = Run.fresh("cnn1d", (1, 40), 10, Hparams.from_config(other["training"]), {"init": 1, "order": 2, "aug": 3})
     stale = Resume(folder / "final.resume.pt", other, every_steps=1)
-    stale(run, Trajectory())
-    run.step += 1
-    stale(run, Trajectory())
+    stale.save([run], [Trajectory()])
     assert (folder / "final.resume.pt").exists()
     log = folder / "job.log"
-    train_member(str(mnist1d_path), str(parent), outputs(folder), PARAMS, str(log))
+    train_members(str(mnist1d_path), {0: str(parent)}, [outputs(folder)], PARAMS, str(log))
     assert "ignoring" in log.read_text() and "other settings" in log.read_text()
     assert (folder / "pred.parquet").read_bytes() == (ref / "pred.parquet").read_bytes()

@@ -18,7 +18,7 @@ T = 12
 def parent(mnist1d_path):
     data = D.load(mnist1d_path)
     run = Run.fresh("cnn1d", data.in_shape, data.num_classes, H, parent_seeds(0, 0))
-    train(run, data, T)
+    train([run], data, T)
     return data, run.state_dict()
 
 
@@ -64,20 +64,26 @@ def test_children_share_the_parents_batches_before_t_and_see_their_own_from_t(pa
     data, state = parent
     used = {}
 
-    def recording(seed, step, n, b):
-        idx = D.batch_indices(seed, step, n, b)
-        used.setdefault(current, {})[step] = idx
-        return idx
+    class Recording(D.MemberBatches):
+        """The minibatches the training loop really draws, step by step."""
 
-    monkeypatch.setattr(training, "batch_indices", recording)
+        def __call__(self, step):
+            x, y = super().__call__(step)
+            pos, b = step % self.spe, self.batch_size
+            idx = self.perms[0, pos * b:(pos + 1) * b]
+            assert torch.equal(idx, D.batch_indices(self.order_seeds[0], step, self.data.n_train, b))
+            used.setdefault(current, {})[step] = idx
+            return x, y
+
+    monkeypatch.setattr(training, "MemberBatches", Recording)
     current = "parent"
     run = Run.fresh("cnn1d", data.in_shape, data.num_classes, H, parent_seeds(0, 0))
-    train(run, data, T)
+    train([run], data, T)
     assert run.state_dict()["model"].keys() == state["model"].keys()
     for c in (0, 1):
         current = c
         kid = child(run.state_dict(), "coupled-to-t", c)
-        train(kid, data, kid.end)
+        train([kid], data, kid.end)
     assert sorted(used["parent"]) == list(range(T))
     assert sorted(used[0]) == sorted(used[1]) == list(range(T, H.steps))
     assert all(not torch.equal(used[0][s], used[1][s]) for s in range(T, H.steps))

@@ -58,13 +58,13 @@ def test_a_run_continued_from_a_checkpoint_is_bit_for_bit_the_uninterrupted_run(
     data = D.load(mnist1d_path, augment=True)
     data.crop_pad, data.flip = 2, True  # exercise the augmentation stream too
     whole = fresh(data)
-    train(whole, data, whole.end)
+    train([whole], data, whole.end)
     part = fresh(data)
-    train(part, data, 13)  # mid-epoch
+    train([part], data, 13)  # mid-epoch
     save_torch(part.state_dict(), tmp_path / "step13.pt")
     resumed = Run.from_state(load_torch(tmp_path / "step13.pt"), H)
     assert resumed.step == 13
-    train(resumed, data, resumed.end)
+    train([resumed], data, resumed.end)
     for (k, a), (_, b) in zip(whole.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), k
     for a, b in zip(whole.optimizer.buffers, resumed.optimizer.buffers):
@@ -76,7 +76,7 @@ def test_same_seeds_give_identical_logits_and_other_seeds_do_not(mnist1d_path):
     runs = [fresh(data), fresh(data), fresh(data, {**parent_seeds(0, 0), "order": 99})]
     logits = []
     for run in runs:
-        train(run, data, 16)
+        train([run], data, 16)
         logits.append(predict(run.model, data.x_test))
     assert torch.equal(logits[0], logits[1])
     assert not torch.equal(logits[0], logits[2])
@@ -85,7 +85,7 @@ def test_same_seeds_give_identical_logits_and_other_seeds_do_not(mnist1d_path):
 def test_progress_is_logged_every_epoch_and_test_correctness_recorded(mnist1d_path):
     data = D.load(mnist1d_path)
     run, lines = fresh(data), []
-    trajectory = train(run, data, run.end, evaluate=True, log=lines.append)
+    [trajectory] = train([run], data, run.end, evaluate=True, log=lines.append)
     assert trajectory.steps == [0, 8, 16, 24, 32, 40]
     assert trajectory.as_array().shape == (6, 1000)
     assert len(lines) == 5 and all("loss" in l and "train_acc" in l and "test_acc" in l and "examples/s" in l
@@ -107,10 +107,10 @@ def test_the_gpu_path_trains_in_bf16_and_channels_last(tmp_path):
     h = Hparams(steps=20, batch_size=32, lr=0.05)
     accel = Accel(bf16=True, channels_last=True)
     run = Run.fresh("resnet8", data.in_shape, data.num_classes, h, parent_seeds(0, 0))
-    trajectory = train(run, data, run.end, evaluate=True, accel=accel)
+    [trajectory] = train([run], data, run.end, evaluate=True, accel=accel)
     assert run.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert trajectory.final_logits.dtype == torch.float32 and torch.isfinite(trajectory.final_logits).all()
     plain = Run.fresh("resnet8", data.in_shape, data.num_classes, h, parent_seeds(0, 0))
-    train(plain, data, plain.end)
+    train([plain], data, plain.end)
     assert not torch.equal(plain.model.fc.weight, run.model.fc.weight)  # bf16 really was used
     assert Accel.for_device("cpu", {"bf16": True, "compile": True}) == Accel()

@@ -11,7 +11,7 @@ import yaml
 
 from fixtures import copy_workflow
 
-from coupledsgd.config import members, validate
+from coupledsgd.config import members, training_jobs, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,7 +85,7 @@ def test_coupled_children_differ_and_their_trajectories_start_at_the_spawn(smoke
 
 def test_training_logs_report_progress(smoke):
     workdir, _ = smoke
-    log = (workdir / "logs/smoke/children/no-coupling/t0/p1/c1.log").read_text()
+    log = (workdir / "logs/smoke/children/no-coupling/t0/members.log").read_text()  # job_shape auto: condition
     assert len(re.findall(r"step \d+/24 .*loss .*train_acc .*test_acc .*examples/s", log)) == 3
 
 
@@ -99,8 +99,8 @@ def test_adding_a_spawn_step_runs_only_its_jobs(smoke):
     edit_smoke(workdir, lambda c: c.update(spawn_steps=[0, 8, 16]))
     jobs = planned(workdir)
     edit_smoke(workdir, lambda c: c.update(spawn_steps=[0, 8]))
-    # 2 parents at step 16; coupled-to-t and its reset, x 2 parents x 2 children
-    assert jobs["parent_state"] == 2 and jobs["train_member"] == 8
+    # 2 parents at step 16; coupled-to-t and its reset, each one job of 2 parents x 2 children
+    assert jobs["parent_state"] == 2 and jobs["train_members"] == 2
     assert "prepare_data" not in jobs
 
 
@@ -109,7 +109,7 @@ def test_changing_the_learning_rate_reruns_every_training_job(smoke):
     edit_smoke(workdir, lambda c: c["training"].update(lr=0.05))
     jobs = planned(workdir)
     edit_smoke(workdir, lambda c: c["training"].update(lr=0.1))
-    assert jobs["parent_state"] == 4 and jobs["train_member"] == len(members(config))
+    assert jobs["parent_state"] == 4 and jobs["train_members"] == len(training_jobs(config)) == 8
     assert "prepare_data" not in jobs
 
 
@@ -180,7 +180,7 @@ def test_every_figure_is_a_nonempty_image_and_the_report_builds(smoke):
 def test_two_runs_from_scratch_give_byte_identical_predictions(smoke, tmp_path):
     workdir, _ = smoke
     copy_workflow(tmp_path, workdir)
-    snakemake(tmp_path, "--until", "train_member")
+    snakemake(tmp_path, "--until", "train_members")
     for kind in ("predictions", "trajectories"):
         first = sorted((workdir / "results/smoke" / kind).rglob("*.parquet"))
         second = sorted((tmp_path / "results/smoke" / kind).rglob("*.parquet"))

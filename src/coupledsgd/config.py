@@ -150,6 +150,17 @@ def members(config: dict) -> list[Member]:
             for p in range(ens["parents"]) for c in range(ens["children"])]
 
 
+def training_jobs(config: dict) -> list[list[Member]]:
+    """The members of each training job, by `job_shape`."""
+    shape = job_shape(config)
+    key = {"member": lambda m: m, "children": lambda m: (m.condition, m.t, m.parent),
+           "condition": lambda m: (m.condition, m.t)}[shape]
+    jobs: dict = {}
+    for m in members(config):
+        jobs.setdefault(key(m), []).append(m)
+    return list(jobs.values())
+
+
 def parent_states(config: dict) -> list[tuple[int, int]]:
     """(parent, step) of every parent state some condition spawns from."""
     steps = sorted({t for cond in conditions(config) if parse_condition(cond).has_parent

@@ -176,7 +176,7 @@ log "SLURM run finished"
 
 # ---- 5. the same trainings locally ------------------------------------------------------------------
 cd "$WORK/local"
-timeout 600 snakemake --cores "$CPUS" --until train_member --configfile "${CONFIGS[@]}" \
+timeout 600 snakemake --cores "$CPUS" --until train_members --configfile "${CONFIGS[@]}" \
     >"$WORK/local-run.out" 2>&1 || { tail -n 40 "$WORK/local-run.out"; fail "local run failed"; }
 log "local run finished"
 
@@ -199,7 +199,7 @@ assert local_rules, "workflow/rules/cluster.smk declares no localrules"
 dry = (work / "dryrun.out").read_text()
 planned = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", dry, re.M) if m.group(1) != "total"}
 remote = {rule: n for rule, n in planned.items() if rule not in local_rules}
-assert set(planned) >= {"prepare_data", "parent_state", "train_member", "metrics", "barrier"}, planned
+assert set(planned) >= {"prepare_data", "parent_state", "train_members", "metrics", "barrier"}, planned
 
 # One kept SLURM log per submitted job: .snakemake/slurm_logs/rule_<rule>/<wildcards>/<slurm job id>.log
 logs = sorted((work / "slurm/.snakemake/slurm_logs").glob("rule_*/**/*.log"))
@@ -225,7 +225,7 @@ print(f"sbatch submissions: {sum(submitted.values())} jobs {dict(sorted(submitte
 a_dir, b_dir = work / "slurm/results/smoke/predictions", work / "local/results/smoke/predictions"
 a_files = sorted(p.relative_to(a_dir) for p in a_dir.rglob("*.parquet"))
 b_files = sorted(p.relative_to(b_dir) for p in b_dir.rglob("*.parquet"))
-assert a_files == b_files and len(a_files) == planned["train_member"], (len(a_files), len(b_files))
+assert a_files == b_files and len(a_files) == 2 * planned["train_members"]  # 1 parent x 2 children a job, (len(a_files), len(b_files))
 identical_bytes = 0
 for rel in a_files:
     a, b = pq.read_table(a_dir / rel), pq.read_table(b_dir / rel)
