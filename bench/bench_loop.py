@@ -52,7 +52,7 @@ def fresh_run(model: str, data: DeviceData, h: Hparams) -> Run:
 
 def time_train(run: Run, data: DeviceData, steps: int) -> float:
     t0 = time.perf_counter()
-    train(run, data, run.step + steps)
+    train([run], data, run.step + steps)
     return time.perf_counter() - t0
 
 
@@ -142,7 +142,7 @@ def eval_fraction(reps: int, batch_sizes=(1000, 250, 100)) -> dict:
     totals = {v: [] for v in variants}
     fracs = {v: [] for v in batch_sizes}
     counts = {}
-    train(fresh_run("cnn1d", data, Hparams(steps=600, batch_size=64, lr=0.1)), data, 60, evaluate=True)  # warm-up
+    train([fresh_run("cnn1d", data, Hparams(steps=600, batch_size=64, lr=0.1))], data, 60, evaluate=True)  # warm-up
     for r in range(reps):
         k = r % len(variants)
         for v in variants[k:] + variants[:k]:
@@ -152,7 +152,7 @@ def eval_fraction(reps: int, batch_sizes=(1000, 250, 100)) -> dict:
             T.predict = timed_predict
             try:
                 t0 = time.perf_counter()
-                train(run, data, run.end, evaluate=v is not None)
+                train([run], data, run.end, evaluate=v is not None)
                 total = time.perf_counter() - t0
             finally:
                 T.predict = orig

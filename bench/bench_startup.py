@@ -18,7 +18,7 @@ Nothing outside bench/ and a temp folder is written.
 from __future__ import annotations
 
 import glob
-import os
+
 import re
 import shutil
 import subprocess
@@ -48,7 +48,7 @@ h = Hparams.from_config({"steps": 24, "batch_size": 32, "lr": 0.1, "schedule": "
 run = Run.fresh("cnn1d", data.in_shape, data.num_classes, h, {"init": 1, "order": 2, "aug": 3})
 print(f"FIRST_STEP {time.time() - T0:.4f} IMPORTS {t_import:.4f}", flush=True)
 if FULL:
-    train(run, data, run.end, evaluate=True)
+    train([run], data, run.end, evaluate=True)
 print(f"END {time.time() - T0:.4f}", flush=True)
 """
 

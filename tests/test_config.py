@@ -68,6 +68,13 @@ def test_defaults_are_filled_in():
     ("threads", 64, "threads"),
     ("device", "tpu", "device"),
     ("experiment", "a/b", "experiment"),
+    ("experiment", ".", "experiment"),          # would write into results/ itself
+    ("experiment", "..", "experiment"),         # ... or into the repository
+    ("experiment", "x" * 65, "experiment"),
+    ("model.name", "resnet20", "model.name"),   # an image model on MNIST-1D's signals
+    ("data", {"name": "digits"}, "model.name"),  # the signal model on images
+    ("training.batch_size", 5000, "data.n_train"),
+    ("cuda", {"graphs": True, "compile": True}, "cuda.graphs"),
 ])
 def test_bad_values_stop_with_a_message_naming_the_key(path, value, key):
     with pytest.raises(ConfigError) as error:
@@ -79,4 +86,11 @@ def test_a_missing_section_is_named():
     config = default()
     del config["training"]
     with pytest.raises(ConfigError, match="^training"):
+        validate(config, SCHEMA)
+
+
+def test_a_batch_larger_than_the_whole_dataset_is_named_before_any_job():
+    config = with_change("data", {"name": "mnist1d", "n_train": None})
+    config["training"]["batch_size"] = 5000
+    with pytest.raises(ConfigError, match="^training.batch_size: 5000 is more than the 4,000 training examples"):
         validate(config, SCHEMA)

@@ -65,8 +65,8 @@ def test_member_spans():
 def test_default_rates_say_whether_measured_or_assumed():
     smoke = cost.estimate(load("configs/smoke.yaml"))
     assert smoke.images_per_second == 13000 and smoke.rate_source.startswith("measured")
-    paper = cost.estimate(load("configs/cifar10-resnet20.yaml"))
-    assert paper.rate_source.startswith("assumed")
+    paper = cost.estimate(load("configs/cifar10-resnet20.yaml"), bench=Path("no-such-file.json"))
+    assert paper.images_per_second == 11560 and paper.rate_source.startswith("measured")
     assert all(source.split(":")[0] in ("measured", "assumed") for _, source in cost.IMAGES_PER_SECOND.values())
 
 
@@ -88,7 +88,7 @@ def test_cli_prints_the_counts(capsys):
     assert "trainings: 36 (32 members + 4 parent states), and 6 barrier jobs" in out
     assert "SGD steps: 752 (members 736, parent states 16)" in out
     assert "images: 235,184 (24,064 trained on" in out
-    assert "CPU-hours: 0.0262 at 1,000 training images/s per job (given)" in out
+    assert "CPU-hours: 0.0262 at 1,000 member training images/s (given)" in out
     assert "disk: about 7.3 MB of checkpoints (36 states of 25,258 parameters" in out
 
 
@@ -99,3 +99,23 @@ def test_cli_rejects_a_bad_config(tmp_path, capsys):
     bad.write_text(yaml.safe_dump(config))
     assert cost.main([str(bad), "--schema", str(SCHEMA)]) == 1
     assert "spawn_steps: spawn step 99" in capsys.readouterr().err
+
+
+def test_gpu_rates_come_from_the_bench_at_the_jobs_member_count(tmp_path):
+    import json
+
+    bench = tmp_path / "bench_gpu.json"
+    rows = [{"model": "resnet20", "k": k, "mode": mode, "member_images_per_s": rate}
+            for k, mode, rate in [(1, "eager", 1000), (5, "eager", 5000), (15, "eager", 9000), (15, "graphs", 20000)]]
+    bench.write_text(json.dumps({"device": "cuda", "gpu": "Some GPU", "full_size": True, "rows": rows}))
+    config = load("configs/cifar10-resnet20.yaml")   # job_shape auto on cuda: 3 parents x 5 children a job
+    e = cost.estimate(config, bench=bench)
+    assert e.images_per_second == 9000 and e.rate_source.startswith("measured") and "k=15 eager" in e.rate_source
+    config["cuda"]["graphs"] = True
+    assert cost.estimate(config, bench=bench).images_per_second == 20000
+    config["job_shape"] = "member"
+    config["cuda"]["graphs"] = False
+    assert cost.estimate(config, bench=bench).images_per_second == 1000
+    # A CPU-sized bench result is no measure of a GPU run.
+    bench.write_text(json.dumps({"device": "cpu", "gpu": "none", "full_size": False, "rows": rows}))
+    assert cost.estimate(config, bench=bench).rate_source == cost.IMAGES_PER_SECOND[("cuda", "resnet20")][1]

@@ -219,22 +219,26 @@ def test_cuda_step_loop_never_waits_for_the_host(graphs):
     runs = [Run.fresh("resnet20", data.in_shape, 10, h, parent_seeds(0, p), "cuda") for p in range(4)]
     torch.cuda.synchronize()
     accel = Accel(bf16=True, channels_last=True, graphs=graphs)
-    train(runs, data, 10, accel=accel)  # first epoch loads, capture, evaluation points outside the check
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        from coupledsgd import training
+    train(runs, data, 10, accel=accel)  # kernels chosen, allocations made
+    from coupledsgd import training
 
-        batches = training.MemberBatches(data, [r.seeds["order"] for r in runs], [r.seeds["aug"] for r in runs], 64)
-        batches(10)
-        members = training.Members(runs)
-        step = (training.GraphedStep(members.net, members.optimizer, accel, members.state_tensors(),
-                                     D.stack_channels(batches(10)[0]), batches(10)[1])
-                if graphs else training.EagerStep(members.net, members.optimizer, accel))
-        for s in range(10, 60):
-            x, y = batches(s % 10 + 10)
-            step(D.stack_channels(x), y, 0.05)
+    batches = training.MemberBatches(data, [r.seeds["order"] for r in runs], [r.seeds["aug"] for r in runs], 64)
+    x, y = batches(10)  # epoch 1's plan, as the loop makes it at the epoch's first step
+    members = training.Members(runs)
+    forward = accel.forward_of(members.net)
+    step = (training.GraphedStep(forward, members.optimizer, accel, members.state_tensors(), D.stack_channels(x), y)
+            if graphs else training.EagerStep(forward, members.optimizer, accel))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host synchronisation now raises
+    try:
+        loss_sum = torch.zeros(4, device="cuda")
+        for s in range(10, 60):  # 5 epochs: each one's plan is made and copied under the check too
+            x, y = batches(s)
+            losses, _ = step(D.stack_channels(x), y, 0.05)
+            loss_sum += losses
     finally:
         torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss_sum).all()
 
 
 @pytest.mark.cuda

@@ -38,9 +38,9 @@ def reference(mnist1d_path, tmp_path_factory):
 
 
 def start_job(data, parent, folder, log):
-    code = ("import json, sys; from coupledsgd.stages import train_members; "
+    code = ("import json, sys; from coupledsgd.errors import run_stage; from coupledsgd.stages import train_members; "
             "data, parent, out, params, log = json.loads(sys.argv[1]); "
-            "train_members(data, {0: parent}, out, params, log)")
+            "run_stage(train_members, data, {0: parent}, out, params, log)")
     args = json.dumps([str(data), str(parent), [outputs(folder)], PARAMS, str(log)])
     return subprocess.Popen([sys.executable, "-c", code, args])
 
@@ -89,3 +89,26 @@ def test_a_resume_file_of_other_settings_is_ignored(mnist1d_path, reference):
     train_members(str(mnist1d_path), {0: str(parent)}, [outputs(folder)], PARAMS, str(log))
     assert "ignoring" in log.read_text() and "other settings" in log.read_text()
     assert (folder / "pred.parquet").read_bytes() == (ref / "pred.parquet").read_bytes()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_saves_the_checkpoint_and_the_next_run_continues_it(mnist1d_path, reference, signum):
+    root, parent, ref = reference
+    folder = root / f"signal{signum}"
+    log = folder.with_suffix(".log")
+    job = start_job(mnist1d_path, parent, folder, log)
+    deadline = time.monotonic() + 60
+    while "step 16/" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(job.pid, signum)
+    assert job.wait(timeout=10) != 0
+    line = log.read_text().strip().splitlines()[-1]
+    assert f"stopped by {signal.Signals(signum).name} at step" in line and "final.resume.pt" in line
+    step = int(line.split(" at step ")[1].split(";")[0])
+    assert step >= 16 and not (folder / "final.pt").exists()
+    assert torch.load(folder / "final.resume.pt", weights_only=True)["runs"][0]["step"] == step
+    again = start_job(mnist1d_path, parent, folder, log)
+    assert again.wait(timeout=120) == 0
+    assert f"resumed from {folder / 'final.resume.pt'} at step {step}" in log.read_text()
+    for name in ("pred.parquet", "traj.parquet"):
+        assert (folder / name).read_bytes() == (ref / name).read_bytes(), name

@@ -114,3 +114,23 @@ def test_the_gpu_path_trains_in_bf16_and_channels_last(tmp_path):
     train([plain], data, plain.end)
     assert not torch.equal(plain.model.fc.weight, run.model.fc.weight)  # bf16 really was used
     assert Accel.for_device("cpu", {"bf16": True, "compile": True}) == Accel()
+
+
+def test_a_diverging_run_stops_at_the_next_report_naming_run_step_and_rate(mnist1d_path):
+    from coupledsgd.errors import TrainingDiverged
+
+    data = D.load(mnist1d_path)
+    h = Hparams(steps=40, batch_size=32, lr=1e4)
+    run = Run.fresh("cnn1d", data.in_shape, data.num_classes, h, parent_seeds(0, 3))
+    run.info = {"parent": 3}
+    with pytest.raises(TrainingDiverged) as caught:
+        train([run], data, run.end, evaluate=True)
+    import re
+
+    found = re.match(r"parent 3: the training loss became non-finite by step (\d+) \(learning rate ([\d.e+]+)\); "
+                     r"lower training.lr", str(caught.value))
+    assert found, str(caught.value)
+    step = int(found.group(1))
+    # Stopped at a report point (every epoch of 8 steps) before the end, naming the rate of the last step.
+    assert run.step == step and step % 8 == 0 and step < run.end
+    assert float(found.group(2)) == pytest.approx(learning_rate(h, step - 1), rel=1e-3)

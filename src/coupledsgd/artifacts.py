@@ -25,6 +25,14 @@ from .errors import ArtifactError
 KEY_COLUMNS = ("condition", "t", "parent", "child")
 
 
+@functools.cache
+def _file_mode() -> int:
+    """The mode open() gives a new file under this process's umask (mkstemp's own is 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
@@ -34,6 +42,7 @@ def atomic_path(path: str | Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -58,6 +58,9 @@ def _sorted(node):
 
 def _check(config: dict) -> None:
     """The constraints between keys that JSON schema cannot state."""
+    if config["experiment"] in (".", ".."):
+        raise ConfigError(f"experiment: {config['experiment']!r} is not a folder of its own under results/; "
+                          "choose a name")
     t = config["training"]
     for key in ("spawn_steps", "reinit.steps"):
         steps = config["spawn_steps"] if key == "spawn_steps" else config["reinit"]["steps"]
@@ -73,9 +76,6 @@ def _check(config: dict) -> None:
             raise ConfigError(f"training.{key}: {late[0]} is not before training.steps = {t['steps']}")
     if t["warmup_steps"] >= t["steps"]:
         raise ConfigError(f"training.warmup_steps: {t['warmup_steps']} is not below training.steps")
-    n = config["data"].get("n_train")
-    if n is not None and n < t["batch_size"]:
-        raise ConfigError(f"data.n_train: {n} examples cannot fill one batch of {t['batch_size']}")
     if len(set(config["reinit"]["percents"])) != len(config["reinit"]["percents"]):
         raise ConfigError(f"reinit.percents: duplicate percents {config['reinit']['percents']}")
     cores = os.cpu_count() or 1
@@ -83,10 +83,30 @@ def _check(config: dict) -> None:
         raise ConfigError(f"threads: {config['threads']} exceeds the {cores} cores of this machine")
     if config["data"]["name"] in ("cifar10", "tinyimagenet") and not config["data"].get("root"):
         raise ConfigError(f"data.root: dataset {config['data']['name']!r} needs the folder that holds it")
+    _check_data_and_model(config)
     for name in conditions(config):
         parse_condition(name)
     if config["cuda"].get("graphs") and config["cuda"].get("compile"):
         raise ConfigError("cuda.graphs: captures the step itself; use it without cuda.compile")
+
+
+def _check_data_and_model(config: dict) -> None:
+    from .cost import DATASET_SIZES
+    from .data import DATASETS
+    from .models import INPUT_KINDS
+
+    data, model, batch = config["data"], config["model"]["name"], config["training"]["batch_size"]
+    kind, takes = DATASETS[data["name"]][0], INPUT_KINDS.get(model)
+    if takes and kind != takes:
+        fitting = ", ".join(m for m, k in INPUT_KINDS.items() if k == kind)
+        raise ConfigError(f"model.name: {model!r} takes {takes} inputs, but dataset {data['name']!r} holds "
+                          f"{kind}s; models for it: {fitting}")
+    n = data.get("n_train")
+    if n is not None and n < batch:
+        raise ConfigError(f"data.n_train: {n} examples cannot fill one batch of {batch}")
+    if n is None and DATASET_SIZES[data["name"]][0] < batch:
+        raise ConfigError(f"training.batch_size: {batch} is more than the {DATASET_SIZES[data['name']][0]:,} "
+                          f"training examples of {data['name']!r}")
 
 
 def job_shape(config: dict) -> str:

@@ -19,10 +19,13 @@ Counted from the config alone (the same grid the workflow builds, `config.member
 - disk: every member's final state and every parent state hold the weights and the momentum buffers
   in float32, about 8 bytes per parameter each (Parquet outputs are small beside them).
 
-The images per second are the rate of one training job on one device (GPU for `device: cuda`). The
-training logs print it (`examples/s` on every progress line, logs/{exp}/children/...): run a few
-epochs of one member on your hardware and pass it with --images-per-second. The defaults are in
-`IMAGES_PER_SECOND`, each marked measured or assumed.
+The images per second are member training images per second on one device (GPU for `device:
+cuda`), for jobs of the configured `job_shape`. The training logs print it (`examples/s` on every
+progress line, logs/{exp}/children/...), or pass it with --images-per-second. Otherwise, for `device:
+cuda`, the GPU rows of bench/results/bench_gpu.json (`bench/bench_gpu.py` on a GPU; --bench) give the
+rate of the loop at the job's k members (the nearest k measured, eager or graphs as `cuda.graphs`
+says), and failing those the defaults in `IMAGES_PER_SECOND`. The report says which it used and
+whether that rate was measured or assumed.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import members, parent_states, validate
+from .config import members, parent_states, training_jobs, validate
 from .errors import ConfigError
 from .spawn import parse_condition
 
@@ -67,11 +70,12 @@ IMAGES_PER_SECOND = {
     ("cpu", "vit"): (50, "measured: 64x64, batch 128, 1 CPU thread"),
     ("cuda", "cnn1d"): (100000, "assumed: one GPU, launch-bound small model"),
     ("cuda", "resnet8"): (40000, "assumed: one GPU, launch-bound small model"),
-    ("cuda", "resnet20"): (10000, "assumed: one A100/H100-class GPU, 32x32, batch 128"),
-    ("cuda", "resnet50"): (800, "assumed: one A100/H100-class GPU, 64x64 without stem down-sampling "
-                                "(about 5 GFLOPs per image forward), batch 128"),
-    ("cuda", "vit"): (8000, "assumed: one A100/H100-class GPU, 64x64, 8x8 patches, batch 128"),
+    ("cuda", "resnet20"): (11560, "measured: one H200, one member per job through the training loop of "
+                                  "commit 5832250, bf16 + channels-last, batch 128"),
+    ("cuda", "resnet50"): (3715, "measured: one H200, one member, 64x64, bf16 + channels-last, batch 128"),
+    ("cuda", "vit"): (10911, "measured: one H200, one member, 64x64, float32, batch 128"),
 }
+BENCH = Path("bench/results/bench_gpu.json")
 
 FORWARD_COST = 1 / 3  # a forward-only image, in training images
 
@@ -138,7 +142,37 @@ def parameter_count(model: str, dataset: str) -> int:
     return sum(p.numel() for p in build_model(model, shape, classes, 0).parameters())
 
 
-def estimate(config: dict, images_per_second: float | None = None) -> Estimate:
+def bench_rate(config: dict, bench: Path) -> tuple[float, str] | None:
+    """The member images/s that bench_gpu.py measured on a GPU for this model and job size, if any."""
+    import json
+
+    if config["device"] != "cuda" or not bench.is_file():
+        return None
+    result = json.loads(bench.read_text())
+    if result.get("device") != "cuda" or not result.get("full_size"):
+        return None
+    k = max(len(job) for job in training_jobs(config))
+    mode = "graphs" if config["cuda"].get("graphs") else "eager"
+    rows = [r for r in result["rows"] if r["model"] == config["model"]["name"] and r["mode"] == mode]
+    if not rows:
+        return None
+    row = min(rows, key=lambda r: (abs(r["k"] - k), -r["k"]))
+    return row["member_images_per_s"], (f"measured: {bench}, {result.get('gpu')}, loop k={row['k']} {mode} "
+                                        f"(jobs here train {k} members)")
+
+
+def default_rate(config: dict, bench: Path = BENCH) -> tuple[float, str]:
+    measured = bench_rate(config, bench)
+    if measured:
+        return measured
+    key = (config["device"], config["model"]["name"])
+    if key not in IMAGES_PER_SECOND:
+        raise ConfigError(f"model.name: no default images per second for {key[1]!r} on {key[0]}; "
+                          "pass --images-per-second")
+    return IMAGES_PER_SECOND[key]
+
+
+def estimate(config: dict, images_per_second: float | None = None, bench: Path = BENCH) -> Estimate:
     """The cost of a validated config (defaults filled in, as `config.validate` returns it)."""
     from .barriers import barrier_set
 
@@ -165,11 +199,7 @@ def estimate(config: dict, images_per_second: float | None = None) -> Estimate:
     barrier_images = len(barriers) * pairs * b["points"] * per_point
 
     if images_per_second is None:
-        key = (config["device"], config["model"]["name"])
-        if key not in IMAGES_PER_SECOND:
-            raise ConfigError(f"model.name: no default images per second for {key[1]!r} on {key[0]}; "
-                              "pass --images-per-second")
-        images_per_second, source = IMAGES_PER_SECOND[key]
+        images_per_second, source = default_rate(config, bench)
     else:
         source = "given"
     if images_per_second <= 0:
@@ -193,7 +223,7 @@ def report(config: dict, e: Estimate) -> str:
         f"SGD steps: {e.steps:,} (members {e.member_steps:,}, parent states {e.parent_steps:,})",
         f"images: {e.images:,} ({e.train_images:,} trained on; forward only: {e.eval_images:,} in "
         f"test-set evaluations, {e.barrier_images:,} in barrier jobs)",
-        f"{device}-hours: {hours} at {e.images_per_second:,.0f} training images/s per job "
+        f"{device}-hours: {hours} at {e.images_per_second:,.0f} member training images/s "
         f"({e.rate_source}); forward-only images count 1/3",
         f"disk: about {_size(e.checkpoint_bytes)} of checkpoints ({e.trainings:,} states of "
         f"{e.parameters:,} parameters and their momentum, float32)",
@@ -223,10 +253,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="training images per second of one job on one device (the `examples/s` of a "
                              "training log); default: IMAGES_PER_SECOND for the config's model and device")
     parser.add_argument("--schema", default=None, help="config schema (default: workflow/schemas/config.schema.yaml)")
+    parser.add_argument("--bench", default=str(BENCH), help=f"bench_gpu.py results (default: {BENCH})")
     args = parser.parse_args(argv)
     try:
         config = validate(yaml.safe_load(Path(args.config).read_text()), _schema_path(args.schema))
-        print(report(config, estimate(config, args.images_per_second)))
+        print(report(config, estimate(config, args.images_per_second, Path(args.bench))))
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1

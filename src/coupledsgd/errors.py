@@ -24,6 +24,10 @@ class TrainingDiverged(UserError, RuntimeError):
     """A run's training loss became non-finite; the message names the run, the step and the rate."""
 
 
+class Interrupted(UserError, RuntimeError):
+    """A job was asked to stop (SIGTERM, SIGINT) and saved its in-job checkpoint first."""
+
+
 def run_stage(stage, *args, exit_when_done: bool = True):
     """Call `stage(*args)` (its last argument is its log file); a UserError ends the job with its
     one-line message on stderr and in the log, and exit status 1.

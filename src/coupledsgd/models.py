@@ -143,6 +143,9 @@ def _build(name: str, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     raise ConfigError(f"model.name: unknown model {name!r}; known: {', '.join(MODELS)}")
 
 
+# The kind of input each model takes (data.DATASETS names each dataset's).
+INPUT_KINDS = {"cnn1d": "signal", "resnet20": "image", "resnet8": "image", "resnet50": "image", "vit": "image"}
+
 MODELS = {
     "cnn1d": "1D CNN for MNIST-1D (inputs C x L)",
     "resnet20": "ResNet-20, He et al. 2016, option-A shortcuts (CIFAR-10)",

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import time
 from pathlib import Path
 
 import torch
 
 from .artifacts import load_torch, save_torch
-from .errors import ArtifactError
+from .errors import ArtifactError, Interrupted
 from .training import Hparams, Run, Trajectory
 
 
@@ -26,7 +27,11 @@ def settings_hash(params: dict) -> str:
 
 
 class Resume:
-    """The in-job checkpoint of a job's runs (one or several trained together) and their trajectories."""
+    """The in-job checkpoint of a job's runs (one or several trained together) and their trajectories.
+
+    `catch_signals()` turns SIGTERM (SLURM at a time limit or on preemption) and SIGINT into a save at
+    the next step boundary followed by `Interrupted`, so a stopped job loses no finished step.
+    """
 
     FORMAT = 2  # runs and trajectories as lists; a file of another format is ignored
 
@@ -35,6 +40,14 @@ class Resume:
         self.path, self.key = Path(path), settings_hash({**params, "resume_format": self.FORMAT})
         self.every_steps, self.every_seconds, self.log = every_steps, every_seconds, log
         self._last_step, self._last_time = None, time.perf_counter()
+        self.signal: int | None = None
+
+    def catch_signals(self) -> None:
+        def note(signum, frame):
+            self.signal = signum
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, note)
 
     def load(self, hparams: Hparams, device) -> tuple[list[Run], list[Trajectory]] | None:
         """The saved runs and trajectories, or None if there are none for these settings."""
@@ -56,6 +69,8 @@ class Resume:
 
     def due(self, step: int) -> bool:
         """Whether a save is due before `step` (asked by `training.train` before each step)."""
+        if self.signal is not None:
+            return True
         if self._last_step is None:
             self._last_step = step
         due_steps = self.every_steps and step - self._last_step >= self.every_steps
@@ -67,6 +82,9 @@ class Resume:
                     "trajectories": [{"steps": list(t.steps), "correct": [torch.from_numpy(c) for c in t.correct]}
                                      for t in trajectories]}, self.path)
         self._last_step, self._last_time = runs[0].step, time.perf_counter()
+        if self.signal is not None:
+            raise Interrupted(f"stopped by {signal.Signals(self.signal).name} at step {runs[0].step}; "
+                              f"its in-job checkpoint {self.path} continues it on the next run")
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

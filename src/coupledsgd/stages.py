@@ -5,6 +5,7 @@ only wires Snakemake's inputs, outputs and params to one of these functions.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 
 from . import data as D
 from .artifacts import load_torch, provenance, save_torch, write_predictions, write_trajectory
-from .errors import ArtifactError
+from .errors import ArtifactError, ConfigError
 from .resume import Resume
 from .spawn import member_seeds, parent_seeds, parse_condition, spawn
 from .training import Accel, Hparams, Run, describe, predict, train
@@ -32,6 +33,11 @@ def logger(path: str | Path | None):
 def _setup(threads: int, device: str) -> torch.device:
     torch.set_num_threads(threads)
     if device == "cuda":
+        if not torch.cuda.is_available():
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            raise ConfigError("device: cuda, but this job sees no CUDA device"
+                              + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
+                              + "; run it on a GPU node or set device: cpu")
         # CPU kernels are deterministic already; on the CPU this call would only add 1.5 s of
         # imports (torch._inductor) to every job.
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -54,8 +60,10 @@ def _job_settings(params: dict) -> dict:
 
 def _resume(output: str | Path, params: dict, log) -> Resume:
     every = params.get("checkpoint") or {}
-    return Resume(Path(output).with_suffix(".resume.pt"), _job_settings(params),
-                  every.get("every_steps"), every.get("every_seconds", 60.0), log)
+    resume = Resume(Path(output).with_suffix(".resume.pt"), _job_settings(params),
+                    every.get("every_steps"), every.get("every_seconds", 60.0), log)
+    resume.catch_signals()
+    return resume
 
 
 def _check_parent_state(state: dict, path, params: dict, parent: int) -> None:
