@@ -34,7 +34,8 @@ def run(shape: str, cores: int) -> dict:
         start = time.perf_counter()
         out = subprocess.run(command, cwd=tmp, capture_output=True, text=True, check=True)
         wall = time.perf_counter() - start
-        counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out.stdout, re.M)}
+        counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out.stdout + out.stderr, re.M)
+                  if m.group(1) != "total"}
         return {"shape": shape, "wall_s": wall, "jobs": counts}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -14,7 +14,8 @@ two calls of `train` (S1 and S2 steps), so the fixed costs of a call (binding th
 epoch's batch plan, the graph capture) cancel out. On CUDA: bf16 autocast and channels-last (the
 config's `cuda:` defaults), synthetic CIFAR-10-shaped data (50,000 / 10,000, crop 4 + flip) and, for
 resnet50 and vit, 64x64 Tiny-ImageNet-shaped data. On the CPU: one thread, 16x16 images, batch 16, no
-graphs (nothing to capture). Writes bench/results/bench_gpu.json (or --out); `python -m
+graphs (nothing to capture), and cnn1d on MNIST-1D-shaped signals (batch 64, k = 1, 4, 8), the default
+experiment's model. Writes bench/results/bench_gpu.json (or --out); `python -m
 coupledsgd.cost` reads the CUDA rows of that file.
 """
 
@@ -36,11 +37,14 @@ from coupledsgd.spawn import parent_seeds  # noqa: E402
 from coupledsgd.training import Accel, Hparams, Run, train  # noqa: E402
 
 
-def synthetic(n_train: int, n_test: int, size: int, classes: int, device) -> D.DeviceData:
+def synthetic(n_train: int, n_test: int, in_shape: tuple, classes: int, device) -> D.DeviceData:
+    """Random data on the device; images are cropped and flipped, signals (MNIST-1D's shape) are not."""
     g = torch.Generator().manual_seed(0)
-    make = lambda n: torch.randn(n, 3, size, size, generator=g).to(device)
+    make = lambda n: torch.randn(n, *in_shape, generator=g).to(device)
     labels = lambda n: torch.randint(0, classes, (n,), generator=g).to(device)
-    return D.DeviceData(make(n_train), labels(n_train), make(n_test), labels(n_test), classes, crop_pad=4, flip=True)
+    image = len(in_shape) == 3
+    return D.DeviceData(make(n_train), labels(n_train), make(n_test), labels(n_test), classes,
+                        crop_pad=4 if image else 0, flip=image)
 
 
 def sync(device) -> None:
@@ -99,29 +103,31 @@ def main(argv=None) -> int:
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True
-        plans = [("resnet20", 32, 10, 128, (1, 5, 15), 60), ("resnet50", 64, 200, 128, (1, 5), 30),
-                 ("vit", 64, 200, 128, (1, 5), 30)]
+        plans = [("resnet20", (3, 32, 32), 10, 128, (1, 5, 15), 60), ("resnet50", (3, 64, 64), 200, 128, (1, 5), 30),
+                 ("vit", (3, 64, 64), 200, 128, (1, 5), 30)]
         n_train, n_test = 50000, 10000
         accels = {"eager": Accel(bf16=True, channels_last=True), "graphs": Accel(bf16=True, channels_last=True,
                                                                                  graphs=True)}
     else:
         torch.set_num_threads(1)
         steps = 3 if args.quick else 12
-        plans = [("resnet20", 16, 10, 4 if args.quick else 16, (1, 2) if args.quick else (1, 5, 15), steps)]
+        plans = [("resnet20", (3, 16, 16), 10, 4 if args.quick else 16, (1, 2) if args.quick else (1, 5, 15), steps),
+                 ("cnn1d", (1, 40), 10, 64, (1, 2) if args.quick else (1, 4, 8), 5 * steps)]
         n_train, n_test = 256, 64
         accels = {"eager": Accel()}
     rows = []
-    for name, size, classes, batch, ks, steps in plans:
-        data = synthetic(n_train, n_test, size, classes, device)
+    for name, in_shape, classes, batch, ks, steps in plans:
+        data = synthetic(n_train, n_test, in_shape, classes, device)
+        size = "x".join(map(str, in_shape[1:]))
         accel = accels["eager"]
         bare = bare_rate(name, data, batch, steps, accel, device)
-        rows.append({"model": name, "image_size": size, "batch": batch, "k": 1, "mode": "bare",
+        rows.append({"model": name, "input": size, "batch": batch, "k": 1, "mode": "bare",
                      "member_images_per_s": bare, "of_bare": 1.0})
-        print(f"{name} {size}x{size} batch {batch}: bare step {bare:,.0f} img/s", flush=True)
+        print(f"{name} {size} batch {batch}: bare step {bare:,.0f} img/s", flush=True)
         for k in ks:
             for mode, accel in accels.items():
                 rate = loop_rate(name, data, batch, k, steps, accel, device)
-                rows.append({"model": name, "image_size": size, "batch": batch, "k": k, "mode": mode,
+                rows.append({"model": name, "input": size, "batch": batch, "k": k, "mode": mode,
                              "member_images_per_s": rate, "of_bare": rate / bare})
                 print(f"{name}: loop k={k} {mode}: {rate:,.0f} member img/s ({rate / bare:.2f} of bare)", flush=True)
         del data

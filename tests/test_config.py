@@ -94,3 +94,14 @@ def test_a_batch_larger_than_the_whole_dataset_is_named_before_any_job():
     config["training"]["batch_size"] = 5000
     with pytest.raises(ConfigError, match="^training.batch_size: 5000 is more than the 4,000 training examples"):
         validate(config, SCHEMA)
+
+
+def test_reinit_settings_are_not_checked_when_no_reinit_condition_runs():
+    config = with_change("conditions", ["no-coupling", "coupled-to-t"])
+    config["training"]["steps"] = 24
+    config["spawn_steps"] = [0, 8]
+    del config["reinit"]   # its default steps, [30], lie past training.steps = 24
+    assert validate(config, SCHEMA)["training"]["steps"] == 24
+    config["conditions"].append("reinit-low")
+    with pytest.raises(ConfigError, match="^reinit.steps: spawn step 30 is not before the end of training"):
+        validate(config, SCHEMA)

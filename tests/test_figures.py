@@ -339,3 +339,13 @@ def test_every_figure_has_a_caption():
         assert "standard deviation" in text or "quartiles" in text, name
     assert (report / "figure.rst").read_text().strip() == "{{ snakemake.params.caption }}"
     assert (report / "workflow.rst").exists()
+
+
+def test_kl_figures_say_the_grid_has_no_pairs_rather_than_no_condition(tables):
+    """ensemble.children: 1 leaves no same-parent pairs, ensemble.parents: 1 no between-parent pairs:
+    every condition is in the experiment, so the figure says what is missing."""
+    no_pairs = tables["pairs"].iloc[:0]
+    same = F.fig1e_kl_same_parent(no_pairs, tables["ensembles"])
+    assert "ensembles of one child have no pairs" in same.coupledsgd_no_data and "children: 1" in same.coupledsgd_no_data
+    between = F.fig1f_kl_between_parents(no_pairs, tables["ensembles"])
+    assert "one parent" in between.coupledsgd_no_data and "parents: 1" in between.coupledsgd_no_data

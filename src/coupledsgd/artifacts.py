@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import subprocess
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,32 +18,9 @@ import torch
 
 from . import __version__
 from .errors import ArtifactError
+from .files import atomic_path
 
 KEY_COLUMNS = ("condition", "t", "parent", "child")
-
-
-@functools.cache
-def _file_mode() -> int:
-    """The mode open() gives a new file under this process's umask (mkstemp's own is 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-@contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_torch(obj, path: str | Path) -> None:

@@ -40,7 +40,8 @@ import torch
 from torch import nn
 
 from . import data as D
-from .artifacts import atomic_path, load_torch, provenance
+from .artifacts import load_torch, provenance
+from .files import atomic_path
 from .errors import ArtifactError
 from .models import build_model
 from .stages import _setup, logger
@@ -66,12 +67,14 @@ def barrier_set(config: dict) -> list[tuple[str, int, int]]:
     """(condition, t, parent) of every ensemble whose children's barriers are measured (figure 3):
     each re-initialisation condition, and coupled-to-t-reset (the "no re-initialisation" reference:
     the same optimizer reset, nothing re-drawn), at every spawn step of reinit.steps, for every
-    parent; only the conditions that config["conditions"] holds. The reference is taken at the
-    reinit steps even where spawn_steps lacks them (its children are then trained for this alone)."""
+    parent; only the conditions that config["conditions"] holds, and none without a re-initialisation
+    condition. The reference is taken at the reinit steps even where spawn_steps lacks them (its
+    children are then trained for this alone)."""
     from .config import conditions
     from .spawn import parse_condition
 
-    chosen = [c for c in conditions(config) if c == "coupled-to-t-reset" or parse_condition(c).side]
+    reinit = [c for c in conditions(config) if parse_condition(c).side]
+    chosen = ([c for c in conditions(config) if c == "coupled-to-t-reset"] + reinit) if reinit else []
     return [(c, t, p) for c in chosen for t in config["reinit"]["steps"]
             for p in range(config["ensemble"]["parents"])]
 

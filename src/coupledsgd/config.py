@@ -62,7 +62,9 @@ def _check(config: dict) -> None:
         raise ConfigError(f"experiment: {config['experiment']!r} is not a folder of its own under results/; "
                           "choose a name")
     t = config["training"]
-    for key in ("spawn_steps", "reinit.steps"):
+    reinit = any(name.startswith("reinit") for name in config["conditions"])
+    # Settings of conditions the experiment does not run are not checked against it.
+    for key in ("spawn_steps", "reinit.steps") if reinit else ("spawn_steps",):
         steps = config["spawn_steps"] if key == "spawn_steps" else config["reinit"]["steps"]
         if len(set(steps)) != len(steps):
             raise ConfigError(f"{key}: duplicate spawn steps {sorted(steps)}")
@@ -76,7 +78,7 @@ def _check(config: dict) -> None:
             raise ConfigError(f"training.{key}: {late[0]} is not before training.steps = {t['steps']}")
     if t["warmup_steps"] >= t["steps"]:
         raise ConfigError(f"training.warmup_steps: {t['warmup_steps']} is not below training.steps")
-    if len(set(config["reinit"]["percents"])) != len(config["reinit"]["percents"]):
+    if reinit and len(set(config["reinit"]["percents"])) != len(config["reinit"]["percents"]):
         raise ConfigError(f"reinit.percents: duplicate percents {config['reinit']['percents']}")
     cores = os.cpu_count() or 1
     if config["threads"] > cores:

@@ -26,15 +26,14 @@ nothing accumulates in pyplot's figure registry and no interactive backend is ev
 from __future__ import annotations
 
 import functools
-import os
 import re
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 from .errors import ArtifactError
+from .files import atomic_path
 
 TABLES = ("members", "ensembles", "pairs", "forgetting", "barriers")
 
@@ -129,16 +128,8 @@ def save(fig, png_path: str | Path, pdf_path: str | Path, dpi: int = DPI) -> Non
     """Write `fig` as PNG and PDF; each appears under its final name only once complete."""
     for path, fmt, metadata in ((png_path, "png", {"Software": None}),
                                 (pdf_path, "pdf", {"Creator": None, "Producer": None, "CreationDate": None})):
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -285,8 +276,11 @@ def _missing(condition: str) -> str:
 
 
 def _spawn_figure(df, *, condition, value, unit, ylabel, title, epochs, reference=True,
-                  what=None):
-    """`value` of `condition` vs spawn step, mean +-1 sd over `unit`, with the no-coupling level."""
+                  what=None, why_empty=None):
+    """`value` of `condition` vs spawn step, mean +-1 sd over `unit`, with the no-coupling level.
+    `why_empty` says why a table with no rows at all is empty (the grid has no pairs, say)."""
+    if df.empty and why_empty:
+        return no_data_figure(title, why_empty)
     rows = _rows(df, condition)
     if rows.empty:
         return no_data_figure(title, _missing(condition))
@@ -416,7 +410,9 @@ def fig1e_kl_same_parent(pairs, ensembles=None):
     return _spawn_figure(same, condition=RESET, value="sym_kl", unit=("parent_a",),
                          ylabel="symmetric KL between children\n(test-set mean)",
                          title="(e) Symmetric KL, same parent", epochs=epoch_map(ensembles),
-                         what=f"{RESET}, children of one parent")
+                         what=f"{RESET}, children of one parent",
+                         why_empty="no data: ensembles of one child have no pairs of children\n"
+                                   "(ensemble.children: 1)")
 
 
 @_styled
@@ -428,7 +424,8 @@ def fig1f_kl_between_parents(pairs, ensembles=None):
     return _spawn_figure(between, condition=RESET, value="sym_kl", unit=("parent_a", "parent_b"),
                          ylabel="symmetric KL between ensembles\nof different parents",
                          title="(f) Symmetric KL, between parents", epochs=epoch_map(ensembles),
-                         what=f"{RESET} ensembles")
+                         what=f"{RESET} ensembles",
+                         why_empty="no data: one parent, no pairs of ensembles\n(ensemble.parents: 1)")
 
 
 _FORGET = ["condition", "t", "parent", "child", "epoch", "events", "cumulative_events"]

@@ -34,7 +34,8 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from . import metrics as M
-from .artifacts import KEY_COLUMNS, atomic_path
+from .artifacts import KEY_COLUMNS
+from .files import atomic_path
 from .errors import ArtifactError
 
 BOOTSTRAP_SEED = 0

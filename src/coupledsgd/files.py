@@ -1,0 +1,38 @@
+"""Writing files atomically (no torch here: the figure jobs use it too).
+
+Every file appears under its final name only when complete (written to a temporary file in the same
+folder, then renamed), so an interrupted job never leaves a truncated file that looks finished, and
+it gets the mode an ordinary open() would give it under the user's umask.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@functools.cache
+def _file_mode() -> int:
+    """The mode open() gives a new file under this process's umask (mkstemp's own is 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
