@@ -20,6 +20,14 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/cluster.smk"
 
 
+onsuccess:
+    from coupledsgd.files import remove_finished_checkpoints
+
+    # In-job checkpoints outlive their jobs (a stopped Snakemake reruns finished jobs from them);
+    # once a run succeeds, those of finished jobs have served.
+    remove_finished_checkpoints(EXP)
+
+
 rule all:
     input:
         predictions=all_member_outputs("predictions"),

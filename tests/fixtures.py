@@ -118,7 +118,7 @@ def write_fake_tinyimagenet(root, n_classes=3, n_train_per_class=4, n_val=6, see
     return {"folder": folder, "wnids": wnids, "val_labels": val_labels}
 
 
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "configs", "workflow", "envs")
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "configs", "workflow", "envs", "profiles")
 
 
 def copy_workflow(workdir, source=Path(__file__).resolve().parents[1]):

@@ -60,3 +60,62 @@ def test_a_killed_run_resumes_with_only_the_unfinished_jobs(tmp_path):
     job_of = {m: i for i, j in enumerate(jobs) for m in j}
     assert len({job_of[m] for m in rerun}) <= counts["train_members"] - redo  # finished work kept
     assert len(list(predictions.rglob("*.parquet"))) == total
+
+
+LONG = {"experiment": "long", "seed": 0, "device": "cpu", "threads": 1,
+        "data": {"name": "mnist1d", "n_train": 256, "augment": False}, "model": {"name": "cnn1d"},
+        "training": {"steps": 3000, "batch_size": 32, "lr": 0.1}, "ensemble": {"parents": 1, "children": 2},
+        "spawn_steps": [0], "conditions": ["no-coupling"], "checkpoint": {"every_seconds": None}}
+LONG_COMMAND = ["snakemake", "--cores", "1", "--until", "train_members", "--configfile", "configs/long.yaml"]
+LONG_LOG = "logs/long/children/no-coupling/t0/members.log"
+
+
+def start_long(workdir):
+    (workdir / "configs/long.yaml").write_text(yaml.safe_dump(LONG))
+    run = subprocess.Popen(LONG_COMMAND, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)
+    log, deadline = workdir / LONG_LOG, time.monotonic() + 120
+    while "step 400/" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return run
+
+
+def test_ctrl_c_saves_the_running_job_and_the_same_command_continues_it(tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to Snakemake and to its jobs (one process group)."""
+    copy_workflow(tmp_path)
+    run = start_long(tmp_path)
+    os.killpg(run.pid, signal.SIGINT)
+    assert run.wait(timeout=60) != 0
+    log = (tmp_path / LONG_LOG).read_text()
+    stopped = [line for line in log.splitlines() if line.startswith("Interrupted: stopped by SIGINT at step")]
+    assert len(stopped) == 1, log[-2000:]
+    step = int(stopped[0].split(" at step ")[1].split(";")[0])
+    assert 400 <= step < 3000
+    again = subprocess.run(LONG_COMMAND, cwd=tmp_path, capture_output=True, text=True)  # the same command
+    assert again.returncode == 0, again.stderr[-2000:]
+    # Snakemake starts the job's log afresh; the job's first line says where it continued from.
+    assert (tmp_path / LONG_LOG).read_text().splitlines()[0].endswith(f"final.resume.pt at step {step}")
+    predictions = sorted((tmp_path / "results/long/predictions").rglob("*.parquet"))
+    assert len(predictions) == 2 and all(pq.read_table(p).num_rows == 1000 for p in predictions)
+    assert not list((tmp_path / "results/long").rglob("*.resume.pt"))  # removed once the run succeeded
+
+
+def test_sigint_to_snakemake_alone_costs_a_rerun_of_the_evaluation_only(tmp_path):
+    """SIGINT to the Snakemake process alone (a multiplexer, a scheduler): Snakemake waits for its job,
+    which finishes, yet marks its outputs incomplete; the same command reruns the job, which starts
+    from its last checkpoint, at its last step, and writes the same files."""
+    copy_workflow(tmp_path)
+    run = start_long(tmp_path)
+    os.kill(run.pid, signal.SIGINT)
+    output = run.communicate(timeout=120)[0]
+    assert run.returncode != 0, output[-2000:]
+    predictions = sorted((tmp_path / "results/long/predictions").rglob("*.parquet"))
+    first = {p: p.read_bytes() for p in predictions}
+    assert len(first) == 2
+    plan = subprocess.run(LONG_COMMAND + ["-n"], cwd=tmp_path, capture_output=True, text=True)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    again = subprocess.run(LONG_COMMAND, cwd=tmp_path, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    log = (tmp_path / LONG_LOG).read_text()
+    assert "at step 3000" in log.split("resumed from")[-1].splitlines()[0]
+    assert all(p.read_bytes() == data for p, data in first.items())

@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 
+from coupledsgd.files import remove_finished_checkpoints
 from coupledsgd.resume import Resume
 from coupledsgd.stages import parent_state, train_members
 from coupledsgd.training import Hparams, Run, Trajectory
@@ -70,7 +71,9 @@ def test_sigkill_at_random_points_then_restart_gives_the_uninterrupted_result(mn
         assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
         assert all(torch.equal(x, y) for x, y in zip(a["optimizer"]["momentum_buffers"],
                                                      b["optimizer"]["momentum_buffers"]))
-        assert not resume_file.exists()  # removed once the outputs are complete
+        # Kept at the last step (a rerun only evaluates), until the workflow's success removes it.
+        assert torch.load(resume_file, weights_only=True)["runs"][0]["step"] == 248
+        assert remove_finished_checkpoints(folder) == 1 and not resume_file.exists()
     assert kills >= 10
     logs = [(root / f"trial{t}.log").read_text() for t in range(12)]
     assert sum("resumed from" in log for log in logs) >= 8
@@ -110,5 +113,22 @@ def test_a_stop_signal_saves_the_checkpoint_and_the_next_run_continues_it(mnist1
     again = start_job(mnist1d_path, parent, folder, log)
     assert again.wait(timeout=120) == 0
     assert f"resumed from {folder / 'final.resume.pt'} at step {step}" in log.read_text()
+    for name in ("pred.parquet", "traj.parquet"):
+        assert (folder / name).read_bytes() == (ref / name).read_bytes(), name
+
+
+def test_a_finished_job_run_again_writes_the_same_outputs_from_its_last_checkpoint(mnist1d_path, reference):
+    """What happens when Snakemake, stopped while a job ran, reruns the job after it finished."""
+    root, parent, ref = reference
+    folder = root / "again"
+    log = root / "again.log"
+    assert start_job(mnist1d_path, parent, folder, log).wait(timeout=120) == 0
+    for name in ("final.pt", "pred.parquet", "traj.parquet"):
+        (folder / name).unlink()  # Snakemake deletes a job's outputs before it runs the job again
+    lines = len(log.read_text().splitlines())
+    assert start_job(mnist1d_path, parent, folder, log).wait(timeout=120) == 0
+    second = log.read_text().splitlines()[lines:]
+    assert any(f"at step 248" in line and "resumed from" in line for line in second)
+    assert not any(" step " in line and "examples/s" in line for line in second)  # nothing trained again
     for name in ("pred.parquet", "traj.parquet"):
         assert (folder / name).read_bytes() == (ref / name).read_bytes(), name

@@ -36,3 +36,19 @@ def atomic_path(path: str | Path):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_finished_checkpoints(folder: str | Path) -> int:
+    """Delete the in-job checkpoints (`X.resume.pt`) under `folder` whose job has finished: its output
+    `X.pt`, written after the job's last save, is there and no older. Returns how many."""
+    removed = 0
+    for resume in Path(folder).rglob("*.resume.pt"):
+        output = resume.with_name(resume.name.removesuffix(".resume.pt") + ".pt")
+        try:
+            finished = output.stat().st_mtime_ns >= resume.stat().st_mtime_ns
+        except FileNotFoundError:
+            continue
+        if finished:
+            resume.unlink(missing_ok=True)
+            removed += 1
+    return removed

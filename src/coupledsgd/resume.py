@@ -1,10 +1,14 @@
 """In-job checkpoints: a killed training job restarts where it stopped, bit-for-bit.
 
-A job saves its run (and the test-set trajectory recorded so far) beside its output every
-`every_steps` steps or `every_seconds` seconds of work, atomically. A restarted job with the same
-settings continues from that file; one left by a job with other settings is ignored and replaced.
-The file is removed once the job's outputs are complete. Minibatches and augmentation are pure
-functions of (seed, step), so the continued run is the uninterrupted one.
+A job saves its runs (and the test-set trajectories recorded so far) beside its outputs every
+`every_steps` steps or `every_seconds` seconds of work, on SIGTERM or SIGINT, and at its last step,
+atomically. A restarted job with the same settings continues from that file; one left by a job with
+other settings is ignored and replaced. The file outlives the job: Snakemake marks a finished job's
+outputs incomplete when it is stopped while the job runs, and the rerun then only evaluates and
+writes. The workflow deletes those of finished jobs once a run of it succeeds
+(`files.remove_finished_checkpoints`).
+Minibatches and augmentation are pure functions of (seed, step), so the continued run is the
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -86,5 +90,7 @@ class Resume:
             raise Interrupted(f"stopped by {signal.Signals(self.signal).name} at step {runs[0].step}; "
                               f"its in-job checkpoint {self.path} continues it on the next run")
 
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+    def saved_at(self, step: int) -> bool:
+        """Whether the file holds the runs at `step` (saved, or loaded, there)."""
+        return self._last_step == step and (self.path.exists())
+

@@ -92,7 +92,6 @@ def parent_state(data_path: str, output: str, params: dict, log_path: str | None
         run.info = {"parent": params["parent"], "config_hash": params["config_hash"]}
     train([run], data, params["t"], log=log, checkpoint=resume, accel=Accel.for_device(device, params.get("cuda")))
     save_torch({**run.state_dict(), "provenance": provenance(_job_settings(params), device)}, output)
-    resume.remove()
     log(f"parent {params['parent']} state at step {run.step} saved")
 
 
@@ -164,4 +163,3 @@ def train_members(data_path: str, parent_paths: dict[int, str], outputs: list[di
                          accel=Accel.for_device(device, params.get("cuda")))
     for run, trajectory, out in zip(runs, trajectories, outputs):
         _write_member(run, trajectory, data, out, params, device, log)
-    resume.remove()

@@ -312,7 +312,8 @@ def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate:
 
     Evaluation points are fixed by the runs' start and end, not by where this call begins, so runs
     continued with the `trajectories` recorded so far yield the uninterrupted runs' trajectories.
-    `checkpoint` (a `resume.Resume`) is asked before every step whether a save is due. Progress (step,
+    `checkpoint` (a `resume.Resume`) is asked before every step whether a save is due, and saves at
+    `until` in any case. Progress (step,
     each member's loss, train and test accuracy, examples per second, elapsed time and ETA) is logged
     at least once per epoch; a non-finite training loss stops training there (`TrainingDiverged`).
     Returns each run's test-set correctness at its evaluation points (empty if `evaluate` is False).
@@ -337,7 +338,9 @@ def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate:
     began = clock = time.perf_counter()
     try:
         while True:
-            if checkpoint is not None and step < until and checkpoint.due(step):
+            # The last save, at `until`, comes before the last evaluation: a job rerun after it has
+            # written its outputs (Snakemake marks them incomplete when stopped) only evaluates again.
+            if checkpoint is not None and (checkpoint.due(step) if step < until else not checkpoint.saved_at(step)):
                 members.write_back(step)
                 checkpoint.save(runs, trajectories)
             if step in eval_at:
