@@ -26,6 +26,17 @@ onsuccess:
     # In-job checkpoints outlive their jobs (a stopped Snakemake reruns finished jobs from them);
     # once a run succeeds, those of finished jobs have served.
     remove_finished_checkpoints(EXP)
+    members_table = Path(rules.metrics.output.members)
+    if members_table.exists():
+        import pyarrow.parquet as pq
+
+        flagged = pq.read_table(members_table, columns=["condition", "t", "parent", "child", "diverged"])
+        flagged = [row for row in flagged.to_pylist() if row["diverged"]]
+        if flagged:
+            print(f"WARNING: {len(flagged)} member(s) diverged (at chance, or ending below where they "
+                  f"started; {members_table}, column diverged): "
+                  + ", ".join(f"{r['condition']} t={r['t']} p{r['parent']}c{r['child']}" for r in flagged[:10])
+                  + (" ..." if len(flagged) > 10 else ""), file=sys.stderr)
 
 
 rule all:

@@ -349,3 +349,13 @@ def test_kl_figures_say_the_grid_has_no_pairs_rather_than_no_condition(tables):
     assert "ensembles of one child have no pairs" in same.coupledsgd_no_data and "children: 1" in same.coupledsgd_no_data
     between = F.fig1f_kl_between_parents(no_pairs, tables["ensembles"])
     assert "one parent" in between.coupledsgd_no_data and "parents: 1" in between.coupledsgd_no_data
+
+
+def test_diverged_members_are_marked_in_fig2(tables):
+    members = tables["members"].assign(diverged=False)
+    members.loc[members.index[0], "diverged"] = True
+    fig = F.fig2_member_accuracy(members)
+    assert any("1 diverged member(s) marked x" in t for t in _texts(fig))
+    assert "diverged member" in _legend_texts(fig)
+    plain = F.fig2_member_accuracy(members.assign(diverged=False))
+    assert not any("diverged" in t for t in _texts(plain))

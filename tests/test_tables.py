@@ -92,6 +92,8 @@ def test_members_table_by_hand_and_by_metrics(hand):
         assert row.mace == pytest.approx(M.mace(lp, Y, 15))
     # P0C0: -(ln .8 + ln .3 + ln .8 + ln .8) / 4
     assert m.nll[0] == pytest.approx(-(3 * math.log(.8) + math.log(.3)) / 4)
+    # 3 of 4 right with 3 classes is not 3 standard errors (3 x .236) above chance (1/3): flagged.
+    assert m.diverged.all()
 
 
 def test_ensembles_table_by_hand(hand):
@@ -174,6 +176,7 @@ def test_summary_by_hand(hand):
     assert r.disagreement_between_parents == pytest.approx(.25)
     assert r.forgetting_events == pytest.approx(3.0)  # every member has the same trajectory
     assert r.forgetting_events_std == pytest.approx(0.0)
+    assert r.n_diverged == 4
 
 
 def test_forgetting_epochs_limits_the_summary_count(tmp_path):

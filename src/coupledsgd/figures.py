@@ -539,6 +539,11 @@ def fig2_member_accuracy(members):
     sns.stripplot(data=data, x="accuracy", y="group", order=order, color="0.15", size=3, jitter=0.15,
                   ax=ax, legend=False)
     notes = []
+    if "diverged" in data.columns and data["diverged"].any():
+        bad = data[data["diverged"].astype(bool)]
+        ax.scatter(bad["accuracy"], [order.index(g) for g in bad["group"]], marker="x", s=40, color="red",
+                   zorder=6, label="diverged member")
+        notes.append(f"{len(bad)} diverged member(s) marked x (members.parquet, column diverged)")
     ref = _rows(members, REFERENCE)
     if not ref.empty:
         ax.axvline(float(ref["accuracy"].mean()), color=REF_COLOR, ls="--", lw=1.0,
@@ -548,7 +553,7 @@ def fig2_member_accuracy(members):
     ax.set_xlabel("member test accuracy")
     ax.set_ylabel("condition, spawn step t")
     ax.set_title(title)
-    if not ref.empty:
+    if not ref.empty or any("diverged" in n for n in notes):
         ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _note(fig, notes)
     return fig

@@ -57,7 +57,7 @@ def _schema(*fields) -> pa.Schema:
 # pandas reads them as strings, not categoricals.
 MEMBERS_SCHEMA = _schema(
     ("condition", pa.string()), ("t", _i32), ("parent", _i16), ("child", _i16), ("t_epoch", _f64),
-    ("accuracy", _f64), ("nll", _f64), ("brier", _f64), ("ece", _f64), ("mace", _f64))
+    ("accuracy", _f64), ("nll", _f64), ("brier", _f64), ("ece", _f64), ("mace", _f64), ("diverged", pa.bool_()))
 ENSEMBLES_SCHEMA = _schema(
     ("condition", pa.string()), ("t", _i32), ("parent", _i16), ("k", _i16), ("t_epoch", _f64),
     ("ensemble_accuracy", _f64), ("mean_member_accuracy", _f64),
@@ -79,7 +79,7 @@ SUMMARY_COLUMNS = [
     "gain", "gain_std", "gain_ci_low", "gain_ci_high",
     "mace_improvement", "mace_improvement_std", "mace_improvement_ci_low", "mace_improvement_ci_high",
     "sym_kl_same_parent", "sym_kl_between_parents", "disagreement", "disagreement_between_parents",
-    "forgetting_events", "forgetting_events_std"]
+    "forgetting_events", "forgetting_events_std", "n_diverged"]
 SCHEMAS = {"members": MEMBERS_SCHEMA, "ensembles": ENSEMBLES_SCHEMA, "pairs": PAIRS_SCHEMA,
            "forgetting": FORGETTING_SCHEMA}
 
@@ -460,7 +460,13 @@ def compute_tables(predictions: list[Predictions], trajectories: list[Trajectory
             f"{time.perf_counter() - tick:.2f} s")
 
     forgetting = forgetting_table(trajectories)
+    first = {tr.key: float(tr.correct[0].mean()) for tr in trajectories if len(tr.steps)}
+    n, classes = predictions[0].log_probs.shape
+    for row in members:
+        key = (row["condition"], row["t"], row["parent"], row["child"])
+        row["diverged"] = M.diverged(row["accuracy"], first.get(key, 1.0 / classes), n, classes)
     summary = pd.DataFrame(summary)
+    flagged = pd.DataFrame(members, columns=["condition", "t", "diverged"]).groupby(["condition", "t"])["diverged"].sum()
     per_member = _forgetting_per_member(forgetting, s["forgetting_epochs"])
     per_parent = per_member.groupby(["condition", "t", "parent"], sort=False)["events"].mean()
     fe = per_member.groupby(["condition", "t"])["events"].mean()
@@ -468,6 +474,7 @@ def compute_tables(predictions: list[Predictions], trajectories: list[Trajectory
     index = pd.MultiIndex.from_frame(summary[["condition", "t"]])
     summary["forgetting_events"] = fe.reindex(index).to_numpy()
     summary["forgetting_events_std"] = fs.reindex(index).to_numpy()
+    summary["n_diverged"] = flagged.reindex(index).fillna(0).astype(int).to_numpy()
     return {
         "members": _typed(pd.DataFrame(members), MEMBERS_SCHEMA) if members else _empty(MEMBERS_SCHEMA),
         "ensembles": _typed(pd.DataFrame(ensembles), ENSEMBLES_SCHEMA),
@@ -542,5 +549,9 @@ def metric_tables(prediction_paths, trajectory_paths, output_paths: dict, settin
     for name, schema in SCHEMAS.items():
         _write_parquet(tables[name], schema, output_paths[name], metadata)
     _write_csv(tables["summary"], output_paths["summary"])
+    bad = tables["members"][tables["members"]["diverged"]]
+    if len(bad):
+        log(f"WARNING: {len(bad)} member(s) diverged (at chance, or ending below where they started): "
+            + ", ".join(f"{r.condition} t={r.t} p{r.parent}c{r.child} ({r.accuracy:.3f})" for r in bad.itertuples()))
     log(f"wrote {', '.join(str(Path(output_paths[k]).name) for k in (*SCHEMAS, 'summary'))} "
         f"in {time.perf_counter() - tick:.2f} s in all")
