@@ -103,12 +103,14 @@ def _check_data_and_model(config: dict) -> None:
         fitting = ", ".join(m for m, k in INPUT_KINDS.items() if k == kind)
         raise ConfigError(f"model.name: {model!r} takes {takes} inputs, but dataset {data['name']!r} holds "
                           f"{kind}s; models for it: {fitting}")
-    n = data.get("n_train")
+    n, available = data.get("n_train"), DATASET_SIZES[data["name"]][0]
+    if n is not None and n > available:
+        raise ConfigError(f"data.n_train: {n} exceeds the {available:,} training examples of {data['name']!r}")
     if n is not None and n < batch:
         raise ConfigError(f"data.n_train: {n} examples cannot fill one batch of {batch}")
-    if n is None and DATASET_SIZES[data["name"]][0] < batch:
-        raise ConfigError(f"training.batch_size: {batch} is more than the {DATASET_SIZES[data['name']][0]:,} "
-                          f"training examples of {data['name']!r}")
+    if n is None and available < batch:
+        raise ConfigError(f"training.batch_size: {batch} is more than the {available:,} training examples of "
+                          f"{data['name']!r}")
 
 
 def job_shape(config: dict) -> str:
