@@ -119,3 +119,5 @@ def test_gpu_rates_come_from_the_bench_at_the_jobs_member_count(tmp_path):
     # A CPU-sized bench result is no measure of a GPU run.
     bench.write_text(json.dumps({"device": "cpu", "gpu": "none", "full_size": False, "rows": rows}))
     assert cost.estimate(config, bench=bench).rate_source == cost.IMAGES_PER_SECOND[("cuda", "resnet20")][1]
+    config["job_shape"] = "auto"
+    assert "jobs here train 15 members as one network" in cost.estimate(config, bench=bench).rate_source

@@ -169,7 +169,12 @@ def default_rate(config: dict, bench: Path = BENCH) -> tuple[float, str]:
     if key not in IMAGES_PER_SECOND:
         raise ConfigError(f"model.name: no default images per second for {key[1]!r} on {key[0]}; "
                           "pass --images-per-second")
-    return IMAGES_PER_SECOND[key]
+    rate, source = IMAGES_PER_SECOND[key]
+    k = max(len(job) for job in training_jobs(config))
+    if config["device"] == "cuda" and k > 1:
+        source += (f"; jobs here train {k} members as one network, faster per member than this: "
+                   f"run bench/bench_gpu.py on your GPU for their rate")
+    return rate, source
 
 
 def estimate(config: dict, images_per_second: float | None = None, bench: Path = BENCH) -> Estimate:
