@@ -33,10 +33,10 @@ onsuccess:
         flagged = pq.read_table(members_table, columns=["condition", "t", "parent", "child", "diverged"])
         flagged = [row for row in flagged.to_pylist() if row["diverged"]]
         if flagged:
+            names = [f"{r['condition']} t={r['t']} p{r['parent']}c{r['child']}" for r in flagged]
+            shown = ", ".join(names[:10]) if len(names) <= 10 else f"{', '.join(names[:10])} ..."
             print(f"WARNING: {len(flagged)} member(s) diverged (at chance, or ending below where they "
-                  f"started; {members_table}, column diverged): "
-                  + ", ".join(f"{r['condition']} t={r['t']} p{r['parent']}c{r['child']}" for r in flagged[:10])
-                  + (" ..." if len(flagged) > 10 else ""), file=sys.stderr)
+                  f"started; {members_table}, column diverged): {shown}", file=sys.stderr)
 
 
 rule all:

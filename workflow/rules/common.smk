@@ -70,7 +70,7 @@ def member_log():
 
 def job_members(wildcards):
     """[parent, child] of each member of this job, in the order of its outputs."""
-    slot = lambda value, name: int(getattr(wildcards, name)) if value == "{" + name + "}" else int(value)
+    slot = lambda value, name: int(getattr(wildcards, name)) if value == f"{{{name}}}" else int(value)
     return [[slot(p, "p"), slot(c, "c")] for p, c in member_slots()]
 
 
