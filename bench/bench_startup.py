@@ -3,11 +3,11 @@
 Variants, each a fresh subprocess, run in rotating order, median of N (default 5):
   torch   python -c "import torch"                                         (the reference)
   direct  python -c: import coupledsgd.stages, D.load(<prepared data>), Hparams, Run.fresh, then
-          stop at the entry of `train` (time to first step); also the whole train_member job
-  script  the exact script Snakemake's `script:` directive runs for one train_member job (its pickled
-          preamble + workflow/scripts/train_member.py), in a throw-away copy of the workflow, with
+          stop at the entry of `train` (time to first step); also the whole train_members job
+  script  the exact script Snakemake's `script:` directive runs for one train_members job (its pickled
+          preamble + workflow/scripts/train_members.py), in a throw-away copy of the workflow, with
           coupledsgd.stages.train wrapped to note the time at its entry.
-Also `snakemake --cores 1 -f <one train_member target>` against `snakemake -n` of the same (what
+Also `snakemake --cores 1 -f <one train_members target>` against `snakemake -n` of the same (what
 Snakemake adds per job), and `python -X importtime` of coupledsgd.stages: heaviest imports beyond torch.
 
 Target: first-step time of a job <= 1.3 x `import torch`.
@@ -85,7 +85,7 @@ def timed(cmd, cwd=None) -> tuple[float, dict]:
 
 
 def setup_workflow() -> tuple[Path, str]:
-    """A throw-away copy of the workflow; prepare smoke data and keep one generated train_member script."""
+    """A throw-away copy of the workflow; prepare smoke data and keep one generated train_members script."""
     tmp = Path(tempfile.mkdtemp(prefix="bench_startup."))
     for name in ("Snakefile", "config.yaml", "configs", "workflow", "envs"):
         src = ROOT / name
@@ -93,7 +93,7 @@ def setup_workflow() -> tuple[Path, str]:
     smk = [PY, "-m", "snakemake", "--cores", "1", "--configfile=configs/smoke.yaml"]
     subprocess.run(smk + [TARGET], cwd=tmp, check=True, capture_output=True)
     subprocess.run(smk + ["-f", "--skip-script-cleanup", TARGET], cwd=tmp, check=True, capture_output=True)
-    script = glob.glob(str(tmp / ".snakemake" / "scripts" / "*train_member.py"))[0]
+    script = glob.glob(str(tmp / ".snakemake" / "scripts" / "*train_members.py"))[0]
     return tmp, script
 
 

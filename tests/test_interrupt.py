@@ -64,7 +64,7 @@ def test_a_killed_run_resumes_with_only_the_unfinished_jobs(tmp_path):
 
 LONG = {"experiment": "long", "seed": 0, "device": "cpu", "threads": 1,
         "data": {"name": "mnist1d", "n_train": 256, "augment": False}, "model": {"name": "cnn1d"},
-        "training": {"steps": 3000, "batch_size": 32, "lr": 0.1}, "ensemble": {"parents": 1, "children": 2},
+        "training": {"steps": 1200, "batch_size": 32, "lr": 0.1}, "ensemble": {"parents": 1, "children": 2},
         "spawn_steps": [0], "conditions": ["no-coupling"], "checkpoint": {"every_seconds": None}}
 LONG_COMMAND = ["snakemake", "--cores", "1", "--until", "train_members", "--configfile", "configs/long.yaml"]
 LONG_LOG = "logs/long/children/no-coupling/t0/members.log"
@@ -75,7 +75,7 @@ def start_long(workdir):
     run = subprocess.Popen(LONG_COMMAND, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            start_new_session=True)
     log, deadline = workdir / LONG_LOG, time.monotonic() + 120
-    while "step 400/" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+    while "step 200/" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
         time.sleep(0.05)
     return run
 
@@ -90,7 +90,7 @@ def test_ctrl_c_saves_the_running_job_and_the_same_command_continues_it(tmp_path
     stopped = [line for line in log.splitlines() if line.startswith("Interrupted: stopped by SIGINT at step")]
     assert len(stopped) == 1, log[-2000:]
     step = int(stopped[0].split(" at step ")[1].split(";")[0])
-    assert 400 <= step < 3000
+    assert 200 <= step < 1200
     again = subprocess.run(LONG_COMMAND, cwd=tmp_path, capture_output=True, text=True)  # the same command
     assert again.returncode == 0, again.stderr[-2000:]
     # Snakemake starts the job's log afresh; the job's first line says where it continued from.
@@ -117,5 +117,5 @@ def test_sigint_to_snakemake_alone_costs_a_rerun_of_the_evaluation_only(tmp_path
     again = subprocess.run(LONG_COMMAND, cwd=tmp_path, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     log = (tmp_path / LONG_LOG).read_text()
-    assert "at step 3000" in log.split("resumed from")[-1].splitlines()[0]
+    assert "at step 1200" in log.split("resumed from")[-1].splitlines()[0]
     assert all(p.read_bytes() == data for p, data in first.items())
