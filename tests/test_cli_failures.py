@@ -214,7 +214,7 @@ def test_a_broken_file_stops_the_job_that_reads_it_and_nothing_else_changes(fini
         runs = list(pool.map(lambda a: _job_case(finished, tmp_path / f"case{a[0]}", *a[1][:4]), enumerate(JOB_CASES)))
     for i, ((broken, _, trigger, job_outputs, text), (before, result)) in enumerate(zip(JOB_CASES, runs)):
         assert result.returncode != 0, (i, broken, trigger, result.stderr[-1500:])
-        line = one_line(result, text)
+        one_line(result, text)
         after = snapshot(tmp_path / f"case{i}")
         deleted = set(before) - set(after)
         triggers = {trigger} if isinstance(trigger, str) else set(trigger)

@@ -230,8 +230,8 @@ def barrier_table(data_path: str, final_paths: Sequence[str], output_path: str, 
     seed, batch_size, device, threads, condition, t, parent (eval_batch_size optional). Writes a
     Parquet file with the columns of `SCHEMA`, one row per pair and alpha.
     """
-    device = _setup(params.get("threads", 1), params["device"])
     log = logger(log_path)
+    device = _setup(params.get("threads", 1), params["device"], params.get("jobs_per_device", 1), log)
     settings = params["barrier"]
     data = D.load(data_path, device, augment=False)
     states = [_load_child(path, params, c) for c, path in enumerate(final_paths)]

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from . import data as D
+from . import devices
 from .artifacts import load_torch, provenance, save_torch, write_predictions, write_trajectory
 from .errors import ArtifactError, ConfigError
 from .resume import Resume
@@ -30,18 +31,34 @@ def logger(path: str | Path | None):
     return log
 
 
-def _setup(threads: int, device: str) -> torch.device:
+# The lock on this job's GPU slot (`devices`): held, open, for as long as the process lives.
+_DEVICE_LOCK: list = []
+
+
+def _setup(threads: int, device: str, jobs_per_device: int = 1, log=lambda line: None) -> torch.device:
     torch.set_num_threads(threads)
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            raise ConfigError("device: cuda, but this job sees no CUDA device"
-                              + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
-                              + "; run it on a GPU node or set device: cpu")
-        # CPU kernels are deterministic already; on the CPU this call would only add 1.5 s of
-        # imports (torch._inductor) to every job.
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    return torch.device(device)
+    if device != "cuda":
+        return torch.device(device)
+    if not torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise ConfigError("device: cuda, but this job sees no CUDA device"
+                          + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
+                          + "; run it on a GPU node or set device: cpu")
+    # CPU kernels are deterministic already; on the CPU this call would only add 1.5 s of
+    # imports (torch._inductor) to every job.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    count = torch.cuda.device_count()
+    if count == 1:
+        return torch.device("cuda", 0)
+    claimed = devices.claim(count, jobs_per_device)
+    if claimed is None:
+        log(f"every slot of the {count} GPUs is taken ({jobs_per_device} job(s) each): waiting for one")
+        claimed = devices.claim(count, jobs_per_device, wait=True)
+    index, lock = claimed
+    _DEVICE_LOCK.append(lock)
+    torch.cuda.set_device(index)
+    log(f"training on cuda:{index} of {count} visible GPUs")
+    return torch.device("cuda", index)
 
 
 def prepare_data(settings: dict, output: str, log_path: str | None = None) -> None:
@@ -54,8 +71,8 @@ def prepare_data(settings: dict, output: str, log_path: str | None = None) -> No
 
 
 def _job_settings(params: dict) -> dict:
-    """The settings a job's result depends on (not its thread count or checkpoint cadence)."""
-    return {k: v for k, v in params.items() if k not in ("threads", "checkpoint")}
+    """The settings a job's result depends on (not its thread count, GPU sharing or checkpoint cadence)."""
+    return {k: v for k, v in params.items() if k not in ("threads", "checkpoint", "jobs_per_device")}
 
 
 def _resume(output: str | Path, params: dict, log) -> Resume:
@@ -78,8 +95,8 @@ def _check_parent_state(state: dict, path, params: dict, parent: int) -> None:
 
 def parent_state(data_path: str, output: str, params: dict, log_path: str | None = None) -> None:
     """Train parent `p` from its initialisation to step `t` and save its full state."""
-    device = _setup(params["threads"], params["device"])
     log = logger(log_path)
+    device = _setup(params["threads"], params["device"], params.get("jobs_per_device", 1), log)
     data = D.load(data_path, device, params["augment"])
     h = Hparams.from_config(params["training"])
     resume = _resume(output, params, log)
@@ -145,8 +162,8 @@ def train_members(data_path: str, parent_paths: dict[int, str], outputs: list[di
     A job of one member, of the k children of a parent, or of every member of (condition, t): the
     results are the same (bit-for-bit for one member; see `members` for several).
     """
-    device = _setup(params["threads"], params["device"])
     log = logger(log_path)
+    device = _setup(params["threads"], params["device"], params.get("jobs_per_device", 1), log)
     data = D.load(data_path, device, params["augment"])
     h = Hparams.from_config(params["training"])
     resume = _resume(outputs[0]["final"], params, log)

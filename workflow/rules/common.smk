@@ -40,7 +40,9 @@ def run_settings(**extra):
         "training": config["training"],
         "config_hash": config_hash(config),
         # The GPU path's settings change GPU results only: on the CPU they must not rerun anything.
-        **({"cuda": config["cuda"]} if config["device"] == "cuda" else {}),
+        # How many jobs share a GPU changes no result.
+        **({"cuda": {k: v for k, v in config["cuda"].items() if k != "jobs_per_device"}}
+           if config["device"] == "cuda" else {}),
         **extra,
     }
 

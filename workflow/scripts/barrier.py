@@ -1,6 +1,7 @@
 from coupledsgd.barriers import barrier_table
 from coupledsgd.errors import run_stage
 
-settings = {**dict(snakemake.params.items()), "threads": snakemake.threads}
+settings = {**dict(snakemake.params.items()), "threads": snakemake.threads,
+            "jobs_per_device": snakemake.config["cuda"]["jobs_per_device"]}
 run_stage(barrier_table, snakemake.input.data, list(snakemake.input.finals), snakemake.output.table, settings,
           snakemake.log[0])

@@ -1,5 +1,6 @@
 from coupledsgd.errors import run_stage
 from coupledsgd.stages import parent_state
 
-settings = {**snakemake.params.run, "threads": snakemake.threads, "checkpoint": snakemake.config["checkpoint"]}
+settings = {**snakemake.params.run, "threads": snakemake.threads, "checkpoint": snakemake.config["checkpoint"],
+            "jobs_per_device": snakemake.config["cuda"]["jobs_per_device"]}
 run_stage(parent_state, snakemake.input.data, snakemake.output.state, settings, snakemake.log[0])
