@@ -1,8 +1,8 @@
-"""The bad-input battery: every bad config, dataset or artifact ends the run with one line naming the
-key or file, a non-zero exit status, and no finished output touched."""
+"""The bad-input battery, stage by stage: every bad dataset or artifact handed to a stage ends it with one
+line naming the file, a non-zero exit status, and no finished output touched. The same through the
+`snakemake` command, with the bad configs: tests/test_cli_failures.py."""
 
 import hashlib
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-import yaml
-from fixtures import copy_workflow, trust_fake_cifar10, write_fake_cifar10, write_fake_tinyimagenet
+from fixtures import trust_fake_cifar10, write_fake_cifar10, write_fake_tinyimagenet
 
 from coupledsgd.errors import run_stage
 from coupledsgd.stages import parent_state, prepare_data, train_members
@@ -34,58 +33,6 @@ def fails_with_one_line(stage, *args, naming: str):
     assert isinstance(message, str) and message.count("\n") == 0, message  # one line, exit status 1
     assert naming in message, message
     return message
-
-
-# --- config: through the snakemake command -----------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def workflow_copy(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("bad-config")
-    copy_workflow(workdir)
-    finished = workdir / "results/smoke/finished.txt"
-    finished.parent.mkdir(parents=True)
-    finished.write_text("a finished output")
-    return workdir
-
-
-def edited(config: dict, path: str, value):
-    *parents, last = path.split(".")
-    node = config
-    for key in parents:
-        node = node[key]
-    if value is None:
-        del node[last]
-    else:
-        node[last] = value
-    return config
-
-
-@pytest.mark.parametrize("path, value, key", [
-    ("epochs", 3, "epochs"),                                   # unknown key
-    ("training.lr", "fast", "training.lr"),                    # wrong type
-    ("training.batch_size", 0, "training.batch_size"),         # zero size
-    ("ensemble.parents", -1, "ensemble.parents"),              # negative size
-    ("spawn_steps", [0, 24], "spawn_steps"),                   # spawn step at the end of training
-    ("spawn_steps", [8, 8], "spawn_steps"),                    # duplicate spawn steps
-    ("data.name", "imagenet", "data.name"),                    # unknown dataset
-    ("model.name", "resnet18", "model.name"),                  # unknown model
-    ("conditions", ["coupled-to-t", "decoupled"], "conditions"),  # unknown condition
-    ("reinit.percents", [120], "reinit.percents"),             # percent outside 0-100
-    ("threads", 1000, "threads"),                              # more threads than cores
-    ("training.epochs", 40, "training.epochs"),                # unknown nested key
-    ("data.n_train", 16, "data.n_train"),                      # fewer examples than one batch
-])
-def test_bad_config(workflow_copy, path, value, key):
-    config = edited(yaml.safe_load((ROOT / "configs/smoke.yaml").read_text()), path, value)
-    bad = workflow_copy / "configs/bad.yaml"
-    bad.write_text(yaml.safe_dump(config))
-    before = snapshot(workflow_copy / "results")
-    result = subprocess.run(["snakemake", "--cores", "1", "--configfile", "configs/bad.yaml"],
-                            cwd=workflow_copy, capture_output=True, text=True)
-    assert result.returncode != 0
-    errors = [l for l in (result.stdout + result.stderr).splitlines() if l.startswith("Error in config:")]
-    assert len(errors) == 1 and errors[0].startswith(f"Error in config: {key}"), result.stderr[-2000:]
-    assert snapshot(workflow_copy / "results") == before
 
 
 # --- data ----------------------------------------------------------------------------------------------

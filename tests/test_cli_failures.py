@@ -4,7 +4,8 @@ job that failed, which Snakemake deletes before it runs a job (README, "When thi
 
 Three kinds of case: configs refused before any job (run two at a time), a finished experiment with one
 of its files broken and the job that reads it made to run again, and fresh experiments whose first
-jobs find the problem. tests/test_bad_inputs.py has the cases that the stage functions alone can show.
+jobs find the problem. tests/test_bad_inputs.py has the cases that the stage functions alone can show
+(malformed dataset files, foreign checkpoints and tables handed to a stage).
 """
 
 import hashlib
@@ -77,6 +78,19 @@ def changed(path: str, value):
 
 
 CONFIG_CASES = [
+    ("epochs", 3, "epochs"),                                # unknown key
+    ("training.epochs", 40, "training.epochs"),             # unknown nested key
+    ("training.lr", "fast", "training.lr"),                 # wrong type
+    ("training.batch_size", 0, "training.batch_size"),      # zero size
+    ("ensemble.parents", -1, "ensemble.parents"),           # negative size
+    ("spawn_steps", [0, 24], "spawn_steps"),                # spawn step at the end of training
+    ("spawn_steps", [8, 8], "spawn_steps"),                 # duplicate spawn steps
+    ("data.name", "imagenet", "data.name"),                 # unknown dataset
+    ("model.name", "resnet18", "model.name"),               # unknown model
+    ("conditions", ["coupled-to-t", "decoupled"], "conditions"),  # unknown condition
+    ("reinit.percents", [120], "reinit.percents"),          # percent outside 0-100
+    ("threads", 1000, "threads"),                           # more threads than cores
+    ("data.n_train", 16, "data.n_train"),                   # fewer examples than one batch
     ("experiment", ".", "experiment"),                      # would write into results/ itself
     ("experiment", "..", "experiment"),                     # ... or into the repository
     ("experiment", "a/b", "experiment"),

@@ -128,7 +128,7 @@ def test_a_finished_job_run_again_writes_the_same_outputs_from_its_last_checkpoi
     lines = len(log.read_text().splitlines())
     assert start_job(mnist1d_path, parent, folder, log).wait(timeout=120) == 0
     second = log.read_text().splitlines()[lines:]
-    assert any(f"at step 248" in line and "resumed from" in line for line in second)
+    assert any("at step 248" in line and "resumed from" in line for line in second)
     assert not any(" step " in line and "examples/s" in line for line in second)  # nothing trained again
     for name in ("pred.parquet", "traj.parquet"):
         assert (folder / name).read_bytes() == (ref / name).read_bytes(), name

@@ -82,7 +82,7 @@ FORWARD_COST = 1 / 3  # a forward-only image, in training images
 
 @dataclass(frozen=True)
 class Estimate:
-    members: int                 # member trainings (train_member jobs)
+    members: int                 # member trainings (in train_members jobs)
     parent_states: int           # parent-state trainings (parent_state jobs)
     barrier_jobs: int
     member_steps: int            # SGD steps the member jobs run
