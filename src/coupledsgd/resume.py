@@ -92,5 +92,5 @@ class Resume:
 
     def saved_at(self, step: int) -> bool:
         """Whether the file holds the runs at `step` (saved, or loaded, there)."""
-        return self._last_step == step and (self.path.exists())
+        return self._last_step == step and self.path.exists()
 

@@ -19,7 +19,7 @@ def _loss(forward, x: torch.Tensor, y: torch.Tensor, accel):
     k, b = y.shape
     with accel.autocast(x):
         out = accel.output(forward(accel.batch(x)))
-    if k == 1:
+    if k == 1:  # the solo arithmetic, so a one-member job gives the results it always gave
         loss = F.cross_entropy(out, y[0])
         losses = loss.detach().view(1)
     else:

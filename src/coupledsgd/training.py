@@ -265,10 +265,10 @@ class Members:
         if self.k == 1:
             self.net, self.optimizer = r0.model, r0.optimizer
             return
-        device = next(r0.model.parameters()).device
-        net = member_network(r0.model_name, r0.in_shape, r0.num_classes, self.k, r0.model).to_empty(device=device)
-        net.to(next(r0.model.parameters()).dtype)
-        self.shared = stack_members(net, [_solo_tensors(r.model) for r in runs])
+        like = next(r0.model.parameters())
+        net = member_network(r0.model_name, r0.in_shape, r0.num_classes, self.k, r0.model).to_empty(device=like.device)
+        net.to(like.dtype)
+        self.shared = stack_members(net, [named_tensors(r.model) for r in runs])
         tensors = named_tensors(net)
         params = [tensors[n] for n, _ in r0.model.named_parameters()]
         buffers = [torch.stack([r.optimizer.buffers[j] for r in runs]).view_as(p) for j, p in enumerate(params)]
@@ -282,14 +282,10 @@ class Members:
         for i, run in enumerate(self.runs):
             run.step = step
             if self.k > 1:
-                unstack_member(self.net, i, self.k, _solo_tensors(run.model), self.shared)
+                unstack_member(self.net, i, self.k, named_tensors(run.model), self.shared)
                 with torch.no_grad():
                     for b, fb in zip(run.optimizer.buffers, self.optimizer.buffers):
                         b.copy_(fb.view(self.k, *b.shape)[i])
-
-
-def _solo_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
 
 def _check_runs(runs: list[Run]) -> None:
@@ -313,9 +309,8 @@ def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate:
     Evaluation points are fixed by the runs' start and end, not by where this call begins, so runs
     continued with the `trajectories` recorded so far yield the uninterrupted runs' trajectories.
     `checkpoint` (a `resume.Resume`) is asked before every step whether a save is due, and saves at
-    `until` in any case. Progress (step,
-    each member's loss, train and test accuracy, examples per second, elapsed time and ETA) is logged
-    at least once per epoch; a non-finite training loss stops training there (`TrainingDiverged`).
+    `until` in any case. Progress (step, each member's loss, train and test accuracy, examples per
+    second, elapsed time and ETA) is logged at least once per epoch; a non-finite training loss stops training there (`TrainingDiverged`).
     Returns each run's test-set correctness at its evaluation points (empty if `evaluate` is False).
     """
     _check_runs(runs)
@@ -384,7 +379,7 @@ def _evaluate(forward, data: DeviceData, h: Hparams, accel: Accel, k: int, step:
         t.steps.append(step)
         t.correct.append(correct[i])
         if step == end:
-            t.final_logits = logits[:, i] if k == 1 else logits[:, i].contiguous()
+            t.final_logits = logits[:, i].contiguous()
 
 
 def _report(log, step, end, lr, losses, accuracies, test, rate, elapsed, eta) -> None:
