@@ -1,0 +1,73 @@
+"""The training jobs on a CUDA device, run as the workflow runs them (stages.parent_state and
+stages.train_members): reproducible to the bit, the coupling exact, and k members in one job equal to
+the same members alone up to bf16 rounding. Skipped without a GPU; the same code paths run on the CPU
+in test_members, test_spawn and test_resume.
+"""
+
+import pandas as pd
+import pytest
+import torch
+
+from coupledsgd import data as D
+from coupledsgd.artifacts import load_torch
+from coupledsgd.stages import parent_state, train_members
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+PARAMS = {"seed": 0, "device": "cuda", "augment": True, "model": {"name": "resnet8"},
+          "training": {"steps": 120, "batch_size": 64, "lr": 0.1}, "config_hash": "cuda-test",
+          "condition": "coupled-to-t", "t": 16, "parent": 0, "threads": 1,
+          "checkpoint": {"every_steps": None, "every_seconds": None},
+          "cuda": {"bf16": True, "channels_last": True, "graphs": False, "compile": False}}
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "digits.pt"
+    D.prepare("digits", path)
+    return path
+
+
+def job(digits, root, members, **changes):
+    params = {**PARAMS, **changes, "members": members}
+    parent = root / "parent.pt"
+    if not parent.exists():
+        parent_state(str(digits), str(parent), params)
+    outs = [{"final": str(root / f"c{c}.pt"), "predictions": str(root / f"c{c}.parquet"),
+             "trajectory": str(root / f"c{c}.traj.parquet")} for _, c in members]
+    train_members(str(digits), {0: str(parent)}, outs, params)
+    return {c: pd.read_parquet(root / f"c{c}.parquet") for _, c in members}, parent
+
+
+@pytest.mark.parametrize("graphs", [False, True])
+def test_cuda_jobs_are_reproducible_to_the_bit(digits, tmp_path, graphs):
+    cuda = {**PARAMS["cuda"], "graphs": graphs}
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    a, _ = job(digits, tmp_path / "a", [[0, 0], [0, 1]], cuda=cuda)
+    b, _ = job(digits, tmp_path / "b", [[0, 0], [0, 1]], cuda=cuda)
+    for c in a:
+        pd.testing.assert_frame_equal(a[c], b[c], check_exact=True)
+    assert not a[0].equals(a[1])  # children draw their own order after t
+
+
+def test_cuda_child_state_at_t_is_its_parent_state(digits, tmp_path):
+    # coupled-to-t with T = t: the child trains no step, so its final state is its state at t
+    _, parent = job(digits, tmp_path, [[0, 0]], training={**PARAMS["training"], "steps": 16})
+    parent, child = load_torch(parent, what="parent state"), load_torch(tmp_path / "c0.pt", what="member state")
+    assert parent["step"] == child["step"] == 16 and child["info"]["spawned_at"] == 16
+    for name, tensor in parent["model"].items():
+        assert torch.equal(tensor, child["model"][name]), name
+
+
+def test_cuda_members_together_equal_members_alone_up_to_bf16(digits, tmp_path):
+    for d in ("together", "alone0", "alone1"):
+        (tmp_path / d).mkdir()
+    together, _ = job(digits, tmp_path / "together", [[0, 0], [0, 1]])
+    for c in (0, 1):
+        (tmp_path / f"alone{c}" / "parent.pt").hardlink_to(tmp_path / "together" / "parent.pt")
+        alone, _ = job(digits, tmp_path / f"alone{c}", [[0, c]])
+        la = alone[c].filter(like="logit").to_numpy()
+        lt = together[c].filter(like="logit").to_numpy()
+        assert la.shape == lt.shape and la.size
+        assert (la.argmax(1) == lt.argmax(1)).mean() > 0.9
