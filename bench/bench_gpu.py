@@ -78,19 +78,22 @@ def bare_rate(model_name, data, batch, steps, accel, device) -> float:
     return batch * steps / (time.perf_counter() - start)
 
 
-def loop_rate(model_name, data, batch, k, steps, accel, device) -> float:
-    """Member images/s of `train` over k runs: (S2 - S1) steps from the difference of two calls."""
+def loop_rate(model_name, data, batch, k, steps, accel, device) -> tuple[float, int]:
+    """Member images/s of `train` over k runs: (S2 - S1) steps from the difference of two calls;
+    and how many of the three calls ran their step uncaptured (a refused CUDA graph capture)."""
     h = Hparams(steps=10 ** 6, batch_size=batch, lr=0.05)
     runs = [Run.fresh(model_name, data.in_shape, data.num_classes, h, parent_seeds(0, p), device) for p in range(k)]
-    train(runs, data, 2, accel=accel)  # compile kernels, first allocations
+    refused = []
+    note = lambda line: refused.append(line) if "cuda.graphs" in line else None
+    train(runs, data, 2, accel=accel, log=note)  # compile kernels, first allocations
     times = []
     for n in (steps // 3, steps):
         sync(device)
         start = time.perf_counter()
-        train(runs, data, runs[0].step + n, accel=accel)
+        train(runs, data, runs[0].step + n, accel=accel, log=note)
         sync(device)
         times.append(time.perf_counter() - start)
-    return k * batch * (steps - steps // 3) / max(times[1] - times[0], 1e-9)
+    return k * batch * (steps - steps // 3) / max(times[1] - times[0], 1e-9), len(refused)
 
 
 def main(argv=None) -> int:
@@ -98,6 +101,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that the script runs")
     parser.add_argument("--out", default=None, help="result file (default bench/results/bench_gpu.json)")
+    parser.add_argument("--models", nargs="*", default=None, help="only these models (default: all)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -117,6 +121,8 @@ def main(argv=None) -> int:
         accels = {"eager": Accel()}
     rows = []
     for name, in_shape, classes, batch, ks, steps in plans:
+        if args.models and name not in args.models:
+            continue
         data = synthetic(n_train, n_test, in_shape, classes, device)
         size = "x".join(map(str, in_shape[1:]))
         accel = accels["eager"]
@@ -126,9 +132,18 @@ def main(argv=None) -> int:
         print(f"{name} {size} batch {batch}: bare step {bare:,.0f} img/s", flush=True)
         for k in ks:
             for mode, accel in accels.items():
-                rate = loop_rate(name, data, batch, k, steps, accel, device)
-                rows.append({"model": name, "input": size, "batch": batch, "k": k, "mode": mode,
-                             "member_images_per_s": rate, "of_bare": rate / bare})
+                row = {"model": name, "input": size, "batch": batch, "k": k, "mode": mode}
+                try:
+                    rate, uncaptured = loop_rate(name, data, batch, k, steps, accel, device)
+                except RuntimeError as e:  # one failing mode (a graph capture, say) leaves the others' rows
+                    rows.append({**row, "error": str(e).splitlines()[0]})
+                    print(f"{name}: loop k={k} {mode}: FAILED {rows[-1]['error']}", flush=True)
+                    continue
+                if uncaptured:  # a rate from captured and uncaptured calls mixed means nothing
+                    rows.append({**row, "error": f"{uncaptured} of 3 calls could not capture the step"})
+                    print(f"{name}: loop k={k} {mode}: {rows[-1]['error']}", flush=True)
+                    continue
+                rows.append({**row, "member_images_per_s": rate, "of_bare": rate / bare})
                 print(f"{name}: loop k={k} {mode}: {rate:,.0f} member img/s ({rate / bare:.2f} of bare)", flush=True)
         del data
     gpu = torch.cuda.get_device_name(device) if cuda else "none"

@@ -105,3 +105,21 @@ def test_reinit_settings_are_not_checked_when_no_reinit_condition_runs():
     config["conditions"].append("reinit-low")
     with pytest.raises(ConfigError, match="^reinit.steps: spawn step 30 is not before the end of training"):
         validate(config, SCHEMA)
+
+
+@pytest.mark.parametrize("device, model, shape", [
+    ("cpu", "cnn1d", "condition"), ("cpu", "resnet20", "member"), ("cpu", "vit", "member"),
+    ("cuda", "cnn1d", "condition"), ("cuda", "resnet20", "condition"), ("cuda", "resnet8", "condition"),
+    ("cuda", "resnet50", "member"), ("cuda", "vit", "member"),
+])
+def test_auto_job_shape_follows_the_measurements(device, model, shape):
+    from coupledsgd.config import job_shape
+
+    assert job_shape({"job_shape": "auto", "device": device, "model": {"name": model}}) == shape
+
+
+def test_several_vits_a_job_in_bf16_on_cuda_are_refused():
+    config = yaml.safe_load((ROOT / "configs/tinyimagenet-vit.yaml").read_text())
+    config["job_shape"] = "children"
+    with pytest.raises(ConfigError, match="^job_shape: children trains several ViTs"):
+        validate(config, SCHEMA)

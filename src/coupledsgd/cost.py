@@ -153,7 +153,8 @@ def bench_rate(config: dict, bench: Path) -> tuple[float, str] | None:
         return None
     k = max(len(job) for job in training_jobs(config))
     mode = "graphs" if config["cuda"].get("graphs") else "eager"
-    rows = [r for r in result["rows"] if r["model"] == config["model"]["name"] and r["mode"] == mode]
+    rows = [r for r in result["rows"] if r["model"] == config["model"]["name"] and r["mode"] == mode
+            and "member_images_per_s" in r]  # rows of a failed mode hold an error instead
     if not rows:
         return None
     row = min(rows, key=lambda r: (abs(r["k"] - k), -r["k"]))

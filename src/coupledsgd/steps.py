@@ -58,24 +58,32 @@ class GraphedStep:
         self.lr = torch.zeros((), dtype=optimizer.params[0].dtype, device=x.device)
         saved = [t.clone() for t in state]
         cuda = x.device.type == "cuda"
-        side = torch.cuda.Stream() if cuda else None
+        # Warm-up and capture on one side stream: autograd remembers the stream a parameter's
+        # gradient accumulator was made on, and a capture that has to wait on another stream fails.
+        stream = torch.cuda.Stream() if cuda else None
         if cuda:
-            side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side) if cuda else contextlib.nullcontext():
+            stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
             for _ in range(self.WARMUP):
                 self.optimizer.zero_grad()
                 self._body()
+            with torch.no_grad():
+                for t, v in zip(state, saved):
+                    t.copy_(v)
+            self.optimizer.zero_grad()
+        self.graph, self.failure = None, None
         if cuda:
-            torch.cuda.current_stream().wait_stream(side)
-        with torch.no_grad():
-            for t, v in zip(state, saved):
-                t.copy_(v)
-        self.optimizer.zero_grad()
-        self.graph = None
-        if cuda:
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.out = self._body()
+            try:
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph, stream=stream):
+                    self.out = self._body()
+            except RuntimeError as error:
+                # torch 2.11 on an H200 refused some captures (a gradient accumulator bound to the
+                # default stream). Nothing captured ran, so the step runs uncaptured: the same
+                # kernels and the same tensor-lr arithmetic as a replay.
+                self.graph, self.failure = None, str(error).splitlines()[0]
+                self.optimizer.zero_grad()
+            torch.cuda.current_stream().wait_stream(stream)
 
     def _body(self):
         loss, losses, hits = _loss(self.forward, self.x, self.y, self.accel)

@@ -26,7 +26,7 @@ from torch import nn
 
 from .data import DeviceData, MemberBatches, stack_channels, steps_per_epoch
 from .errors import TrainingDiverged
-from .members import member_network, named_tensors, stack_members, unstack_member
+from .members import Vmapped, member_network, named_tensors, stack_members, unstack_member
 from .steps import EagerStep, GraphedStep
 from .models import build_model
 
@@ -197,7 +197,8 @@ class Accel:
         return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=not self.graphs)
 
     def forward_of(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-        if self.channels_last:
+        # Stacked members under vmap hold 5-d convolution weights, which have no channels-last layout.
+        if self.channels_last and not isinstance(model, Vmapped):
             model.to(memory_format=torch.channels_last)
         return torch.compile(model) if self.compile else model
 
@@ -362,6 +363,8 @@ def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate:
             if step_fn is None:
                 step_fn = (GraphedStep(forward, members.optimizer, accel, members.state_tensors(), x, y)
                            if accel.graphs else EagerStep(forward, members.optimizer, accel))
+                if getattr(step_fn, "failure", None):
+                    log(f"cuda.graphs: the step could not be captured ({step_fn.failure}); it runs uncaptured")
             losses, correct = step_fn(x, y, lr)
             loss_sum += losses * y.shape[1]
             hits += correct
