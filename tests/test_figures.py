@@ -359,3 +359,16 @@ def test_diverged_members_are_marked_in_fig2(tables):
     assert "diverged member" in _legend_texts(fig)
     plain = F.fig2_member_accuracy(members.assign(diverged=False))
     assert not any("diverged" in t for t in _texts(plain))
+
+
+def test_percent_figures_plot_the_realised_share(tables):
+    """x is the share really re-drawn (the tables' reinit_percent, mean over the condition), ticks the
+    requested percents; tables without the column fall back to the request."""
+    e = tables["ensembles"].copy()
+    e["reinit_percent"] = e["condition"].map({"reinit-low-25": 24.9, "reinit-high-25": 25.3})
+    for fig in (F.fig1i_accuracy_gain_reinit(e), F.fig3_error_barrier(tables["barriers"], e)):
+        ax = fig.axes[0]
+        lines = {l.get_label(): l for l in ax.get_lines()}
+        assert lines["low layers"].get_xdata().tolist() == [24.9]
+        assert lines["high layers"].get_xdata().tolist() == [25.3]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "25"]

@@ -348,3 +348,18 @@ def test_one_parent_one_child_and_no_trajectories(tmp_path):
     assert pq.read_schema(out["forgetting"]).remove_metadata().equals(T.FORGETTING_SCHEMA)
     assert s.n_parents == 1 and np.isnan(s.gain_std) and np.isnan(s.sym_kl_between_parents)
     assert np.isnan(s.forgetting_events)
+
+
+def test_realised_reinit_percent_flows_from_the_predictions_into_members_and_ensembles(tmp_path):
+    preds = []
+    for (p, c), pr in PROBS.items():
+        key = {"condition": "reinit-high-25", "t": T8, "parent": p, "child": c}
+        path = tmp_path / f"p{p}c{c}.parquet"
+        write_predictions(path, key, Y, np.log(pr), {**_meta(), "coupledsgd.reinit_percent": repr(24.998 + c)})
+        preds.append(str(path))
+    preds.append(_write_member(tmp_path, COND, T8, 0, 0, P0C0, Y)[0])  # no re-initialisation: no value
+    tables, _ = _run(tmp_path, preds, [])
+    m, e = tables["members"], tables["ensembles"]
+    assert m[m.condition == "reinit-high-25"].reinit_percent.tolist() == [24.998, 25.998, 24.998, 25.998]
+    assert e[e.condition == "reinit-high-25"].reinit_percent.tolist() == pytest.approx([25.498, 25.498])
+    assert m[m.condition == COND].reinit_percent.isna().all() and e[e.condition == COND].reinit_percent.isna().all()

@@ -173,13 +173,21 @@ def parent_stats(df, by, value: str, unit=("parent",)):
     return out.reset_index()
 
 
-def reinit_rows(df):
-    """The re-initialisation rows, with `side` (low/high) and `percent` parsed from the condition."""
+def reinit_rows(df, realised=None):
+    """The re-initialisation rows, with `side` (low/high) and `requested` percent parsed from the
+    condition, and `percent` the share really re-drawn: the mean over the condition's members of the
+    `reinit_percent` column of `df` (or of `realised`, a table that has it), the request where neither
+    has it (tables written before it was recorded)."""
     parsed = df["condition"].str.extract(_REINIT)
     keep = parsed[0].notna()
     out = df[keep].copy()
     out["side"] = parsed.loc[keep, 0].to_numpy()
-    out["percent"] = parsed.loc[keep, 1].astype(float).to_numpy()
+    out["requested"] = parsed.loc[keep, 1].astype(float).to_numpy()
+    out["percent"] = out["requested"]
+    source = df if "reinit_percent" in df.columns else realised
+    if source is not None and "reinit_percent" in source.columns and not out.empty:
+        got = out["condition"].map(source.groupby("condition")["reinit_percent"].mean())
+        out["percent"] = got.where(got.notna(), out["requested"]).astype(float)
     return out
 
 
@@ -300,11 +308,11 @@ def _spawn_figure(df, *, condition, value, unit, ylabel, title, epochs, referenc
     return fig
 
 
-def _percent_figure(df, *, value, unit, ylabel, title, epochs, reference: bool):
-    """`value` vs percent re-initialised, one line per side (and per re-init step), the
-    coupled-to-t-reset members at the same steps as the "no re-init" marker at 0%, and optionally the
-    no-coupling level."""
-    rows = reinit_rows(df)
+def _percent_figure(df, *, value, unit, ylabel, title, epochs, reference: bool, realised=None):
+    """`value` vs percent re-initialised (the share really re-drawn, see `reinit_rows`; ticks at the
+    requested percents), one line per side (and per re-init step), the coupled-to-t-reset members at the
+    same steps as the "no re-init" marker at 0%, and optionally the no-coupling level."""
+    rows = reinit_rows(df, realised)
     if rows.empty:
         return no_data_figure(title, "no data: conditions reinit-low-<pct> and reinit-high-<pct>\n"
                                      "not in this experiment")
@@ -336,7 +344,7 @@ def _percent_figure(df, *, value, unit, ylabel, title, epochs, reference: bool):
                     label=f"no re-init ({RESET}" + (f", t = {t})" if len(steps) > 1 else ")"))
     if reference and not _reference(ax, _rows(df, REFERENCE), value, unit):
         notes.append(f"{REFERENCE} not in this experiment: no reference line")
-    percents = sorted(set(rows["percent"].tolist()) | {0.0})
+    percents = sorted(set(rows["requested"].tolist()) | {0.0})
     ax.set_xticks(percents)
     ax.set_xticklabels([f"{p:g}" for p in percents])
     ax.set_xlabel("parameters re-initialised (%)")
@@ -570,7 +578,7 @@ def fig3_error_barrier(barriers, ensembles=None):
     return _percent_figure(per_pair, value="barrier", unit=("parent",),
                            ylabel="error barrier between two children\n(max over path − mean of ends)",
                            title="Error barrier, re-initialising", epochs=epoch_map(ensembles),
-                           reference=False)
+                           reference=False, realised=ensembles)
 
 
 FIGURES = {

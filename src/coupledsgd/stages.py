@@ -144,6 +144,8 @@ def _write_member(run: Run, trajectory, data: D.DeviceData, outputs: dict, param
            "child": run.info["child"]}
     meta = {**provenance(_job_settings(params), device), "coupledsgd.seeds": json.dumps(run.seeds),
             "coupledsgd.steps_per_epoch": str(D.steps_per_epoch(data.n_train, h.batch_size))}
+    if "reinit_percent" in run.info:
+        meta["coupledsgd.reinit_percent"] = repr(float(run.info["reinit_percent"]))
     logits = trajectory.final_logits
     logits = (logits if logits is not None else predict(run.model, data.x_test, h.eval_batch_size)).cpu().numpy()
     labels = data.y_test.cpu().numpy()

@@ -42,6 +42,7 @@ BOOTSTRAP_SEED = 0
 LEVEL = 0.95
 SPE_KEY = b"coupledsgd.steps_per_epoch"
 HASH_KEY = b"coupledsgd.config_hash"
+REINIT_KEY = b"coupledsgd.reinit_percent"
 PREDICTION_COLUMNS = (*KEY_COLUMNS, "example_id", "label")
 TRAJECTORY_COLUMNS = (*KEY_COLUMNS, "step", "example_id", "correct")
 DEFAULTS = {"bootstrap": 1000, "ece_bins": 15, "mace_bins": 15, "forgetting_epochs": None}
@@ -57,7 +58,8 @@ def _schema(*fields) -> pa.Schema:
 # pandas reads them as strings, not categoricals.
 MEMBERS_SCHEMA = _schema(
     ("condition", pa.string()), ("t", _i32), ("parent", _i16), ("child", _i16), ("t_epoch", _f64),
-    ("accuracy", _f64), ("nll", _f64), ("brier", _f64), ("ece", _f64), ("mace", _f64), ("diverged", pa.bool_()))
+    ("accuracy", _f64), ("nll", _f64), ("brier", _f64), ("ece", _f64), ("mace", _f64), ("diverged", pa.bool_()),
+    ("reinit_percent", _f64))
 ENSEMBLES_SCHEMA = _schema(
     ("condition", pa.string()), ("t", _i32), ("parent", _i16), ("k", _i16), ("t_epoch", _f64),
     ("ensemble_accuracy", _f64), ("mean_member_accuracy", _f64),
@@ -66,7 +68,7 @@ ENSEMBLES_SCHEMA = _schema(
     ("mace_improvement", _f64), ("mace_improvement_ci_low", _f64), ("mace_improvement_ci_high", _f64),
     ("ensemble_nll", _f64), ("sym_kl", _f64), ("disagreement", _f64),
     ("mean_member_ece", _f64), ("mean_member_nll", _f64), ("ensemble_brier", _f64),
-    ("mean_member_brier", _f64), ("gain_by_size", pa.list_(_f64)))
+    ("mean_member_brier", _f64), ("gain_by_size", pa.list_(_f64)), ("reinit_percent", _f64))
 PAIRS_SCHEMA = _schema(
     ("condition", pa.string()), ("t", _i32), ("kind", pa.string()), ("parent_a", _i16), ("child_a", _i16),
     ("parent_b", _i16), ("child_b", _i16), ("sym_kl", _f64), ("disagreement", _f64))
@@ -102,6 +104,7 @@ class Predictions:
     log_probs: np.ndarray  # (N, C) float64
     steps_per_epoch: int
     config_hash: str
+    reinit_percent: float = float("nan")  # the share of parameters re-drawn at t (re-initialisation only)
 
     @property
     def key(self) -> tuple[str, int, int, int]:
@@ -200,8 +203,10 @@ def read_predictions(path) -> Predictions:
     ids = ids[order]
     if np.any(ids[1:] == ids[:-1]):
         raise ArtifactError(f"{path}: example_id {ids[1:][ids[1:] == ids[:-1]][0]} appears twice")
+    reinit = (table.schema.metadata or {}).get(REINIT_KEY)
     return Predictions(str(path), key["condition"], key["t"], key["parent"], key["child"], ids,
-                       labels[order], M.log_softmax(logits[order]), spe, config_hash)
+                       labels[order], M.log_softmax(logits[order]), spe, config_hash,
+                       float(reinit) if reinit is not None else float("nan"))
 
 
 def read_trajectory(path) -> Trajectory:
@@ -440,14 +445,16 @@ def compute_tables(predictions: list[Predictions], trajectories: list[Trajectory
         ens_lp, group_rows = {}, []
         for parent, ms in parents.items():
             rows = [member_metrics(m, s) for m in ms]
-            members += [{**base, "parent": parent, "child": m.child, "t_epoch": t / spe, **r} for m, r in zip(ms, rows)]
+            members += [{**base, "parent": parent, "child": m.child, "t_epoch": t / spe, **r,
+                         "reinit_percent": m.reinit_percent} for m, r in zip(ms, rows)]
             n = len(ms[0].labels)
             if n not in weights:
                 weights[n] = bootstrap_weights(n, s["bootstrap"])
             row, boot = ensemble_metrics(ms, rows, weights[n], s)
             group_rows.append(row)
             boots.setdefault((condition, t), []).append(boot)
-            ensembles.append({**base, "parent": parent, "k": len(ms), "t_epoch": t / spe, **row})
+            ensembles.append({**base, "parent": parent, "k": len(ms), "t_epoch": t / spe, **row,
+                              "reinit_percent": float(np.mean([m.reinit_percent for m in ms]))})
             for a, b in combinations(ms, 2):
                 pairs.append({**base, "kind": "same-parent", "parent_a": parent, "child_a": a.child,
                               "parent_b": parent, "child_b": b.child, **_pair(a.log_probs, b.log_probs)})
