@@ -346,7 +346,7 @@ def kind_cost(kind: str, jobs: list[Job], assumed: tuple[float, str]) -> KindCos
         left_seconds = seconds / len(measured) * len(left)
     else:
         rate, source = assumed
-        source = f"assumed, nothing measured yet ({source})"
+        source = f"assumed, no finished job yet: the default rate, {source.split(';')[0]}"
         left_seconds = left_images / rate
     return KindCost(kind, len(jobs), sum(j.done for j in jobs), len(measured), seconds, images,
                     len(left), left_images, rate, source, left_seconds)
