@@ -121,3 +121,74 @@ def test_gpu_rates_come_from_the_bench_at_the_jobs_member_count(tmp_path):
     assert cost.estimate(config, bench=bench).rate_source == cost.IMAGES_PER_SECOND[("cuda", "resnet20")][1]
     config["job_shape"] = "auto"
     assert "jobs here train 15 members as one network" in cost.estimate(config, bench=bench).rate_source
+
+
+# ---- spent and projected, from benchmark files ---------------------------------------------------------
+
+BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def bench_file(path, seconds):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(BENCH_HEADER + f"{seconds}\t0:00:{seconds:02.0f}\t100\t200\t90\t95\t0\t1\t98.0\t{seconds}\n")
+
+
+def touch(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+
+
+def test_spent_and_projection_from_hand_written_benchmarks(tmp_path):
+    config = load("configs/smoke.yaml")  # cnn1d: job_shape condition, one job of 4 members per (condition, t)
+    exp = tmp_path / "smoke"
+    # no-coupling t0 finished in 10 s: 4 members x 24 steps x batch 32 = 3,072 images, 307.2 images/s
+    for p in (0, 1):
+        for c in (0, 1):
+            touch(exp / f"predictions/no-coupling/t0/p{p}/c{c}.parquet")
+    bench_file(exp / "benchmarks/train_members/no-coupling/t0/members.tsv", 10)
+    # parent p0 at t = 0 finished in 2 s, training nothing; a benchmark of an unfinished job is ignored
+    touch(exp / "parents/p0/step0.pt")
+    bench_file(exp / "benchmarks/parent_state/p0/step0.tsv", 2)
+    bench_file(exp / "benchmarks/barrier/reinit-low-25/t8/p0.tsv", 99)
+    costs = {c.kind: c for c in cost.run_cost(config, tmp_path, images_per_second=1000)}
+
+    train = costs["train_members"]
+    assert (train.jobs, train.done, train.measured, train.seconds, train.images) == (8, 1, 1, 10.0, 3072)
+    assert train.rate == pytest.approx(307.2) and train.rate_source.startswith("measured")
+    # left: 736 member-steps in all (test_smoke_config_by_hand) - 96 done = 640, x 32 = 20,480 images
+    assert train.left_jobs == 7 and train.left_images == 20480
+    assert train.left_seconds == pytest.approx(20480 / 307.2)
+
+    parents = costs["parent_state"]
+    assert (parents.jobs, parents.done, parents.measured, parents.seconds, parents.images) == (4, 1, 1, 2.0, 0)
+    # nothing trained yet: the 3 parent jobs left cost what the measured one did, 2 s each
+    assert parents.rate is None and parents.left_jobs == 3 and parents.left_seconds == pytest.approx(6.0)
+
+    barrier = costs["barrier"]
+    assert barrier.measured == 0 and barrier.rate_source.startswith("assumed")
+    # 6 jobs x 1 pair x 11 points x (10 x 32 + 1,000) = 87,120 forward images at 3 x 1,000 per second
+    assert barrier.left_images == 87120 and barrier.left_seconds == pytest.approx(29.04)
+
+    text = cost.run_report(config, list(costs.values()), tmp_path)
+    assert "spent so far" in text and "12 s" not in text
+    assert f"{12 / 3600:.3g} CPU-hours" in text                          # 10 s + 2 s, 1 thread per job
+    assert f"{(12 + 20480 / 307.2 + 6 + 29.04) / 3600:.3g} in all" in text
+    assert "307 images/s" in text
+
+
+def test_benchmark_seconds_reads_column_s(tmp_path):
+    path = tmp_path / "b.tsv"
+    path.write_text("h:m:s\ts\tmax_rss\n0:00:03\t3.5\t1\n0:00:04\t4.5\t1\n")
+    assert cost.benchmark_seconds(path) == pytest.approx(4.0)  # mean over repeats
+    assert cost.benchmark_seconds(tmp_path / "missing.tsv") is None
+
+
+def test_member_spans_agree_with_the_conditions():
+    from coupledsgd.config import conditions
+    from coupledsgd.spawn import parse_condition
+
+    config = load("config.yaml")
+    for name in conditions(config):
+        c = parse_condition(name)
+        assert cost.member_span(config, name, 30) == ((30, 30 + 600) if c.resets else (30, 600)) if c.has_parent \
+            else cost.member_span(config, name, 30) == (0, 600)

@@ -14,7 +14,6 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
-from .spawn import parse_condition
 
 
 def _fill_defaults(node: dict, schema: dict) -> None:
@@ -86,6 +85,8 @@ def _check(config: dict) -> None:
     if config["data"]["name"] in ("cifar10", "tinyimagenet") and not config["data"].get("root"):
         raise ConfigError(f"data.root: dataset {config['data']['name']!r} needs the folder that holds it")
     _check_data_and_model(config)
+    from .spawn import parse_condition
+
     for name in conditions(config):
         parse_condition(name)
     if config["cuda"].get("graphs") and config["cuda"].get("compile"):
@@ -168,12 +169,22 @@ class Member:
         return f"{self.condition}/t{self.t}/p{self.parent}/c{self.child}"
 
 
+# The grid below is built from condition names alone, without coupledsgd.spawn (which imports torch):
+# `coupledsgd status` reads it without torch. These two agree with spawn.Condition (tests/test_config.py).
+def has_parent(condition: str) -> bool:
+    """Whether members of `condition` start from a parent's state at a spawn step t."""
+    return condition not in ("no-coupling", "coupled-order")
+
+
+def is_reinit(condition: str) -> bool:
+    return condition.startswith("reinit-")
+
+
 def spawn_steps_of(config: dict, condition: str) -> list[int]:
     """The spawn steps a condition is run at; conditions without a parent are stored under t0."""
-    c = parse_condition(condition)
-    if not c.has_parent:
+    if not has_parent(condition):
         return [0]
-    return list(config["reinit"]["steps"]) if c.side else list(config["spawn_steps"])
+    return list(config["reinit"]["steps"]) if is_reinit(condition) else list(config["spawn_steps"])
 
 
 def members(config: dict) -> list[Member]:
@@ -195,6 +206,6 @@ def training_jobs(config: dict) -> list[list[Member]]:
 
 def parent_states(config: dict) -> list[tuple[int, int]]:
     """(parent, step) of every parent state some condition spawns from."""
-    steps = sorted({t for cond in conditions(config) if parse_condition(cond).has_parent
+    steps = sorted({t for cond in conditions(config) if has_parent(cond)
                     for t in spawn_steps_of(config, cond)})
     return [(p, t) for p in range(config["ensemble"]["parents"]) for t in steps]

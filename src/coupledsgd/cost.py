@@ -1,6 +1,18 @@
-"""What an experiment costs before it runs: trainings, SGD steps, images processed and GPU-hours.
+"""What an experiment costs: before it runs (trainings, SGD steps, images, GPU-hours) and, once
+jobs have finished, what they spent and what the rest of the grid will take at the measured rates.
 
-    python -m coupledsgd.cost configs/cifar10-resnet20.yaml [--images-per-second N]
+    coupledsgd cost --configfile configs/cifar10-resnet20.yaml [--images-per-second N]
+    python -m coupledsgd.cost configs/cifar10-resnet20.yaml        (the same)
+
+Spent and projected (`run_cost`): every training and barrier job writes a benchmark file,
+results/{experiment}/benchmarks/{rule}/....tsv, whose column `s` is the job's wall-clock seconds. A
+job's work in images is counted from the config: a training job trains its members x their steps x
+batch size (train_members) or t x batch size (parent_state); a barrier job passes its interpolated
+networks forward (forward-only images). Per job kind, the measured rate is images / seconds over its
+finished jobs (start-up included, so it fits jobs of the same size), and the jobs whose outputs are
+not there yet are projected at that rate; a kind with no finished job is projected at the assumed
+rate below and the report says so. Device-hours: one GPU per job (`device: cuda`), or `threads`
+CPUs per job (`device: cpu`), for the job's wall time.
 
 Counted from the config alone (the same grid the workflow builds, `config.members`):
 
@@ -38,9 +50,8 @@ from pathlib import Path
 
 import yaml
 
-from .config import members, parent_states, training_jobs, validate
+from .config import has_parent, is_reinit, job_shape, members, parent_states, training_jobs, validate
 from .errors import ConfigError
-from .spawn import parse_condition
 
 # (training examples, test examples) of each dataset's full split (README, "Datasets").
 DATASET_SIZES = {
@@ -123,10 +134,11 @@ class Estimate:
 def member_span(config: dict, condition: str, t: int) -> tuple[int, int]:
     """(first step, last step) of a member: (0, T) without a parent, (t, T) for coupled-to-t,
     (t, t + T) where the optimizer is reset at the spawn."""
-    c, T = parse_condition(condition), config["training"]["steps"]
-    if not c.has_parent:
+    T = config["training"]["steps"]
+    if not has_parent(condition):
         return 0, T
-    return t, (t + T if c.resets else T)
+    resets = condition == "coupled-to-t-reset" or is_reinit(condition)
+    return t, (t + T if resets else T)
 
 
 def evaluation_points(start: int, end: int, every: int) -> int:
@@ -240,6 +252,147 @@ def _size(n: int) -> str:
     return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
 
 
+# ---- what a run spent, from its benchmark files -------------------------------------------------------
+
+KINDS = ("train_members", "parent_state", "barrier")
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str            # the rule
+    benchmark: Path      # its benchmark file (there once the job has succeeded)
+    outputs: tuple       # files that exist once it is done
+    images: int          # training images (forward-only images for a barrier job)
+    member_steps: int = 0
+
+    @property
+    def done(self) -> bool:
+        return all(Path(o).exists() for o in self.outputs)
+
+
+def benchmark_seconds(path: str | Path) -> float | None:
+    """Wall-clock seconds of a Snakemake benchmark file (column `s`; the mean over repeats), or None
+    where the file is missing or holds no row."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    if len(lines) < 2:
+        return None
+    column = lines[0].split("\t").index("s")
+    values = [float(line.split("\t")[column]) for line in lines[1:] if line.strip()]
+    return sum(values) / len(values) if values else None
+
+
+def training_job_file(exp: str | Path, job: list, shape: str) -> Path:
+    """The benchmark file of the train_members job of these members (workflow/rules/common.smk)."""
+    m = job[0]
+    name = {"member": f"p{m.parent}/c{m.child}", "children": f"p{m.parent}/children",
+            "condition": "members"}[shape]
+    return Path(exp) / f"benchmarks/train_members/{m.condition}/t{m.t}/{name}.tsv"
+
+
+def member_jobs(config: dict, exp: str | Path) -> list[Job]:
+    """The train_members and parent_state jobs of the grid (torch-free: `coupledsgd status` uses it)."""
+    exp, batch, shape = Path(exp), config["training"]["batch_size"], job_shape(config)
+    jobs = []
+    for job in training_jobs(config):
+        steps = sum(end - start for start, end in (member_span(config, m.condition, m.t) for m in job))
+        jobs.append(Job("train_members", training_job_file(exp, job, shape),
+                        tuple(exp / f"predictions/{m.key}.parquet" for m in job), steps * batch, steps))
+    for p, t in parent_states(config):
+        jobs.append(Job("parent_state", exp / f"benchmarks/parent_state/p{p}/step{t}.tsv",
+                        (exp / f"parents/p{p}/step{t}.pt",), t * batch, t))
+    return jobs
+
+
+def barrier_jobs(config: dict, exp: str | Path) -> list[Job]:
+    from .barriers import barrier_set
+
+    exp, b = Path(exp), config["barrier"]
+    n_test = DATASET_SIZES[config["data"]["name"]][1]
+    per_point = (b["bn_batches"] * config["training"]["batch_size"] if b["recompute_bn"] else 0) + n_test
+    images = math.comb(config["ensemble"]["children"], 2) * b["points"] * per_point
+    return [Job("barrier", exp / f"benchmarks/barrier/{c}/t{t}/p{p}.tsv",
+                (exp / f"barriers/{c}/t{t}/p{p}.parquet",), images) for c, t, p in barrier_set(config)]
+
+
+@dataclass(frozen=True)
+class KindCost:
+    kind: str
+    jobs: int
+    done: int
+    measured: int          # finished jobs with a benchmark file
+    seconds: float         # their wall-clock seconds
+    images: int            # their images
+    left_jobs: int
+    left_images: int
+    rate: float | None     # images per second the projection uses
+    rate_source: str
+    left_seconds: float
+
+
+def kind_cost(kind: str, jobs: list[Job], assumed: tuple[float, str]) -> KindCost:
+    measured = [(j, s) for j in jobs if j.done and (s := benchmark_seconds(j.benchmark)) is not None]
+    seconds = sum(s for _, s in measured)
+    images = sum(j.images for j, _ in measured)
+    left = [j for j in jobs if not j.done]
+    left_images = sum(j.images for j in left)
+    if images and seconds:
+        rate, source = images / seconds, f"measured: {len(measured)} finished job(s) of this run"
+        left_seconds = left_images / rate
+    elif measured:
+        # finished jobs that train nothing (parent states at t = 0): their start-up is their cost
+        rate, source = None, f"measured: {seconds / len(measured):.1f} s per job, {len(measured)} job(s)"
+        left_seconds = seconds / len(measured) * len(left)
+    else:
+        rate, source = assumed
+        source = f"assumed, no finished job yet: the default rate, {source.split(';')[0]}"
+        left_seconds = left_images / rate
+    return KindCost(kind, len(jobs), sum(j.done for j in jobs), len(measured), seconds, images,
+                    len(left), left_images, rate, source, left_seconds)
+
+
+def run_cost(config: dict, results: str | Path = "results", images_per_second: float | None = None,
+             bench: Path = BENCH) -> list[KindCost]:
+    """Spent and projected cost of each job kind of the experiment under `results`."""
+    exp = Path(results) / config["experiment"]
+    rate = (images_per_second, "given") if images_per_second else default_rate(config, bench)
+    forward = (rate[0] / FORWARD_COST, f"{rate[1]}; forward-only images at 3x that")
+    jobs = member_jobs(config, exp) + barrier_jobs(config, exp)
+    return [kind_cost(kind, [j for j in jobs if j.kind == kind], forward if kind == "barrier" else rate)
+            for kind in KINDS]
+
+
+def device_hours(config: dict, seconds: float) -> float:
+    """One GPU per job on `device: cuda`; `threads` CPU cores per job on `device: cpu`."""
+    return seconds / 3600 * (1 if config["device"] == "cuda" else config["threads"])
+
+
+def run_report(config: dict, costs: list[KindCost], results: str | Path = "results") -> str:
+    unit = "GPU-hours" if config["device"] == "cuda" else "CPU-hours"
+    spent = sum(c.seconds for c in costs)
+    left = sum(c.left_seconds for c in costs)
+    where = Path(results) / config["experiment"] / "benchmarks"
+    lines = [f"spent so far ({where}): {_hours(device_hours(config, spent))} {unit}, "
+             f"{sum(c.measured for c in costs):,} jobs measured"]
+    for c in costs:
+        rate = f"{c.images / c.seconds:,.0f} images/s" if c.images and c.seconds else "no images"
+        lines.append(f"  {c.kind}: {c.done:,} of {c.jobs:,} jobs done, {c.measured:,} measured: "
+                     f"{c.seconds:,.1f} s, {c.images:,} images, {rate}")
+    lines.append(f"left: {sum(c.left_jobs for c in costs):,} jobs, about "
+                 f"{_hours(device_hours(config, left))} {unit} more, {_hours(device_hours(config, spent + left))} in all")
+    for c in costs:
+        at = f"{c.rate:,.0f} images/s" if c.rate else "per job"
+        lines.append(f"  {c.kind}: {c.left_jobs:,} jobs, {c.left_images:,} images, "
+                     f"{_hours(device_hours(config, c.left_seconds))} {unit} at {at} ({c.rate_source})")
+    return "\n".join(lines)
+
+
+def _hours(h: float) -> str:
+    return f"{h:,.1f}" if h >= 10 else f"{h:.3g}"
+
+
 def _schema_path(given: str | None) -> Path:
     candidates = [Path(given)] if given else [
         Path("workflow/schemas/config.schema.yaml"),
@@ -254,7 +407,10 @@ def _schema_path(given: str | None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coupledsgd.cost", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="experiment config (YAML), e.g. configs/cifar10-resnet20.yaml")
+    parser.add_argument("config", nargs="?", default=None,
+                        help="experiment config (YAML), e.g. configs/cifar10-resnet20.yaml; default config.yaml")
+    parser.add_argument("--configfile", default=None, help="the same as the positional config (as for snakemake)")
+    parser.add_argument("--results", default="results", help="folder of the runs' results (default: results)")
     parser.add_argument("--images-per-second", type=float, default=None,
                         help="training images per second of one job on one device (the `examples/s` of a "
                              "training log); default: IMAGES_PER_SECOND for the config's model and device")
@@ -262,8 +418,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bench", default=str(BENCH), help=f"bench_gpu.py results (default: {BENCH})")
     args = parser.parse_args(argv)
     try:
-        config = validate(yaml.safe_load(Path(args.config).read_text()), _schema_path(args.schema))
+        path = Path(args.configfile or args.config or "config.yaml")
+        config = validate(yaml.safe_load(path.read_text()), _schema_path(args.schema))
         print(report(config, estimate(config, args.images_per_second, Path(args.bench))))
+        print(run_report(config, run_cost(config, args.results, args.images_per_second, Path(args.bench)),
+                         args.results))
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1

@@ -11,10 +11,14 @@
 #    folder; no SLURM accounting), one node named localhost with this machine's CPUs;
 # 3. runs the smoke config (with tests/slurm/smaller.yaml laid over it: one parent, one spawn step,
 #    three conditions; 11 cluster jobs) to its metric tables, barrier table and one figure, with
-#    `--workflow-profile workflow/profiles/slurm --slurm-status-command squeue`, in a temp copy of the
-#    workflow (as tests/test_workflow.py does);
+#    `--profile profiles/slurm --slurm-status-command squeue`, in a temp copy of the workflow (as
+#    tests/test_workflow.py does). Snakemake then also loads the workflow profile profiles/default,
+#    whose local-run GPU cap must not hold back the cluster: the node offers 4 (fake) GPUs, and the
+#    training and barrier jobs ask for one each (--set-resources), as they do with `device: cuda`;
 # 4. checks that every job of a non-local rule went through sbatch (one kept SLURM log per job, one
-#    submission per job in slurmctld's log and in Snakemake's output) and no local rule's job did;
+#    submission per job in slurmctld's log and in Snakemake's output), no local rule's job did, and
+#    that GPU jobs were queued or running side by side (submission-to-completion intervals in
+#    slurmctld's log overlap), not one at a time;
 # 5. runs the training jobs of the same config locally and checks every prediction Parquet file has the
 #    same key columns and bit-identical logits;
 # 6. stops the daemons it started (by their PIDs) and cancels any job left in its private queue.
@@ -120,10 +124,18 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SlurmdParameters=config_overrides
 SchedulerParameters=sched_interval=2
+GresTypes=gpu
 MinJobAge=$((30 * INIT_SECONDS))
 ReturnToService=2
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:4 State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+EOF
+# Four fake GPUs (empty files standing for device files): enough for SLURM to accept and place jobs
+# that ask for one; the smoke config trains on the CPU whatever they are given.
+touch "$WORK"/fakegpu{0,1,2,3}
+cat >"$WORK/gres.conf" <<EOF
+AutoDetect=off
+NodeName=localhost Name=gpu File=$WORK/fakegpu[0-3]
 EOF
 
 for _ in $(seq 50); do [ -S "$MUNGE_SOCKET" ] && [ -s "$WORK/munge/munged.pid" ] && break; sleep 0.2; done
@@ -157,16 +169,18 @@ TARGETS=(results/smoke/metrics/summary.csv results/smoke/metrics/barriers.parque
          results/smoke/figures/fig1b_accuracy_gain_reset.png)
 copy_workflow() {
     mkdir -p "$1"
-    for name in Snakefile config.yaml configs workflow envs; do cp -r "$ROOT/$name" "$1/"; done
+    for name in Snakefile config.yaml configs workflow envs profiles; do cp -r "$ROOT/$name" "$1/"; done
 }
 copy_workflow "$WORK/slurm"
 copy_workflow "$WORK/local"
 cd "$WORK/slurm"
 # Jobs per rule, and the local rules (workflow/rules/cluster.smk), before anything runs.
-timeout 120 snakemake -n --workflow-profile workflow/profiles/slurm "${TARGETS[@]}" --configfile "${CONFIGS[@]}" \
+# The GPU rules ask for one GPU each, as with `device: cuda` (the plugin turns it into --gpus=1).
+GPU_JOBS=(parent_state:gpu=1 train_members:gpu=1 barrier:gpu=1)
+timeout 120 snakemake -n --profile profiles/slurm "${TARGETS[@]}" --configfile "${CONFIGS[@]}" \
     >"$WORK/dryrun.out" 2>&1 || { cat "$WORK/dryrun.out"; fail "dry run failed"; }
 log "running the smoke workflow through sbatch"
-timeout "${SNAKEMAKE_TIMEOUT:-600}" snakemake --workflow-profile workflow/profiles/slurm \
+timeout "${SNAKEMAKE_TIMEOUT:-600}" snakemake --profile profiles/slurm --set-resources "${GPU_JOBS[@]}" \
     --slurm-status-command squeue --slurm-init-seconds-before-status-checks "$INIT_SECONDS" \
     --slurm-keep-successful-logs --slurm-no-account --local-cores "$CPUS" \
     "${TARGETS[@]}" --configfile "${CONFIGS[@]}" >"$WORK/slurm-run.out" 2>&1 \
@@ -220,6 +234,24 @@ for rule in local_rules & set(planned):
     assert re.search(rf"localrule {rule}:", run), f"{rule} did not run as a local rule"
 print(f"sbatch submissions: {sum(submitted.values())} jobs {dict(sorted(submitted.items()))}; "
       f"local: {sorted(local_rules & set(planned))}")
+
+# --profile profiles/slurm loads profiles/default too; its GPU cap is for local runs only. Each GPU job
+# is queued or running from its submission to its completion: several of those intervals must overlap.
+assert "workflow specific profile" in run, "the run did not load profiles/default beside profiles/slurm"
+gpu_rules = {"parent_state", "train_members", "barrier"}
+gpu_ids = {path.stem for path in logs
+           if path.relative_to(work / "slurm/.snakemake/slurm_logs").parts[0].removeprefix("rule_") in gpu_rules}
+stamp = r"^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)\] "
+begin = {i: t for t, i in re.findall(stamp + r"_slurm_rpc_submit_batch_job: JobId=(\d+)", ctld, re.M)}
+end = {i: t for t, i in re.findall(stamp + r"_job_complete: JobId=(\d+) done", ctld, re.M)}
+events = sorted([(begin[i], 1) for i in gpu_ids] + [(end[i], -1) for i in gpu_ids], key=lambda e: (e[0], e[1]))
+at_once = most = 0
+for _, step in events:
+    at_once += step
+    most = max(most, at_once)
+assert len(re.findall(r"gpu=1", run)) >= len(gpu_ids), "the GPU jobs did not ask for a GPU"
+assert most >= 2, f"GPU jobs went through SLURM one at a time ({len(gpu_ids)} jobs): a GPU cap held them back"
+print(f"GPU jobs: {len(gpu_ids)}, at most {most} queued or running at once")
 
 # Predictions: same files, same key columns, bit-identical logits.
 a_dir, b_dir = work / "slurm/results/smoke/predictions", work / "local/results/smoke/predictions"

@@ -25,6 +25,8 @@ rule barrier:
         parent=lambda wc: int(wc.p),
     log:
         f"{LOGS}/barriers/{{cond}}/t{{t}}/p{{p}}.log",
+    benchmark:
+        f"{BENCHMARKS}/barrier/{{cond}}/t{{t}}/p{{p}}.tsv"
     threads: config["threads"]
     resources:
         gpu=gpu_request(),

@@ -13,6 +13,9 @@ except ConfigError as e:
 
 EXP = f"results/{config['experiment']}"
 LOGS = f"logs/{config['experiment']}"
+# One benchmark TSV per job of the training and barrier rules (wall seconds in column `s`, memory,
+# CPU time), written when the job succeeds: `coupledsgd cost` and `coupledsgd status` read them.
+BENCHMARKS = f"{EXP}/benchmarks"
 MEMBERS = members(config)
 CHILDREN = range(config["ensemble"]["children"])
 
@@ -68,6 +71,12 @@ def member_log():
     if JOB_SHAPE == "children":
         return f"{LOGS}/children/{{cond}}/t{{t}}/p{{p}}/children.log"
     return f"{LOGS}/children/{{cond}}/t{{t}}/members.log"
+
+
+def member_benchmark():
+    """The train_members job's benchmark file, named by the same wildcards as its log."""
+    name = member_log().removeprefix(f"{LOGS}/children/").removesuffix(".log")
+    return f"{BENCHMARKS}/train_members/{name}.tsv"
 
 
 def job_members(wildcards):

@@ -7,6 +7,8 @@ rule parent_state:
         run=lambda wc: run_settings(parent=int(wc.p), t=int(wc.t)),
     log:
         f"{LOGS}/parents/p{{p}}/step{{t}}.log",
+    benchmark:
+        f"{BENCHMARKS}/parent_state/p{{p}}/step{{t}}.tsv"
     threads: config["threads"]
     resources:
         gpu=gpu_request(),
@@ -30,6 +32,8 @@ rule train_members:
         run=lambda wc: run_settings(condition=wc.cond, t=int(wc.t), members=job_members(wc)),
     log:
         member_log(),
+    benchmark:
+        member_benchmark()
     threads: config["threads"]
     resources:
         gpu=gpu_request(),
