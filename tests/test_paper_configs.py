@@ -111,8 +111,10 @@ def test_dry_run_plans_every_training(workflow, name):
     # + (low + high) at each percent and re-initialisation step)
     conditions_x_steps = 1 + 1 + 2 * steps + 2 * percents * reinit_steps
     assert len(members(config)) == parents * children * conditions_x_steps == 3 * 5 * (2 + 2 * 7 + 2 * 6 * 1) == 420
-    # On a GPU one job trains every member of a (condition, t) as one network.
-    assert jobs["train_members"] == len(training_jobs(config)) == conditions_x_steps == 28
+    # On a GPU one job trains every ResNet-20 of a (condition, t) as one network; the ResNet-50s
+    # and ViTs, slower or failing grouped, train one a job.
+    per_job = 15 if config["model"]["name"] == "resnet20" else 1
+    assert jobs["train_members"] == len(training_jobs(config)) == 420 // per_job
     if name == PAPER[0]:  # the other shapes, once: a dry run of the paper grid takes ~8 s
         alone = planned(workflow, "--config", "job_shape=member", configfile=f"configs/{name}.yaml")
         assert alone["train_members"] == 420

@@ -171,7 +171,7 @@ def bench_rate(config: dict, bench: Path) -> tuple[float, str] | None:
         return None
     row = min(rows, key=lambda r: (abs(r["k"] - k), -r["k"]))
     return row["member_images_per_s"], (f"measured: {bench}, {result.get('gpu')}, loop k={row['k']} {mode} "
-                                        f"(jobs here train {k} members)")
+                                        f"(jobs here train {k} member{'s' if k > 1 else ''})")
 
 
 def default_rate(config: dict, bench: Path = BENCH) -> tuple[float, str]:
