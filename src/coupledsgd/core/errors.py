@@ -1,0 +1,25 @@
+"""The errors a user can cause: each names the config key or the file at fault, in one line."""
+
+
+class UserError(Exception):
+    """Bad input: the message alone tells the user what to fix, no traceback needed."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value is missing, of the wrong type, or impossible; the message names the key."""
+
+
+class DataError(UserError, RuntimeError):
+    """A dataset is missing or malformed; the message names the file or folder."""
+
+
+class ArtifactError(UserError, RuntimeError):
+    """A checkpoint or Parquet file is truncated, foreign or malformed; the message names the file."""
+
+
+class TrainingDiverged(UserError, RuntimeError):
+    """A run's training loss became non-finite; the message names the run, the step and the rate."""
+
+
+class Interrupted(UserError, RuntimeError):
+    """A job was asked to stop (SIGTERM, SIGINT) and saved its in-job checkpoint first."""

@@ -1,0 +1,110 @@
+"""Where every file of an experiment lives (docs/design.md, "Results layout"): the one place paths are
+spelled, for the rules and the Python code alike.
+
+Each method takes numbers for one file, or Snakemake wildcards for a rule's pattern:
+`Layout("x").predictions("{cond}", "{t}", "{p}", "{c}")` is the pattern whose file for
+(coupled-to-t, 6, 0, 1) is `Layout("x").predictions("coupled-to-t", 6, 0, 1)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The member files of a training job are named for the job's members; its log and benchmark files
+# for the job, whose extent `job_shape` sets.
+JOB_NAMES = {"member": "{cond}/t{t}/p{p}/c{c}", "children": "{cond}/t{t}/p{p}/children",
+             "condition": "{cond}/t{t}/members"}
+
+
+def member_key(cond, t, p, c) -> str:
+    return f"{cond}/t{t}/p{p}/c{c}"
+
+
+def resume_path(output) -> str:
+    """The in-job checkpoint beside a job's first output (`X.pt` -> `X.resume.pt`)."""
+    return str(output).removesuffix(".pt") + ".resume.pt"
+
+
+@dataclass(frozen=True)
+class Layout:
+    experiment: str
+    results: str = "results"
+    logs_root: str = "logs"
+
+    @property
+    def exp(self) -> str:
+        return f"{self.results}/{self.experiment}"
+
+    @property
+    def logs(self) -> str:
+        return f"{self.logs_root}/{self.experiment}"
+
+    @property
+    def benchmarks(self) -> str:
+        return f"{self.exp}/benchmarks"
+
+    # data and parents
+    @property
+    def data(self) -> str:
+        return f"{self.exp}/data.pt"
+
+    @property
+    def data_log(self) -> str:
+        return f"{self.logs}/prepare_data.log"
+
+    def parent_state(self, p, t) -> str:
+        return f"{self.exp}/parents/p{p}/step{t}.pt"
+
+    def parent_log(self, p, t) -> str:
+        return f"{self.logs}/parents/p{p}/step{t}.log"
+
+    def parent_benchmark(self, p, t) -> str:
+        return f"{self.benchmarks}/parent_state/p{p}/step{t}.tsv"
+
+    # members
+    def final(self, cond, t, p, c) -> str:
+        return f"{self.exp}/children/{member_key(cond, t, p, c)}/final.pt"
+
+    def predictions(self, cond, t, p, c) -> str:
+        return f"{self.exp}/predictions/{member_key(cond, t, p, c)}.parquet"
+
+    def trajectory(self, cond, t, p, c) -> str:
+        return f"{self.exp}/trajectories/{member_key(cond, t, p, c)}.parquet"
+
+    def member_file(self, kind: str, cond, t, p, c) -> str:
+        """`kind`: final, predictions or trajectory."""
+        return getattr(self, kind)(cond, t, p, c)
+
+    def job_log(self, shape: str, cond, t, p="{p}", c="{c}") -> str:
+        return f"{self.logs}/children/{JOB_NAMES[shape].format(cond=cond, t=t, p=p, c=c)}.log"
+
+    def job_benchmark(self, shape: str, cond, t, p="{p}", c="{c}") -> str:
+        return f"{self.benchmarks}/train_members/{JOB_NAMES[shape].format(cond=cond, t=t, p=p, c=c)}.tsv"
+
+    # barriers
+    def barrier(self, cond, t, p) -> str:
+        return f"{self.exp}/barriers/{cond}/t{t}/p{p}.parquet"
+
+    def barrier_log(self, cond, t, p) -> str:
+        return f"{self.logs}/barriers/{cond}/t{t}/p{p}.log"
+
+    def barrier_benchmark(self, cond, t, p) -> str:
+        return f"{self.benchmarks}/barrier/{cond}/t{t}/p{p}.tsv"
+
+    # analysis
+    def table(self, name: str) -> str:
+        """A metrics table: members, ensembles, pairs, forgetting, barriers (Parquet); summary (CSV)."""
+        return f"{self.exp}/metrics/{name}.{'csv' if name == 'summary' else 'parquet'}"
+
+    def analysis_log(self, name: str) -> str:
+        return f"{self.logs}/metrics/{name}.log"
+
+    def figure(self, name: str, ext: str) -> str:
+        return f"{self.exp}/figures/{name}.{ext}"
+
+    def figure_log(self, name: str) -> str:
+        return f"{self.logs}/figures/{name}.log"
+
+    @property
+    def report(self) -> str:
+        return f"{self.exp}/report.html"
