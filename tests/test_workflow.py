@@ -11,7 +11,7 @@ import yaml
 
 from fixtures import copy_workflow
 
-from coupledsgd.config import members, training_jobs, validate
+from coupledsgd.config import config_hash, members, training_jobs, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,11 +55,13 @@ def test_every_member_leaves_predictions_with_the_documented_schema(smoke):
     assert len(files) == len(grid) == 32
     for m in grid:
         table = pq.read_table(workdir / f"results/smoke/predictions/{m.key}.parquet")
-        assert table.column_names == ["condition", "t", "parent", "child", "example_id", "label"] + [
-            f"logit_{j}" for j in range(10)]
+        assert table.column_names == ["condition", "t", "parent", "child", "experiment", "config_hash",
+                                      "example_id", "label"] + [f"logit_{j}" for j in range(10)]
         assert table.num_rows == 1000
         assert str(table.schema.field("logit_0").type) == "float"
         assert table.column("condition")[0].as_py() == m.condition and table.column("t")[0].as_py() == m.t
+        origin = {name: table.column(name).unique().to_pylist() for name in ("experiment", "config_hash")}
+        assert origin == {"experiment": ["smoke"], "config_hash": [config_hash(config)]}
         logits = np.stack([table.column(f"logit_{j}").to_numpy() for j in range(10)], 1)
         assert np.isfinite(logits).all()
         assert table.column("example_id").to_pylist() == list(range(1000))
@@ -74,6 +76,7 @@ def test_coupled_children_differ_and_their_trajectories_start_at_the_spawn(smoke
         assert not np.array_equal(a, b), cond
     traj = pq.read_table(base / "trajectories/coupled-to-t-reset/t8/p0/c0.parquet").to_pandas()
     assert sorted(traj.step.unique()) == [8, 16, 24, 32]  # spawn, each epoch after it, end (t + T)
+    assert set(traj.experiment) == {"smoke"} and traj.config_hash.nunique() == 1
     assert len(traj) == 4 * 1000 and traj.correct.dtype == bool
     traj = pq.read_table(base / "trajectories/coupled-to-t/t8/p0/c0.parquet").to_pandas()
     assert sorted(traj.step.unique()) == [8, 16, 24]  # coupled-to-t stops at T in total
