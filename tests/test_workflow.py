@@ -190,3 +190,88 @@ def test_two_runs_from_scratch_give_byte_identical_predictions(smoke, tmp_path):
         assert [p.relative_to(workdir) for p in first] == [p.relative_to(tmp_path) for p in second]
         for a, b in zip(first, second):
             assert a.read_bytes() == b.read_bytes(), a
+
+
+# --- the README's recipes, run as written against the smoke results --------------------------------
+
+RECIPE = re.compile(r"<!-- recipe: (\S+) -->\n```python\n(.*?)```", re.S)
+README_RESULTS = '"results/mnist1d-cnn1d"'
+KEYS = ["condition", "t", "parent", "child"]
+
+
+def readme_recipes() -> dict[str, str]:
+    return dict(RECIPE.findall((ROOT / "README.md").read_text()))
+
+
+def test_the_readme_has_a_recipe_for_each_reader():
+    assert list(readme_recipes()) == ["pandas", "pyarrow", "duckdb", "polars"]
+
+
+def _rewrite(source, target, change):
+    table = change(pq.read_table(source))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, target)
+
+
+@pytest.fixture(scope="module")
+def stale_results(smoke, tmp_path_factory):
+    """The smoke run's tables and member files, plus files a current config does not make: a member
+    dropped from the grid (spawn step 16, the current hash) and a member rewritten under another config
+    hash (its predictions and trajectory changed, so counting it changes the numbers)."""
+    import shutil
+
+    import pyarrow as pa
+
+    workdir, _ = smoke
+    exp = tmp_path_factory.mktemp("recipes") / "results/smoke"
+    for kind in ("predictions", "trajectories", "metrics"):
+        shutil.copytree(workdir / "results/smoke" / kind, exp / kind)
+
+    def set_column(name, values):
+        return lambda table: table.set_column(table.column_names.index(name), name, values(table))
+
+    dropped = set_column("t", lambda table: pa.array(np.full(table.num_rows, 16, dtype=np.int32)))
+    other = set_column("config_hash", lambda table: pa.array(["0123456789abcdef"] * table.num_rows).dictionary_encode())
+    flipped = set_column("correct", lambda table: pa.array(~table.column("correct").to_numpy(zero_copy_only=False)))
+    for kind in ("predictions", "trajectories"):
+        _rewrite(exp / kind / "coupled-to-t/t8/p0/c0.parquet", exp / kind / "coupled-to-t/t16/p0/c0.parquet", dropped)
+    _rewrite(exp / "predictions/no-coupling/t0/p0/c0.parquet", exp / "predictions/no-coupling/old/c0.parquet", other)
+    _rewrite(exp / "trajectories/no-coupling/t0/p0/c0.parquet", exp / "trajectories/no-coupling/old/c0.parquet",
+             lambda table: flipped(other(table)))
+    return exp
+
+
+def _frame(result):
+    """A recipe's result as a pandas DataFrame (pandas, pyarrow, DuckDB and polars results)."""
+    import pandas as pd
+
+    if isinstance(result, pd.DataFrame):
+        return result
+    return result.to_pandas() if hasattr(result, "to_pandas") else result.df()
+
+
+@pytest.mark.parametrize("name", ["pandas", "pyarrow", "duckdb", "polars"])
+def test_a_readme_recipe_gives_each_current_members_final_accuracy(stale_results, name):
+    import pandas as pd
+
+    if name in ("duckdb", "polars"):
+        pytest.importorskip(name, reason=f"{name} runs the README's {name} recipe: pip install -e '.[test]'")
+    code = readme_recipes()[name]
+    assert code.count(README_RESULTS) == 1, f"the {name} recipe must name the results folder once, as {README_RESULTS}"
+    namespace = {}
+    exec(compile(code.replace(README_RESULTS, repr(str(stale_results))), f"README.md ({name} recipe)", "exec"),
+         namespace)
+    members_t = pd.read_parquet(stale_results / "metrics/members.parquet")
+    found = _frame(namespace["accuracy"])
+    assert list(found.columns) == [*KEYS, "accuracy"]
+    both = members_t.merge(found, on=KEYS, how="outer", suffixes=("", "_recipe"), indicator=True)
+    assert (both["_merge"] == "both").all(), both[both["_merge"] != "both"][KEYS]
+    np.testing.assert_allclose(both.accuracy_recipe, both.accuracy, rtol=0, atol=1e-12)
+    summary = pd.read_csv(stale_results / "metrics/summary.csv").set_index(["condition", "t"])
+    if name == "pandas":
+        reset = summary.loc["coupled-to-t-reset"]
+        np.testing.assert_allclose(namespace["gain"].gain.to_numpy(), reset.gain.to_numpy(), atol=1e-12)
+        assert len(namespace["preds"]) == len(members_t) * 1000 and namespace["logits"].shape == (32000, 10)
+    if name == "duckdb":
+        gain = namespace["gain"].df().set_index(["condition", "t"]).gain
+        np.testing.assert_allclose(gain.to_numpy(), summary.gain.loc[gain.index].to_numpy(), atol=1e-12)
