@@ -175,9 +175,12 @@ def test_every_figure_is_a_nonempty_image_and_the_report_builds(smoke):
         image = matplotlib.image.imread(png)
         assert image.shape[0] > 200 and image.shape[1] > 200 and image.std() > 0, name
         assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 1000, name
-    snakemake(workdir, "--report", "results/report.html")
-    html = (workdir / "results/report.html").read_text()
+    # The README's command for a config other than the default: the report goes into its experiment's folder.
+    snakemake(workdir, "--report", "results/smoke/report.html")
+    html = (workdir / "results/smoke/report.html").read_text()
     assert all(name in html for name in FIGURES) and "summary.csv" in html
+    assert "results/smoke/figures/" in html and "results/mnist1d-cnn1d" not in html
+    assert not (workdir / "results/report.html").exists()
 
 
 def test_two_runs_from_scratch_give_byte_identical_predictions(smoke, tmp_path):
