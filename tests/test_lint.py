@@ -1,5 +1,6 @@
-"""Static checks of the workflow files: `snakemake --lint` and `snakefmt --check`."""
+"""Static checks: `snakemake --lint`, `snakefmt --check` on the workflow files, and CI running the README's test command."""
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,3 +26,9 @@ def test_the_snakemake_files_are_formatted_by_snakefmt():
     result = subprocess.run([snakefmt, "--check", "--diff", *map(str, files)], capture_output=True, text=True)
     assert result.returncode == 0, (f"snakefmt would reformat (run `snakefmt Snakefile workflow`):\n"
                                     + result.stdout[-4000:] + result.stderr[-2000:])
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    command = re.search(r"^Run the tests:\n\n {4}(.+)$", (ROOT / "README.md").read_text(), re.M).group(1)
+    lines = [line for line in (ROOT / ".ci/run").read_text().splitlines() if line and not line.startswith("#")]
+    assert lines[-1] == command, f".ci/run ends with {lines[-1]!r}, the README says {command!r}"
