@@ -184,9 +184,35 @@ def test_truncated_parquet(finished, tmp_path):
     fails_with_one_line(stage, *args, None, naming=str(bad))
 
 
+def of_config(config_hash):
+    """The file as another config would have written it: metadata and column."""
+    def change(table):
+        table = table.set_column(table.column_names.index("config_hash"), "config_hash",
+                                 pa.array([config_hash] * table.num_rows).dictionary_encode())
+        return table.replace_schema_metadata({**table.schema.metadata,
+                                              b"coupledsgd.config_hash": config_hash.encode()})
+    return change
+
+
 def test_predictions_of_another_config_are_not_mixed_into_an_ensemble(finished, tmp_path):
-    rewrite(finished / "c1/predictions.parquet", tmp_path / "c1.parquet",
-            lambda t: t.replace_schema_metadata({**t.schema.metadata, b"coupledsgd.config_hash": b"h2"}))
+    rewrite(finished / "c1/predictions.parquet", tmp_path / "c1.parquet", of_config("h2"))
     stage, *args = _metrics(finished, tmp_path, [str(finished / "c0/predictions.parquet"), str(tmp_path / "c1.parquet")])
     message = fails_with_one_line(stage, *args, None, naming="config hash")
     assert str(tmp_path / "c1.parquet") in message and "h1" in message and "h2" in message
+
+
+def test_a_config_hash_column_that_disagrees_with_the_metadata(finished, tmp_path):
+    bad = rewrite(finished / "c1/predictions.parquet", tmp_path / "c1.parquet",
+                  lambda t: of_config("h2")(t).replace_schema_metadata(t.schema.metadata))
+    stage, *args = _metrics(finished, tmp_path, [str(finished / "c0/predictions.parquet"), str(bad)])
+    message = fails_with_one_line(stage, *args, None, naming=str(bad))
+    assert "column config_hash holds ['h2'], but the schema metadata says 'h1'" in message
+
+
+def test_files_without_the_origin_columns_still_read(finished, tmp_path):
+    """Files of versions before the experiment and config_hash columns: the metadata decides."""
+    old = [rewrite(finished / f"c{c}/predictions.parquet", tmp_path / f"c{c}.parquet",
+                   lambda t: t.drop_columns(["config_hash"])) for c in (0, 1)]
+    stage, *args = _metrics(finished, tmp_path, [str(p) for p in old])
+    run_stage(stage, *args, None, exit_when_done=False)
+    assert pq.read_schema(tmp_path / "metrics/members.parquet").metadata[b"coupledsgd.config_hash"] == b"h1"

@@ -11,7 +11,7 @@ import yaml
 
 from fixtures import copy_workflow
 
-from coupledsgd.config import members, training_jobs, validate
+from coupledsgd.config import config_hash, members, training_jobs, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,11 +55,13 @@ def test_every_member_leaves_predictions_with_the_documented_schema(smoke):
     assert len(files) == len(grid) == 32
     for m in grid:
         table = pq.read_table(workdir / f"results/smoke/predictions/{m.key}.parquet")
-        assert table.column_names == ["condition", "t", "parent", "child", "example_id", "label"] + [
-            f"logit_{j}" for j in range(10)]
+        assert table.column_names == ["condition", "t", "parent", "child", "experiment", "config_hash",
+                                      "example_id", "label"] + [f"logit_{j}" for j in range(10)]
         assert table.num_rows == 1000
         assert str(table.schema.field("logit_0").type) == "float"
         assert table.column("condition")[0].as_py() == m.condition and table.column("t")[0].as_py() == m.t
+        origin = {name: table.column(name).unique().to_pylist() for name in ("experiment", "config_hash")}
+        assert origin == {"experiment": ["smoke"], "config_hash": [config_hash(config)]}
         logits = np.stack([table.column(f"logit_{j}").to_numpy() for j in range(10)], 1)
         assert np.isfinite(logits).all()
         assert table.column("example_id").to_pylist() == list(range(1000))
@@ -74,6 +76,7 @@ def test_coupled_children_differ_and_their_trajectories_start_at_the_spawn(smoke
         assert not np.array_equal(a, b), cond
     traj = pq.read_table(base / "trajectories/coupled-to-t-reset/t8/p0/c0.parquet").to_pandas()
     assert sorted(traj.step.unique()) == [8, 16, 24, 32]  # spawn, each epoch after it, end (t + T)
+    assert set(traj.experiment) == {"smoke"} and traj.config_hash.nunique() == 1
     assert len(traj) == 4 * 1000 and traj.correct.dtype == bool
     traj = pq.read_table(base / "trajectories/coupled-to-t/t8/p0/c0.parquet").to_pandas()
     assert sorted(traj.step.unique()) == [8, 16, 24]  # coupled-to-t stops at T in total
@@ -172,9 +175,12 @@ def test_every_figure_is_a_nonempty_image_and_the_report_builds(smoke):
         image = matplotlib.image.imread(png)
         assert image.shape[0] > 200 and image.shape[1] > 200 and image.std() > 0, name
         assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 1000, name
-    snakemake(workdir, "--report", "results/report.html")
-    html = (workdir / "results/report.html").read_text()
+    # The README's command for a config other than the default: the report goes into its experiment's folder.
+    snakemake(workdir, "--report", "results/smoke/report.html")
+    html = (workdir / "results/smoke/report.html").read_text()
     assert all(name in html for name in FIGURES) and "summary.csv" in html
+    assert "results/smoke/figures/" in html and "results/mnist1d-cnn1d" not in html
+    assert not (workdir / "results/report.html").exists()
 
 
 def test_two_runs_from_scratch_give_byte_identical_predictions(smoke, tmp_path):
@@ -187,3 +193,88 @@ def test_two_runs_from_scratch_give_byte_identical_predictions(smoke, tmp_path):
         assert [p.relative_to(workdir) for p in first] == [p.relative_to(tmp_path) for p in second]
         for a, b in zip(first, second):
             assert a.read_bytes() == b.read_bytes(), a
+
+
+# --- the README's recipes, run as written against the smoke results --------------------------------
+
+RECIPE = re.compile(r"<!-- recipe: (\S+) -->\n```python\n(.*?)```", re.S)
+README_RESULTS = '"results/mnist1d-cnn1d"'
+KEYS = ["condition", "t", "parent", "child"]
+
+
+def readme_recipes() -> dict[str, str]:
+    return dict(RECIPE.findall((ROOT / "README.md").read_text()))
+
+
+def test_the_readme_has_a_recipe_for_each_reader():
+    assert list(readme_recipes()) == ["pandas", "pyarrow", "duckdb", "polars"]
+
+
+def _rewrite(source, target, change):
+    table = change(pq.read_table(source))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, target)
+
+
+@pytest.fixture(scope="module")
+def stale_results(smoke, tmp_path_factory):
+    """The smoke run's tables and member files, plus files a current config does not make: a member
+    dropped from the grid (spawn step 16, the current hash) and a member rewritten under another config
+    hash (its predictions and trajectory changed, so counting it changes the numbers)."""
+    import shutil
+
+    import pyarrow as pa
+
+    workdir, _ = smoke
+    exp = tmp_path_factory.mktemp("recipes") / "results/smoke"
+    for kind in ("predictions", "trajectories", "metrics"):
+        shutil.copytree(workdir / "results/smoke" / kind, exp / kind)
+
+    def set_column(name, values):
+        return lambda table: table.set_column(table.column_names.index(name), name, values(table))
+
+    dropped = set_column("t", lambda table: pa.array(np.full(table.num_rows, 16, dtype=np.int32)))
+    other = set_column("config_hash", lambda table: pa.array(["0123456789abcdef"] * table.num_rows).dictionary_encode())
+    flipped = set_column("correct", lambda table: pa.array(~table.column("correct").to_numpy(zero_copy_only=False)))
+    for kind in ("predictions", "trajectories"):
+        _rewrite(exp / kind / "coupled-to-t/t8/p0/c0.parquet", exp / kind / "coupled-to-t/t16/p0/c0.parquet", dropped)
+    _rewrite(exp / "predictions/no-coupling/t0/p0/c0.parquet", exp / "predictions/no-coupling/old/c0.parquet", other)
+    _rewrite(exp / "trajectories/no-coupling/t0/p0/c0.parquet", exp / "trajectories/no-coupling/old/c0.parquet",
+             lambda table: flipped(other(table)))
+    return exp
+
+
+def _frame(result):
+    """A recipe's result as a pandas DataFrame (pandas, pyarrow, DuckDB and polars results)."""
+    import pandas as pd
+
+    if isinstance(result, pd.DataFrame):
+        return result
+    return result.to_pandas() if hasattr(result, "to_pandas") else result.df()
+
+
+@pytest.mark.parametrize("name", ["pandas", "pyarrow", "duckdb", "polars"])
+def test_a_readme_recipe_gives_each_current_members_final_accuracy(stale_results, name):
+    import pandas as pd
+
+    if name in ("duckdb", "polars"):
+        pytest.importorskip(name, reason=f"{name} runs the README's {name} recipe: pip install -e '.[test]'")
+    code = readme_recipes()[name]
+    assert code.count(README_RESULTS) == 1, f"the {name} recipe must name the results folder once, as {README_RESULTS}"
+    namespace = {}
+    exec(compile(code.replace(README_RESULTS, repr(str(stale_results))), f"README.md ({name} recipe)", "exec"),
+         namespace)
+    members_t = pd.read_parquet(stale_results / "metrics/members.parquet")
+    found = _frame(namespace["accuracy"])
+    assert list(found.columns) == [*KEYS, "accuracy"]
+    both = members_t.merge(found, on=KEYS, how="outer", suffixes=("", "_recipe"), indicator=True)
+    assert (both["_merge"] == "both").all(), both[both["_merge"] != "both"][KEYS]
+    np.testing.assert_allclose(both.accuracy_recipe, both.accuracy, rtol=0, atol=1e-12)
+    summary = pd.read_csv(stale_results / "metrics/summary.csv").set_index(["condition", "t"])
+    if name == "pandas":
+        reset = summary.loc["coupled-to-t-reset"]
+        np.testing.assert_allclose(namespace["gain"].gain.to_numpy(), reset.gain.to_numpy(), atol=1e-12)
+        assert len(namespace["preds"]) == len(members_t) * 1000 and namespace["logits"].shape == (32000, 10)
+    if name == "duckdb":
+        gain = namespace["gain"].df().set_index(["condition", "t"]).gain
+        np.testing.assert_allclose(gain.to_numpy(), summary.gain.loc[gain.index].to_numpy(), atol=1e-12)

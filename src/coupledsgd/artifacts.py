@@ -21,6 +21,10 @@ from .errors import ArtifactError
 from .files import atomic_path
 
 KEY_COLUMNS = ("condition", "t", "parent", "child")
+# The experiment and config hash of the job that wrote a predictions or trajectories file, as columns
+# after the keys (each repeats its `coupledsgd.<name>` schema metadata), so that one read of a whole
+# results folder can keep the current config's files and drop those other configs left behind.
+ORIGIN_COLUMNS = ("experiment", "config_hash")
 
 
 def save_torch(obj, path: str | Path) -> None:
@@ -58,29 +62,40 @@ def provenance(params: dict, device: str) -> dict[str, str]:
     meta = {"coupledsgd.params": json.dumps(params, sort_keys=True, default=str),
             "coupledsgd.version": __version__, "coupledsgd.git_commit": git_commit(),
             "torch.version": str(torch.__version__), "device": str(device)}
-    if "config_hash" in params:
-        meta["coupledsgd.config_hash"] = str(params["config_hash"])
+    for name in ORIGIN_COLUMNS:
+        if name in params:
+            meta[f"coupledsgd.{name}"] = str(params[name])
     return meta
 
 
-def _keys(key: dict, n: int) -> dict[str, pa.Array]:
+def _repeated(value: str, n: int) -> pa.DictionaryArray:
     # Built from numpy: pa.array on a Python list of dictionary type would import pandas (0.4 s).
-    condition = pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int8), pa.array([key["condition"]]))
+    return pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int8), pa.array([value]))
+
+
+def _keys(key: dict, n: int, metadata: dict) -> dict[str, pa.Array]:
+    """The key columns, then the origin columns whose values the metadata holds."""
     ints = {"t": np.int32, "parent": np.int16, "child": np.int16}
-    return {"condition": condition, **{k: pa.array(np.full(n, key[k], dtype=t)) for k, t in ints.items()}}
+    origin = {name: _repeated(metadata[f"coupledsgd.{name}"], n) for name in ORIGIN_COLUMNS
+              if f"coupledsgd.{name}" in metadata}
+    return {"condition": _repeated(key["condition"], n),
+            **{k: pa.array(np.full(n, key[k], dtype=t)) for k, t in ints.items()}, **origin}
 
 
 def write_table(columns: dict[str, pa.Array], path: str | Path, metadata: dict[str, str]) -> None:
     table = pa.table(columns).replace_schema_metadata(metadata)
-    # Dictionary encoding only pays for the repeated key columns; it bloats and slows float logits.
+    # Dictionary encoding only pays for the repeated key and origin columns; it bloats and slows float
+    # logits. A column of one repeated string costs a few dozen bytes per row group this way.
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=list(KEY_COLUMNS))
+        pq.write_table(table, tmp, compression="zstd",
+                       use_dictionary=[c for c in (*KEY_COLUMNS, *ORIGIN_COLUMNS) if c in columns])
 
 
 def write_predictions(path, key: dict, labels: np.ndarray, logits: np.ndarray, metadata: dict) -> None:
-    """Test-set logits of one member: key columns, example_id, label, logit_0..logit_{C-1}."""
+    """Test-set logits of one member: key columns, experiment and config_hash (where the metadata
+    holds them), example_id, label, logit_0..logit_{C-1}."""
     n = len(labels)
-    cols = {**_keys(key, n), "example_id": pa.array(np.arange(n, dtype=np.int32)),
+    cols = {**_keys(key, n, metadata), "example_id": pa.array(np.arange(n, dtype=np.int32)),
             "label": pa.array(labels.astype(np.int16))}
     logits = np.asarray(logits, dtype=np.float32)
     cols.update({f"logit_{j}": pa.array(logits[:, j]) for j in range(logits.shape[1])})
@@ -88,9 +103,10 @@ def write_predictions(path, key: dict, labels: np.ndarray, logits: np.ndarray, m
 
 
 def write_trajectory(path, key: dict, steps: list[int], correct: np.ndarray, metadata: dict) -> None:
-    """Per-example test correctness at each evaluation point: key columns, step, example_id, correct."""
+    """Per-example test correctness at each evaluation point: key columns, experiment and config_hash
+    (where the metadata holds them), step, example_id, correct."""
     e, n = correct.shape
-    cols = {**_keys(key, e * n), "step": pa.array(np.repeat(np.asarray(steps, dtype=np.int32), n)),
+    cols = {**_keys(key, e * n, metadata), "step": pa.array(np.repeat(np.asarray(steps, dtype=np.int32), n)),
             "example_id": pa.array(np.tile(np.arange(n, dtype=np.int32), e)),
             "correct": pa.array(correct.reshape(-1))}
     write_table(cols, path, metadata)

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from . import metrics as M
-from .artifacts import KEY_COLUMNS
+from .artifacts import KEY_COLUMNS, ORIGIN_COLUMNS
 from .files import atomic_path
 from .errors import ArtifactError
 
@@ -164,7 +164,15 @@ def _read_table(path, required) -> tuple[pa.Table, dict, int, str]:
     if config_hash is None:
         raise ArtifactError(f"{path}: schema metadata lacks {HASH_KEY.decode()} (written by an older "
                             "version? rerun the job that wrote it)")
-    return table, key, spe, config_hash.decode()
+    config_hash = config_hash.decode()
+    for name in ORIGIN_COLUMNS:  # optional (files of older versions lack them), but must not disagree
+        meta = (table.schema.metadata or {}).get(f"coupledsgd.{name}".encode())
+        if name in table.column_names:
+            values = table.column(name).unique().to_pylist()
+            if values != [meta.decode() if meta is not None else None]:
+                raise ArtifactError(f"{path}: column {name} holds {values[:5]}, but the schema metadata "
+                                    f"says {meta.decode() if meta is not None else None!r}")
+    return table, key, spe, config_hash
 
 
 def _int_column(table, name, path) -> np.ndarray:
@@ -550,9 +558,12 @@ def metric_tables(prediction_paths, trajectory_paths, output_paths: dict, settin
         f"{time.perf_counter() - tick:.2f} s")
     tables = compute_tables(predictions, trajectories, s, log)
     spe = _steps_per_epoch(predictions)
+    # The config hash of the members' files, so that a reader of the prediction files can keep those
+    # of the config these tables were computed from (README, "Inspecting the artifacts").
     metadata = {"coupledsgd.params": json.dumps({**s, "bootstrap_seed": BOOTSTRAP_SEED, "level": LEVEL},
                                                 sort_keys=True),
-                "coupledsgd.version": __version__, SPE_KEY.decode(): str(spe)}
+                "coupledsgd.version": __version__, SPE_KEY.decode(): str(spe),
+                HASH_KEY.decode(): predictions[0].config_hash}
     for name, schema in SCHEMAS.items():
         _write_parquet(tables[name], schema, output_paths[name], metadata)
     _write_csv(tables["summary"], output_paths["summary"])

@@ -29,7 +29,9 @@ rule train_members:
         predictions=member_outputs("predictions", "parquet"),
         trajectory=member_outputs("trajectories", "parquet"),
     params:
-        run=lambda wc: run_settings(condition=wc.cond, t=int(wc.t), members=job_members(wc)),
+        # experiment: written into each predictions and trajectories file (column and metadata)
+        run=lambda wc: run_settings(condition=wc.cond, t=int(wc.t), members=job_members(wc),
+                                    experiment=config["experiment"]),
     log:
         member_log(),
     benchmark:
