@@ -21,7 +21,7 @@ include: "workflow/rules/cluster.smk"
 
 
 onsuccess:
-    from coupledsgd.files import remove_finished_checkpoints
+    from coupledsgd.core.files import remove_finished_checkpoints
 
     # In-job checkpoints outlive their jobs (a stopped Snakemake reruns finished jobs from them);
     # once a run succeeds, those of finished jobs have served.

@@ -32,9 +32,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, save  # noqa: E402
 
-from coupledsgd import data as D  # noqa: E402
-from coupledsgd.spawn import parent_seeds  # noqa: E402
-from coupledsgd.training import Accel, Hparams, Run, train  # noqa: E402
+from coupledsgd.engine import data as D  # noqa: E402
+from coupledsgd.engine.spawn import parent_seeds  # noqa: E402
+from coupledsgd.engine.training import Accel, Hparams, Run, train  # noqa: E402
 
 
 def synthetic(n_train: int, n_test: int, in_shape: tuple, classes: int, device) -> D.DeviceData:

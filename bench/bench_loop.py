@@ -1,4 +1,4 @@
-"""Target "A loop with no waste": coupledsgd.training.train vs the bare forward/backward/step.
+"""Target "A loop with no waste": coupledsgd.engine.training.train vs the bare forward/backward/step.
 
 Measures, on one thread, examples/s of `train` (batch_indices selection, augmentation, lr schedule,
 the SGD step, progress accounting) against a bare loop over one fixed, pre-selected batch with the
@@ -24,9 +24,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from _common import median, save  # noqa: E402
 
-import coupledsgd.training as T  # noqa: E402
-from coupledsgd.data import DeviceData  # noqa: E402
-from coupledsgd.training import Hparams, Run, learning_rate, train  # noqa: E402
+import coupledsgd.engine.training as T  # noqa: E402
+from coupledsgd.engine.data import DeviceData  # noqa: E402
+from coupledsgd.engine.training import Hparams, Run, learning_rate, train  # noqa: E402
 
 torch.set_num_threads(1)
 QUICK = "--quick" in sys.argv
@@ -98,7 +98,7 @@ def loop_ratio(label: str, model: str, kind: str, batch: int, steps: int, reps: 
 
 def pipeline_parts(kind: str, batch: int, n: int = 200) -> dict:
     """Per-step cost of each non-model part of the loop, in ms (for diagnosis)."""
-    from coupledsgd.data import augment, batch_indices
+    from coupledsgd.engine.data import augment, batch_indices
     data = make_data(kind)
     out = {}
     t0 = time.perf_counter()

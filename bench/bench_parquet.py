@@ -1,7 +1,7 @@
 """Prediction files: bytes per prediction and read time of all predictions of an experiment.
 
 Source: results/mnist1d-cnn1d/predictions (else results/smoke/predictions; else 176 synthetic members
-of 1,000 examples x 10 classes written with coupledsgd.artifacts.write_predictions). The files are
+of 1,000 examples x 10 classes written with coupledsgd.core.parquet.write_predictions). The files are
 copied, as written, and rewritten in reference layouts into a temp folder (same folder tree):
   current      the files as the workflow writes them (key columns dictionary-encoded, float logit
                columns plain, zstd)
@@ -41,7 +41,7 @@ def find_source(tmp: Path) -> tuple[Path, str]:
         d = ROOT / "results" / exp / "predictions"
         if d.is_dir() and any(d.rglob("*.parquet")):
             return d, f"results/{exp}"
-    from coupledsgd.artifacts import write_predictions
+    from coupledsgd.core.parquet import write_predictions
     rng = np.random.default_rng(0)
     out = tmp / "synthetic"
     conds = ["no-coupling", "coupled-order", "coupled-to-t", "coupled-to-t-reset"]

@@ -2,13 +2,13 @@
 
 Variants, each a fresh subprocess, run in rotating order, median of N (default 5):
   torch   python -c "import torch"                                         (the reference)
-  direct  python -c: import coupledsgd.stages, D.load(<prepared data>), Hparams, Run.fresh, then
+  direct  python -c: import coupledsgd.jobs.stages, D.load(<prepared data>), Hparams, Run.fresh, then
           stop at the entry of `train` (time to first step); also the whole train_members job
   script  the exact script Snakemake's `script:` directive runs for one train_members job (its pickled
           preamble + workflow/scripts/train_members.py), in a throw-away copy of the workflow, with
-          coupledsgd.stages.train wrapped to note the time at its entry.
+          coupledsgd.jobs.stages.train wrapped to note the time at its entry.
 Also `snakemake --cores 1 -f <one train_members target>` against `snakemake -n` of the same (what
-Snakemake adds per job), and `python -X importtime` of coupledsgd.stages: heaviest imports beyond torch.
+Snakemake adds per job), and `python -X importtime` of coupledsgd.jobs.stages: heaviest imports beyond torch.
 
 Target: first-step time of a job <= 1.3 x `import torch`.
 Usage: python bench/bench_startup.py [--reps N]
@@ -38,9 +38,9 @@ DIRECT = r"""
 import sys, time
 T0 = float(sys.argv[1]); FULL = sys.argv[3] == "full"
 import torch
-import coupledsgd.stages  # everything a training job imports
-from coupledsgd import data as D
-from coupledsgd.training import Hparams, Run, train
+import coupledsgd.jobs.stages  # everything a training job imports
+from coupledsgd.engine import data as D
+from coupledsgd.engine.training import Hparams, Run, train
 t_import = time.time() - T0
 torch.set_num_threads(1)
 data = D.load(sys.argv[2], "cpu", False)
@@ -62,7 +62,7 @@ print(f"FIRST_STEP {time.time() - T0:.4f}", flush=True)
 WRAP = r"""
 import sys, time, runpy
 T0 = float(sys.argv[1])
-import coupledsgd.stages as S
+import coupledsgd.jobs.stages as S
 orig = S.train
 def first_step(*a, **k):
     print(f"FIRST_STEP {time.time() - T0:.4f}", flush=True)
@@ -172,7 +172,7 @@ def main():
     res["snakemake_job_minus_dag_over_torch"] = res["snakemake_job_minus_dag_s"] / torch_s
     res["snakemake_job_minus_dag_minus_script_s"] = res["snakemake_job_minus_dag_s"] - res["snakemake_script"]["wall_s"]
 
-    res["importtime_coupledsgd_stages_beyond_torch_s"] = importtime("coupledsgd.stages")
+    res["importtime_coupledsgd_stages_beyond_torch_s"] = importtime("coupledsgd.jobs.stages")
     res["importtime_snakemake_preamble_s"] = importtime("snakemake.iocontainers", owner="snakemake")
 
     print(f"import torch: done at {torch_ready:.2f} s, process wall {torch_s:.2f} s (median of {REPS}; "
@@ -185,7 +185,7 @@ def main():
     print(f"direct: imports done at {res['direct_imports_s']:.2f} s")
     print(f"snakemake -f one job {res['snakemake_one_job_s']:.2f} s, dry run {res['snakemake_dry_run_s']:.2f} s, "
           f"difference {res['snakemake_job_minus_dag_s']:.2f} s ({res['snakemake_job_minus_dag_over_torch']:.2f}x torch)")
-    print("heaviest imports of coupledsgd.stages beyond torch (s):",
+    print("heaviest imports of coupledsgd.jobs.stages beyond torch (s):",
           [(n, round(s, 3)) for n, s in res["importtime_coupledsgd_stages_beyond_torch_s"]])
     print("snakemake preamble (snakemake.iocontainers) imports (s):",
           [(n, round(s, 3)) for n, s in res["importtime_snakemake_preamble_s"][:5]])

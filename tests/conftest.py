@@ -1,6 +1,6 @@
 import pytest
 
-from coupledsgd import data as D
+from coupledsgd.engine import data as D
 
 
 @pytest.fixture(scope="session")

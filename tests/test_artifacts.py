@@ -12,7 +12,7 @@ import pytest
 def test_files_get_the_mode_of_the_users_umask(tmp_path, umask, mode):
     # A fresh process: the mode is read from the umask once per process.
     code = ("import os, sys, numpy as np; os.umask(int(sys.argv[2], 8)); "
-            "from coupledsgd.artifacts import save_torch, write_predictions; "
+            "from coupledsgd.engine.checkpoints import save_torch; from coupledsgd.core.parquet import write_predictions; "
             "save_torch({'a': 1}, sys.argv[1] + '/state.pt'); "
             "write_predictions(sys.argv[1] + '/p.parquet', {'condition': 'no-coupling', 't': 0, 'parent': 0, "
             "'child': 0}, np.zeros(3, dtype=np.int64), np.zeros((3, 2), dtype=np.float32), {})")

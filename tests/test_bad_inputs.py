@@ -12,9 +12,9 @@ import pytest
 import torch
 from fixtures import trust_fake_cifar10, write_fake_cifar10, write_fake_tinyimagenet
 
-from coupledsgd.errors import run_stage
-from coupledsgd.stages import parent_state, prepare_data, train_members
-from coupledsgd.tables import metric_tables
+from coupledsgd.jobs.runtime import run_stage
+from coupledsgd.jobs.stages import parent_state, prepare_data, train_members
+from coupledsgd.analysis.tables import metric_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {"seed": 0, "device": "cpu", "augment": False, "model": {"name": "cnn1d"},

@@ -5,11 +5,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from coupledsgd import barriers as B
-from coupledsgd.artifacts import save_torch
-from coupledsgd.data import DeviceData, batch_indices
-from coupledsgd.errors import ArtifactError
-from coupledsgd.models import build_model
+from coupledsgd.core import grid
+from coupledsgd.engine import barriers as B
+from coupledsgd.jobs import barriers as J
+from coupledsgd.engine.checkpoints import save_torch
+from coupledsgd.engine.data import DeviceData, batch_indices
+from coupledsgd.core.errors import ArtifactError
+from coupledsgd.engine.models import build_model
 
 
 IN_SHAPE, CLASSES = (1, 40), 10
@@ -177,9 +179,9 @@ def test_barrier_table_writes_the_schema(tmp_path):
     _save_data(tmp_path / "data.pt", data)
     paths = _write_children(tmp_path, 3)
     out = tmp_path / "barriers" / "p1.parquet"
-    B.barrier_table(str(tmp_path / "data.pt"), paths, str(out), PARAMS, str(tmp_path / "log.txt"))
+    J.barrier_table(str(tmp_path / "data.pt"), paths, str(out), PARAMS, str(tmp_path / "log.txt"))
     table = pq.read_table(out)
-    assert table.schema.equals(B.SCHEMA, check_metadata=False)
+    assert table.schema.equals(J.SCHEMA, check_metadata=False)
     assert table.schema.names == ["condition", "t", "parent", "child_a", "child_b", "alpha", "error", "barrier"]
     df = table.to_pandas()
     assert len(df) == 3 * 4  # pairs (0,1) (0,2) (1,2) x 4 points
@@ -205,7 +207,7 @@ def test_barrier_table_rejects_a_child_of_another_parent(tmp_path):
     paths = _write_children(tmp_path, 2, parent=0)
     out = tmp_path / "p1.parquet"
     with pytest.raises(ArtifactError, match="c0/final.pt"):
-        B.barrier_table(str(tmp_path / "data.pt"), paths, str(out), PARAMS)
+        J.barrier_table(str(tmp_path / "data.pt"), paths, str(out), PARAMS)
     assert not out.exists()
 
 
@@ -215,26 +217,26 @@ def test_concat_barriers(tmp_path):
     for cond in ("coupled-to-t-reset", "reinit-high-25"):
         paths = _write_children(tmp_path / cond, 2, condition=cond)
         outs.append(str(tmp_path / f"{cond}.parquet"))
-        B.barrier_table(str(tmp_path / "data.pt"), paths, outs[-1], {**PARAMS, "condition": cond})
+        J.barrier_table(str(tmp_path / "data.pt"), paths, outs[-1], {**PARAMS, "condition": cond})
     out = tmp_path / "metrics" / "barriers.parquet"
-    B.concat_barriers(outs, str(out), {"seed": 0, "device": "cpu"})
+    J.concat_barriers(outs, str(out), {"seed": 0, "device": "cpu"})
     table = pq.read_table(out)
-    assert table.schema.equals(B.SCHEMA, check_metadata=False)
+    assert table.schema.equals(J.SCHEMA, check_metadata=False)
     assert table.num_rows == 2 * 4
     assert table.column("condition").to_pylist() == ["coupled-to-t-reset"] * 4 + ["reinit-high-25"] * 4
     # An empty barrier set still gives a table with the schema.
-    B.concat_barriers([], str(out))
-    assert pq.read_table(out).schema.equals(B.SCHEMA, check_metadata=False)
+    J.concat_barriers([], str(out))
+    assert pq.read_table(out).schema.equals(J.SCHEMA, check_metadata=False)
     # A foreign file is named.
     pq.write_table(pa.table({"x": [1]}), tmp_path / "foreign.parquet")
     with pytest.raises(ArtifactError, match="foreign.parquet"):
-        B.concat_barriers([str(tmp_path / "foreign.parquet")], str(out))
+        J.concat_barriers([str(tmp_path / "foreign.parquet")], str(out))
 
 
 def test_barrier_set_is_reinit_conditions_and_their_reset_reference():
     config = {"conditions": ["no-coupling", "coupled-to-t", "coupled-to-t-reset", "reinit-high"],
               "reinit": {"percents": [10, 50], "steps": [30, 60]}, "ensemble": {"parents": 2}}
-    got = B.barrier_set(config)
+    got = grid.barrier_set(config)
     conds = ["coupled-to-t-reset", "reinit-high-10", "reinit-high-50"]
     assert got == [(c, t, p) for c in conds for t in (30, 60) for p in (0, 1)]
-    assert B.barrier_set({**config, "conditions": ["no-coupling", "coupled-to-t"]}) == []
+    assert grid.barrier_set({**config, "conditions": ["no-coupling", "coupled-to-t"]}) == []

@@ -3,8 +3,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from coupledsgd.config import members, parent_states, validate
-from coupledsgd.errors import ConfigError
+from coupledsgd.core.grid import members, parent_states
+from coupledsgd.core.config import validate
+from coupledsgd.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -113,7 +114,7 @@ def test_reinit_settings_are_not_checked_when_no_reinit_condition_runs():
     ("cuda", "resnet50", "member"), ("cuda", "vit", "member"),
 ])
 def test_auto_job_shape_follows_the_measurements(device, model, shape):
-    from coupledsgd.config import job_shape
+    from coupledsgd.core.config import job_shape
 
     assert job_shape({"job_shape": "auto", "device": device, "model": {"name": model}}) == shape
 

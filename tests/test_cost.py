@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from coupledsgd import cost
-from coupledsgd.config import validate
-from coupledsgd.training import evaluation_steps
+from coupledsgd.core.config import validate
+from coupledsgd.engine.training import evaluation_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -184,8 +184,8 @@ def test_benchmark_seconds_reads_column_s(tmp_path):
 
 
 def test_member_spans_agree_with_the_conditions():
-    from coupledsgd.config import conditions
-    from coupledsgd.spawn import parse_condition
+    from coupledsgd.core.grid import conditions
+    from coupledsgd.core.conditions import parse_condition
 
     config = load("config.yaml")
     for name in conditions(config):

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from coupledsgd import data as D
-from coupledsgd.artifacts import load_torch
-from coupledsgd.stages import parent_state, train_members
+from coupledsgd.engine import data as D
+from coupledsgd.engine.checkpoints import load_torch
+from coupledsgd.jobs.stages import parent_state, train_members
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from coupledsgd import data as D
-from coupledsgd.errors import ConfigError, DataError
+from coupledsgd.engine import data as D
+from coupledsgd.core.errors import ConfigError, DataError
 from fixtures import trust_fake_cifar10, write_fake_cifar10, write_fake_tinyimagenet
 
 

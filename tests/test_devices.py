@@ -1,4 +1,4 @@
-"""The GPU pool (coupledsgd.devices) with a faked device list: real processes claim slots, and a killed
+"""The GPU pool (coupledsgd.jobs.devices) with a faked device list: real processes claim slots, and a killed
 holder's slot is free again at once."""
 
 import os
@@ -6,9 +6,9 @@ import signal
 import subprocess
 import sys
 
-from coupledsgd import devices
+from coupledsgd.jobs import devices
 
-HOLD = ("import sys, time; from pathlib import Path; from coupledsgd.devices import claim; "
+HOLD = ("import sys, time; from pathlib import Path; from coupledsgd.jobs.devices import claim; "
         "got = claim(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])); "
         "print(got[0] if got else 'none', flush=True); time.sleep(60)")
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coupledsgd import figures as F
-from coupledsgd.errors import ArtifactError
+from coupledsgd.analysis import figures as F
+from coupledsgd.core.errors import ArtifactError
 
 PARENTS, CHILDREN, STEPS, PERCENTS, REINIT_STEPS = 2, 2, [0, 8], [25], [8]
 STEPS_PER_EPOCH, EPOCHS = 8, 3
@@ -324,7 +324,7 @@ def test_importing_the_registry_is_cheap():
     import subprocess
     import sys
 
-    code = ("import sys, coupledsgd.figures as F; assert F.FIGURES; "
+    code = ("import sys, coupledsgd.analysis.figures as F; assert F.FIGURES; "
             "print(sorted(m for m in ('matplotlib', 'seaborn', 'pandas', 'numpy', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -12,7 +12,8 @@ import torch
 import yaml
 from fixtures import copy_workflow
 
-from coupledsgd.config import training_jobs, validate
+from coupledsgd.core.grid import training_jobs
+from coupledsgd.core.config import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 

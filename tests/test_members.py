@@ -1,4 +1,4 @@
-"""k members trained as one network (coupledsgd.members, training.train with k runs) equal the same
+"""k members trained as one network (coupledsgd.engine.members, training.train with k runs) equal the same
 members trained alone, for every model in the registry.
 
 float64, on this CPU: cnn1d and the CIFAR ResNets agree to rounding (a grouped convolution and a batched
@@ -13,11 +13,13 @@ import copy
 import pytest
 import torch
 
-from coupledsgd import data as D
-from coupledsgd.members import GroupedResNet50, member_network, named_tensors, stack_members, unstack_member
-from coupledsgd.models import MODELS, build_model
-from coupledsgd.spawn import member_seeds, parent_seeds, parse_condition, spawn
-from coupledsgd.training import SGD, Accel, Hparams, Run, predict, train
+from coupledsgd.engine import data as D
+from coupledsgd.engine.members import GroupedResNet50, member_network, named_tensors, stack_members, unstack_member
+from coupledsgd.engine.models import MODELS, build_model
+from coupledsgd.core.seeds import member_seeds, parent_seeds
+from coupledsgd.core.conditions import parse_condition
+from coupledsgd.engine.spawn import spawn
+from coupledsgd.engine.training import SGD, Accel, Hparams, Run, predict, train
 
 H = Hparams(steps=40, batch_size=32, lr=0.1)   # 8 steps per epoch on 256 examples
 FLOAT64_TOL = 1e-12   # relative to the tensor's largest entry
@@ -220,7 +222,7 @@ def test_cuda_step_loop_never_waits_for_the_host(graphs):
     torch.cuda.synchronize()
     accel = Accel(bf16=True, channels_last=True, graphs=graphs)
     train(runs, data, 10, accel=accel)  # kernels chosen, allocations made
-    from coupledsgd import training
+    from coupledsgd.engine import training
 
     batches = training.MemberBatches(data, [r.seeds["order"] for r in runs], [r.seeds["aug"] for r in runs], 64)
     x, y = batches(10)  # epoch 1's plan, as the loop makes it at the epoch's first step

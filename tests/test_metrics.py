@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from coupledsgd import metrics as M
+from coupledsgd.analysis import metrics as M
 
 
 def _log(p):

@@ -5,7 +5,7 @@ on a fake dataset in the real on-disk layout (tests/fixtures.py).
 CIFAR-10: torchvision checks the md5 of every file against its table of the real files, which no fake
 can match, and a monkeypatch (fixtures.trust_fake_cifar10) reaches only this process, not the
 `snakemake` subprocess. So the CIFAR-10 run decodes the fake data here, in-process, with the
-library's own stage (coupledsgd.stages.prepare_data, the md5 check live against the fakes' md5s),
+library's own stage (coupledsgd.jobs.stages.prepare_data, the md5 check live against the fakes' md5s),
 into the workflow's results/{exp}/data.pt; Snakemake then runs everything after it (and is checked
 not to plan prepare_data again). The library keeps no test hook. Tiny ImageNet has no checksums: its
 runs go through Snakemake from the raw JPEG folder.
@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 import yaml
 
-from coupledsgd.barriers import barrier_set
-from coupledsgd.config import members, parent_states, training_jobs, validate
+from coupledsgd.core.grid import barrier_set
+from coupledsgd.core.grid import members, parent_states, training_jobs
+from coupledsgd.core.config import validate
 
 from fixtures import copy_workflow, trust_fake_cifar10, write_fake_cifar10, write_fake_tinyimagenet
 
@@ -175,7 +176,7 @@ TARGETS = ["metrics/summary.csv", "metrics/barriers.parquet"]
 def test_runs_end_to_end_on_a_fake_dataset(tmp_path, monkeypatch, name):
     import pyarrow.parquet as pq
 
-    from coupledsgd.stages import prepare_data
+    from coupledsgd.jobs.stages import prepare_data
 
     workdir = copy_workflow(tmp_path / "wf")
     config = tiny(load(name), tmp_path / "data")

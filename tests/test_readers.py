@@ -11,8 +11,8 @@ import torch
 from fixtures import CIFAR_KNOWN_PIXEL, tiny_colour, trust_fake_cifar10, write_fake_cifar10, write_fake_tinyimagenet
 from PIL import Image
 
-from coupledsgd.errors import DataError
-from coupledsgd.readers import read_cifar10, read_tinyimagenet
+from coupledsgd.core.errors import DataError
+from coupledsgd.engine.readers import read_cifar10, read_tinyimagenet
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import time
 import pytest
 import torch
 
-from coupledsgd.files import remove_finished_checkpoints
-from coupledsgd.resume import Resume
-from coupledsgd.stages import parent_state, train_members
-from coupledsgd.training import Hparams, Run, Trajectory
+from coupledsgd.core.files import remove_finished_checkpoints
+from coupledsgd.engine.resume import Resume
+from coupledsgd.jobs.stages import parent_state, train_members
+from coupledsgd.engine.training import Hparams, Run, Trajectory
 
 PARAMS = {"seed": 0, "device": "cpu", "augment": True, "model": {"name": "cnn1d"},
           "training": {"steps": 240, "batch_size": 32, "lr": 0.1}, "config_hash": "test",
@@ -39,7 +39,7 @@ def reference(mnist1d_path, tmp_path_factory):
 
 
 def start_job(data, parent, folder, log):
-    code = ("import json, sys; from coupledsgd.errors import run_stage; from coupledsgd.stages import train_members; "
+    code = ("import json, sys; from coupledsgd.jobs.runtime import run_stage; from coupledsgd.jobs.stages import train_members; "
             "data, parent, out, params, log = json.loads(sys.argv[1]); "
             "run_stage(train_members, data, {0: parent}, out, params, log)")
     args = json.dumps([str(data), str(parent), [outputs(folder)], PARAMS, str(log)])

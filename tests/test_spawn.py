@@ -3,13 +3,14 @@ import copy
 import pytest
 import torch
 
-import coupledsgd.training as training
-from coupledsgd import data as D
-from coupledsgd.errors import ConfigError
-from coupledsgd.models import build_model, count_parameters, parameter_units
-from coupledsgd.spawn import (member_seeds, parent_seeds, parse_condition, redraw, reinit_modules,
-                              reinit_plan, spawn)
-from coupledsgd.training import Hparams, Run, learning_rate, train
+import coupledsgd.engine.training as training
+from coupledsgd.engine import data as D
+from coupledsgd.core.errors import ConfigError
+from coupledsgd.engine.models import build_model, count_parameters, parameter_units
+from coupledsgd.core.seeds import member_seeds, parent_seeds
+from coupledsgd.core.conditions import parse_condition
+from coupledsgd.engine.spawn import redraw, reinit_modules, reinit_plan, spawn
+from coupledsgd.engine.training import Hparams, Run, learning_rate, train
 
 H = Hparams(steps=40, batch_size=32, lr=0.1)
 T = 12

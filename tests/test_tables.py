@@ -6,10 +6,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from coupledsgd import metrics as M
-from coupledsgd import tables as T
-from coupledsgd.artifacts import write_predictions, write_trajectory
-from coupledsgd.errors import ArtifactError
+from coupledsgd.analysis import metrics as M
+from coupledsgd.analysis import tables as T
+from coupledsgd.core.parquet import write_predictions, write_trajectory
+from coupledsgd.core.errors import ArtifactError
 
 # Hand-checkable experiment: one group (coupled-to-t, t=8), 2 parents x 2 children, 4 test examples,
 # 3 classes, 8 steps per epoch. Rows are probabilities; the stored logits are their logs.

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from coupledsgd import data as D
-from coupledsgd.artifacts import load_torch, save_torch
-from coupledsgd.models import build_model
-from coupledsgd.spawn import parent_seeds
-from coupledsgd.training import SGD, Accel, Hparams, Run, evaluation_steps, learning_rate, predict, train
+from coupledsgd.engine import data as D
+from coupledsgd.engine.checkpoints import load_torch, save_torch
+from coupledsgd.engine.models import build_model
+from coupledsgd.core.seeds import parent_seeds
+from coupledsgd.engine.training import SGD, Accel, Hparams, Run, evaluation_steps, learning_rate, predict, train
 
 H = Hparams(steps=40, batch_size=32, lr=0.1)  # 8 steps per epoch on 256 examples
 
@@ -117,7 +117,7 @@ def test_the_gpu_path_trains_in_bf16_and_channels_last(tmp_path):
 
 
 def test_a_diverging_run_stops_at_the_next_report_naming_run_step_and_rate(mnist1d_path):
-    from coupledsgd.errors import TrainingDiverged
+    from coupledsgd.core.errors import TrainingDiverged
 
     data = D.load(mnist1d_path)
     h = Hparams(steps=40, batch_size=32, lr=1e4)

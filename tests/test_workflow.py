@@ -11,7 +11,8 @@ import yaml
 
 from fixtures import copy_workflow
 
-from coupledsgd.config import config_hash, members, training_jobs, validate
+from coupledsgd.core.config import config_hash, validate
+from coupledsgd.core.grid import members, training_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,7 +139,7 @@ def test_reordering_config_keys_reruns_nothing(smoke):
 def test_metric_tables_have_their_schemas_and_values_in_range(smoke):
     import pandas as pd
 
-    from coupledsgd.tables import SCHEMAS, SUMMARY_COLUMNS
+    from coupledsgd.analysis.tables import SCHEMAS, SUMMARY_COLUMNS
 
     workdir, config = smoke
     base = workdir / "results/smoke/metrics"
@@ -166,7 +167,7 @@ def test_metric_tables_have_their_schemas_and_values_in_range(smoke):
 def test_every_figure_is_a_nonempty_image_and_the_report_builds(smoke):
     import matplotlib.image
 
-    from coupledsgd.figures import FIGURES
+    from coupledsgd.analysis.figures import FIGURES
 
     workdir, _ = smoke
     for name in FIGURES:

@@ -50,24 +50,11 @@ from pathlib import Path
 
 import yaml
 
-from .config import has_parent, is_reinit, job_shape, members, parent_states, training_jobs, validate
-from .errors import ConfigError
-
-# (training examples, test examples) of each dataset's full split (README, "Datasets").
-DATASET_SIZES = {
-    "mnist1d": (4000, 1000),
-    "digits": (1347, 450),
-    "cifar10": (50000, 10000),
-    "tinyimagenet": (100000, 10000),
-}
-
-# dataset -> (input shape, classes), to count a model's parameters
-DATASET_SHAPES = {
-    "mnist1d": ((1, 40), 10),
-    "digits": ((1, 8, 8), 10),
-    "cifar10": ((3, 32, 32), 10),
-    "tinyimagenet": ((3, 64, 64), 200),
-}
+from .core.grid import members, parent_states, training_jobs
+from .core.config import job_shape, validate
+from .core.conditions import parse_condition
+from .core.errors import ConfigError
+from .core.registry import DATASETS
 
 # (device, model) -> (training images per second of one job, where the figure comes from).
 # Measured: on the 2-core CPU machine this project was built on, 1 torch thread per job, quiet machine.
@@ -135,23 +122,23 @@ def member_span(config: dict, condition: str, t: int) -> tuple[int, int]:
     """(first step, last step) of a member: (0, T) without a parent, (t, T) for coupled-to-t,
     (t, t + T) where the optimizer is reset at the spawn."""
     T = config["training"]["steps"]
-    if not has_parent(condition):
+    c = parse_condition(condition)
+    if not c.has_parent:
         return 0, T
-    resets = condition == "coupled-to-t-reset" or is_reinit(condition)
-    return t, (t + T if resets else T)
+    return t, (t + T if c.resets else T)
 
 
 def evaluation_points(start: int, end: int, every: int) -> int:
     """How many test-set evaluations a member makes: its first step, every `every` steps, its end
-    (coupledsgd.training.evaluation_steps)."""
+    (coupledsgd.engine.training.evaluation_steps)."""
     return len(set(range(start, end, every)) | {end})
 
 
 def parameter_count(model: str, dataset: str) -> int:
-    from .models import build_model
+    from .engine.models import build_model
 
-    shape, classes = DATASET_SHAPES[dataset]
-    return sum(p.numel() for p in build_model(model, shape, classes, 0).parameters())
+    d = DATASETS[dataset]
+    return sum(p.numel() for p in build_model(model, d.shape, d.classes, 0).parameters())
 
 
 def bench_rate(config: dict, bench: Path) -> tuple[float, str] | None:
@@ -192,10 +179,10 @@ def default_rate(config: dict, bench: Path = BENCH) -> tuple[float, str]:
 
 def estimate(config: dict, images_per_second: float | None = None, bench: Path = BENCH) -> Estimate:
     """The cost of a validated config (defaults filled in, as `config.validate` returns it)."""
-    from .barriers import barrier_set
+    from .core.grid import barrier_set
 
     data, training = config["data"], config["training"]
-    n_train, n_test = DATASET_SIZES[data["name"]]
+    n_train, n_test = DATASETS[data["name"]].n_train, DATASETS[data["name"]].n_test
     if data.get("n_train") is not None:
         n_train = min(n_train, data["n_train"])
     batch = training["batch_size"]
@@ -307,10 +294,10 @@ def member_jobs(config: dict, exp: str | Path) -> list[Job]:
 
 
 def barrier_jobs(config: dict, exp: str | Path) -> list[Job]:
-    from .barriers import barrier_set
+    from .core.grid import barrier_set
 
     exp, b = Path(exp), config["barrier"]
-    n_test = DATASET_SIZES[config["data"]["name"]][1]
+    n_test = DATASETS[config["data"]["name"]].n_test
     per_point = (b["bn_batches"] * config["training"]["batch_size"] if b["recompute_bn"] else 0) + n_test
     images = math.comb(config["ensemble"]["children"], 2) * b["points"] * per_point
     return [Job("barrier", exp / f"benchmarks/barrier/{c}/t{t}/p{p}.tsv",

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import yaml
 
-from .config import _fill_defaults, conditions, job_shape, members, spawn_steps_of, training_jobs
+from .core.config import _fill_defaults, job_shape
+from .core.grid import conditions, members, spawn_steps_of, training_jobs
 from .cost import benchmark_seconds, member_span, training_job_file
 
 LOG_NAMES = {"member": "p{p}/c{c}.log", "children": "p{p}/children.log", "condition": "members.log"}

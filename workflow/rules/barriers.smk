@@ -1,8 +1,8 @@
 # Error barriers between the children of one parent (DESIGN.md section 3), for the barrier set of
-# coupledsgd.barriers.barrier_set: the re-initialisation conditions and their coupled-to-t-reset
+# coupledsgd.core.grid.barrier_set: the re-initialisation conditions and their coupled-to-t-reset
 # reference at reinit.steps, every parent.
 
-from coupledsgd.barriers import barrier_set
+from coupledsgd.core.grid import barrier_set
 
 
 rule barrier:

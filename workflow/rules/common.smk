@@ -1,10 +1,11 @@
 import sys
 from pathlib import Path
 
-from coupledsgd.config import config_hash, job_shape, members, validate
-from coupledsgd.errors import ConfigError
-from coupledsgd.figures import FIGURES, table_path
-from coupledsgd.spawn import parse_condition
+from coupledsgd.core.config import config_hash, job_shape, validate
+from coupledsgd.core.grid import members
+from coupledsgd.core.errors import ConfigError
+from coupledsgd.analysis.figures import FIGURES, table_path
+from coupledsgd.core.conditions import parse_condition
 
 try:
     config = validate(config, workflow.source_path("../schemas/config.schema.yaml"))

@@ -1,5 +1,5 @@
 # The figures of DESIGN.md section 4: one job per figure file, reading only the metric tables that figure
-# needs (coupledsgd.figures.FIGURES). Each PNG goes into `snakemake --report` with its own caption,
+# needs (coupledsgd.analysis.figures.FIGURES). Each PNG goes into `snakemake --report` with its own caption,
 # workflow/report/<figure name>.rst; the PDF beside it is for papers.
 rule figure:
     input:

@@ -1,5 +1,5 @@
-from coupledsgd.barriers import barrier_table
-from coupledsgd.errors import run_stage
+from coupledsgd.jobs.barriers import barrier_table
+from coupledsgd.jobs.runtime import run_stage
 
 settings = {**dict(snakemake.params.items()), "threads": snakemake.threads,
             "jobs_per_device": snakemake.config["cuda"]["jobs_per_device"]}

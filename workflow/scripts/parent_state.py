@@ -1,5 +1,5 @@
-from coupledsgd.errors import run_stage
-from coupledsgd.stages import parent_state
+from coupledsgd.jobs.runtime import run_stage
+from coupledsgd.jobs.stages import parent_state
 
 settings = {**snakemake.params.run, "threads": snakemake.threads, "checkpoint": snakemake.config["checkpoint"],
             "jobs_per_device": snakemake.config["cuda"]["jobs_per_device"]}

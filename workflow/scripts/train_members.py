@@ -1,5 +1,5 @@
-from coupledsgd.errors import run_stage
-from coupledsgd.stages import train_members
+from coupledsgd.jobs.runtime import run_stage
+from coupledsgd.jobs.stages import train_members
 
 out = snakemake.output
 outputs = [{"final": f, "predictions": p, "trajectory": t} for f, p, t in zip(out.final, out.predictions, out.trajectory)]

@@ -32,11 +32,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__
+from .. import __version__
 from . import metrics as M
-from .artifacts import KEY_COLUMNS, ORIGIN_COLUMNS
-from .files import atomic_path
-from .errors import ArtifactError
+from ..core.parquet import KEY_COLUMNS, ORIGIN_COLUMNS
+from ..core.files import atomic_path
+from ..core.errors import ArtifactError
 
 BOOTSTRAP_SEED = 0
 LEVEL = 0.95
@@ -547,7 +547,7 @@ def metric_tables(prediction_paths, trajectory_paths, output_paths: dict, settin
     output_paths: {"members", "ensembles", "pairs", "forgetting"} -> .parquet, {"summary"} -> .csv;
     each written atomically.
     """
-    from .stages import logger
+    from ..jobs.runtime import logger
 
     log = logger(log_path)
     s = _settings(settings)

@@ -1,6 +1,6 @@
 """Seeds: every random stream of a run derives from the experiment seed and a named role.
 
-A run has three independent streams, `init`, `order` and `aug` (DESIGN.md section 2), plus `reinit`
+A run has three independent streams, `init`, `order` and `aug` (docs/design.md, "Conditions"), plus `reinit`
 for re-drawn parameters. Each is a 63-bit integer hashed from (experiment seed, role, parent,
 child), so streams never collide and adding runs never shifts another run's seeds.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-import torch
+from .conditions import ROLES as STREAMS, Condition
 
 ROLES = ("init", "order", "aug", "reinit")
 
@@ -22,7 +22,15 @@ def derive(seed: int, role: str, parent: int, child: int | None = None) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") >> 1
 
 
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """A CPU generator for the draws of one step (or epoch) of one stream: a pure function of both."""
-    key = f"{seed}/{step}".encode()
-    return torch.Generator().manual_seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1)
+def parent_seeds(seed: int, p: int) -> dict[str, int]:
+    return {role: derive(seed, role, p) for role in STREAMS}
+
+
+def member_seeds(seed: int, condition: Condition, p: int, c: int) -> dict[str, int]:
+    """The seeds member (p, c) trains with from its start (step 0 or the spawn step): the streams
+    its condition shares come from the parent's, the others are the member's own."""
+    out = {role: derive(seed, role, p) if role in condition.shared else derive(seed, role, p, c)
+           for role in STREAMS}
+    if condition.reinit:
+        out["reinit"] = derive(seed, "reinit", p, c)
+    return out

@@ -32,8 +32,8 @@ import time
 import warnings
 from pathlib import Path
 
-from .errors import ArtifactError
-from .files import atomic_path
+from ..core.errors import ArtifactError
+from ..core.files import atomic_path
 
 TABLES = ("members", "ensembles", "pairs", "forgetting", "barriers")
 

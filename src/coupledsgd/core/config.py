@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from .conditions import REINIT_FAMILIES, expand, parse_condition
 from .errors import ConfigError
+from .registry import DATASETS, MODELS
 
 
 def _fill_defaults(node: dict, schema: dict) -> None:
@@ -61,7 +62,7 @@ def _check(config: dict) -> None:
         raise ConfigError(f"experiment: {config['experiment']!r} is not a folder of its own under results/; "
                           "choose a name")
     t = config["training"]
-    reinit = any(name.startswith("reinit") for name in config["conditions"])
+    reinit = any(name in REINIT_FAMILIES for name in config["conditions"])
     # Settings of conditions the experiment does not run are not checked against it.
     for key in ("spawn_steps", "reinit.steps") if reinit else ("spawn_steps",):
         steps = config["spawn_steps"] if key == "spawn_steps" else config["reinit"]["steps"]
@@ -85,9 +86,8 @@ def _check(config: dict) -> None:
     if config["data"]["name"] in ("cifar10", "tinyimagenet") and not config["data"].get("root"):
         raise ConfigError(f"data.root: dataset {config['data']['name']!r} needs the folder that holds it")
     _check_data_and_model(config)
-    from .spawn import parse_condition
 
-    for name in conditions(config):
+    for name in expand(config["conditions"], config["reinit"]["percents"]):
         parse_condition(name)
     if config["cuda"].get("graphs") and config["cuda"].get("compile"):
         raise ConfigError("cuda.graphs: captures the step itself; use it without cuda.compile")
@@ -98,17 +98,13 @@ def _check(config: dict) -> None:
 
 
 def _check_data_and_model(config: dict) -> None:
-    from .cost import DATASET_SIZES
-    from .data import DATASETS
-    from .models import INPUT_KINDS
-
     data, model, batch = config["data"], config["model"]["name"], config["training"]["batch_size"]
-    kind, takes = DATASETS[data["name"]][0], INPUT_KINDS.get(model)
-    if takes and kind != takes:
-        fitting = ", ".join(m for m, k in INPUT_KINDS.items() if k == kind)
+    kind, takes = DATASETS[data["name"]].kind, MODELS[model].takes
+    if kind != takes:
+        fitting = ", ".join(name for name, m in MODELS.items() if m.takes == kind)
         raise ConfigError(f"model.name: {model!r} takes {takes} inputs, but dataset {data['name']!r} holds "
                           f"{kind}s; models for it: {fitting}")
-    n, available = data.get("n_train"), DATASET_SIZES[data["name"]][0]
+    n, available = data.get("n_train"), DATASETS[data["name"]].n_train
     if n is not None and n > available:
         raise ConfigError(f"data.n_train: {n} exceeds the {available:,} training examples of {data['name']!r}")
     if n is not None and n < batch:
@@ -144,68 +140,3 @@ def config_hash(config: dict) -> str:
     data = {k: v for k, v in config["data"].items() if k not in ("root", "download")}
     keyed = {"seed": config["seed"], "data": data, "model": config["model"], "training": config["training"]}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def conditions(config: dict) -> list[str]:
-    """Condition names with the re-initialisation sides expanded to one per percent."""
-    out = []
-    for name in config["conditions"]:
-        if name in ("reinit-low", "reinit-high"):
-            out += [f"{name}-{p:g}" for p in config["reinit"]["percents"]]
-        else:
-            out.append(name)
-    return out
-
-
-@dataclass(frozen=True)
-class Member:
-    condition: str
-    t: int
-    parent: int
-    child: int
-
-    @property
-    def key(self) -> str:
-        return f"{self.condition}/t{self.t}/p{self.parent}/c{self.child}"
-
-
-# The grid below is built from condition names alone, without coupledsgd.spawn (which imports torch):
-# `coupledsgd status` reads it without torch. These two agree with spawn.Condition (tests/test_config.py).
-def has_parent(condition: str) -> bool:
-    """Whether members of `condition` start from a parent's state at a spawn step t."""
-    return condition not in ("no-coupling", "coupled-order")
-
-
-def is_reinit(condition: str) -> bool:
-    return condition.startswith("reinit-")
-
-
-def spawn_steps_of(config: dict, condition: str) -> list[int]:
-    """The spawn steps a condition is run at; conditions without a parent are stored under t0."""
-    if not has_parent(condition):
-        return [0]
-    return list(config["reinit"]["steps"]) if is_reinit(condition) else list(config["spawn_steps"])
-
-
-def members(config: dict) -> list[Member]:
-    ens = config["ensemble"]
-    return [Member(cond, t, p, c) for cond in conditions(config) for t in spawn_steps_of(config, cond)
-            for p in range(ens["parents"]) for c in range(ens["children"])]
-
-
-def training_jobs(config: dict) -> list[list[Member]]:
-    """The members of each training job, by `job_shape`."""
-    shape = job_shape(config)
-    key = {"member": lambda m: m, "children": lambda m: (m.condition, m.t, m.parent),
-           "condition": lambda m: (m.condition, m.t)}[shape]
-    jobs: dict = {}
-    for m in members(config):
-        jobs.setdefault(key(m), []).append(m)
-    return list(jobs.values())
-
-
-def parent_states(config: dict) -> list[tuple[int, int]]:
-    """(parent, step) of every parent state some condition spawns from."""
-    steps = sorted({t for cond in conditions(config) if has_parent(cond)
-                    for t in spawn_steps_of(config, cond)})
-    return [(p, t) for p in range(config["ensemble"]["parents"]) for t in steps]

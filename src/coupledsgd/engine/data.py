@@ -8,23 +8,25 @@ at step `s` are pure functions of `(seed, s)` (see `seeds.step_generator`).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
-from .seeds import step_generator
+from ..core.errors import ConfigError
+from ..core.registry import DATASETS
 
 
 # name -> (input kind, random-crop padding, horizontal flip): the augmentation each dataset admits.
-DATASETS = {
-    "mnist1d": ("signal", 0, False),   # MNIST-1D, generated offline by the mnist1d package
-    "digits": ("image", 1, False),     # scikit-learn's 8x8 digits; flipped digits are other digits
-    "cifar10": ("image", 4, True),
-    "tinyimagenet": ("image", 8, True),
-}
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """A CPU generator for the draws of one step (or epoch) of one stream: a pure function of both."""
+    key = f"{seed}/{step}".encode()
+    return torch.Generator().manual_seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1)
+
+
 
 
 def _mnist1d() -> dict:
@@ -83,7 +85,7 @@ def prepare(name: str, path: str | Path, root: str | None = None, download: bool
     cache = {**{k: raw[k].contiguous() for k in ("x_train", "y_train", "x_test", "y_test")},
              "mean": x.mean(dims).float(), "std": x.std(dims).float(), "name": name,
              "num_classes": int(max(raw["y_train"].max(), raw["y_test"].max())) + 1}
-    from .artifacts import save_torch
+    from .checkpoints import save_torch
     save_torch(cache, path)
     return cache
 
@@ -110,13 +112,13 @@ class DeviceData:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", augment: bool = True) -> DeviceData:
-    from .artifacts import load_torch
+    from .checkpoints import load_torch
 
     cache = load_torch(path, what="prepared dataset")
     view = (1, -1) + (1,) * (cache["x_train"].dim() - 2)
     mean, std = cache["mean"].view(view).to(device), cache["std"].view(view).to(device)
     norm = lambda x: (x.to(device).float() - mean) / std
-    _, pad, flip = DATASETS[cache["name"]]
+    _, pad, flip = DATASETS[cache["name"]][:3]
     return DeviceData(norm(cache["x_train"]), cache["y_train"].to(device), norm(cache["x_test"]),
                       cache["y_test"].to(device), cache["num_classes"],
                       crop_pad=pad if augment else 0, flip=flip and augment)

@@ -12,53 +12,16 @@ from pathlib import Path
 
 import torch
 
-from . import data as D
+from ..engine import data as D
 from . import devices
-from .artifacts import load_torch, provenance, save_torch, write_predictions, write_trajectory
-from .errors import ArtifactError, ConfigError
-from .resume import Resume
-from .spawn import member_seeds, parent_seeds, parse_condition, spawn
-from .training import Accel, Hparams, Run, describe, predict, train
-
-
-def logger(path: str | Path | None):
-    """A line logger that writes (and flushes) to the job's log file, so a long run is seen moving."""
-    stream = open(path, "a", buffering=1) if path else sys.stderr
-
-    def log(line: str) -> None:
-        stream.write(f"{time.strftime('%H:%M:%S')} {line}\n")
-
-    return log
-
-
-# The lock on this job's GPU slot (`devices`): held, open, for as long as the process lives.
-_DEVICE_LOCK: list = []
-
-
-def _setup(threads: int, device: str, jobs_per_device: int = 1, log=lambda line: None) -> torch.device:
-    torch.set_num_threads(threads)
-    if device != "cuda":
-        return torch.device(device)
-    if not torch.cuda.is_available():
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        raise ConfigError("device: cuda, but this job sees no CUDA device"
-                          + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
-                          + "; run it on a GPU node or set device: cpu")
-    # CPU kernels are deterministic already; on the CPU this call would only add 1.5 s of
-    # imports (torch._inductor) to every job.
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    count = torch.cuda.device_count()
-    if count == 1:
-        return torch.device("cuda", 0)
-    claimed = devices.claim(count, jobs_per_device)
-    if claimed is None:
-        log(f"every slot of the {count} GPUs is taken ({jobs_per_device} job(s) each): waiting for one")
-        claimed = devices.claim(count, jobs_per_device, wait=True)
-    index, lock = claimed
-    _DEVICE_LOCK.append(lock)
-    torch.cuda.set_device(index)
-    log(f"training on cuda:{index} of {count} visible GPUs")
-    return torch.device("cuda", index)
+from ..engine.checkpoints import load_torch, save_torch
+from ..core.parquet import provenance, write_predictions, write_trajectory
+from ..core.errors import ArtifactError, ConfigError
+from ..engine.resume import Resume
+from ..core.seeds import member_seeds, parent_seeds
+from ..core.conditions import parse_condition
+from ..engine.spawn import spawn
+from ..engine.training import Accel, Hparams, Run, describe, predict, train
 
 
 def prepare_data(settings: dict, output: str, log_path: str | None = None) -> None:
@@ -96,7 +59,7 @@ def _check_parent_state(state: dict, path, params: dict, parent: int) -> None:
 def parent_state(data_path: str, output: str, params: dict, log_path: str | None = None) -> None:
     """Train parent `p` from its initialisation to step `t` and save its full state."""
     log = logger(log_path)
-    device = _setup(params["threads"], params["device"], params.get("jobs_per_device", 1), log)
+    device = setup(params["threads"], params["device"], params.get("jobs_per_device", 1), log)
     data = D.load(data_path, device, params["augment"])
     h = Hparams.from_config(params["training"])
     resume = _resume(output, params, log)
@@ -165,7 +128,7 @@ def train_members(data_path: str, parent_paths: dict[int, str], outputs: list[di
     results are the same (bit-for-bit for one member; see `members` for several).
     """
     log = logger(log_path)
-    device = _setup(params["threads"], params["device"], params.get("jobs_per_device", 1), log)
+    device = setup(params["threads"], params["device"], params.get("jobs_per_device", 1), log)
     data = D.load(data_path, device, params["augment"])
     h = Hparams.from_config(params["training"])
     resume = _resume(outputs[0]["final"], params, log)

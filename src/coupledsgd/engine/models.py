@@ -17,7 +17,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
+from ..core.registry import MODELS
 
 
 def _conv_bn(conv: nn.Module, channels: int, dims: int) -> list[nn.Module]:
@@ -141,18 +142,6 @@ def _build(name: str, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     if name == "vit":
         return _vit(in_shape[-1], num_classes)
     raise ConfigError(f"model.name: unknown model {name!r}; known: {', '.join(MODELS)}")
-
-
-# The kind of input each model takes (data.DATASETS names each dataset's).
-INPUT_KINDS = {"cnn1d": "signal", "resnet20": "image", "resnet8": "image", "resnet50": "image", "vit": "image"}
-
-MODELS = {
-    "cnn1d": "1D CNN for MNIST-1D (inputs C x L)",
-    "resnet20": "ResNet-20, He et al. 2016, option-A shortcuts (CIFAR-10)",
-    "resnet8": "ResNet-8, the same family with one block per stage (digits)",
-    "resnet50": "torchvision ResNet-50 with a 3x3 stride-1 stem, no max-pool (64x64 inputs)",
-    "vit": "torchvision VisionTransformer, 8x8 patches, 6 layers, width 256 (64x64 inputs)",
-}
 
 
 def build_model(name: str, in_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:

@@ -1,7 +1,5 @@
-"""Artifacts on disk: checkpoints and Parquet tables, written atomically and read with checks.
-
-Every file appears under its final name only when complete (written to a temporary file in the same
-folder, then renamed), so an interrupted job never leaves a truncated file that looks finished.
+"""The per-member Parquet files (test-set logits, correctness trajectories) and the provenance every
+file carries, written atomically (`files.atomic_path`): a file appears under its name only complete.
 """
 
 from __future__ import annotations
@@ -9,14 +7,14 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
-from . import __version__
+from .. import __version__
 from .errors import ArtifactError
 from .files import atomic_path
 
@@ -25,24 +23,6 @@ KEY_COLUMNS = ("condition", "t", "parent", "child")
 # after the keys (each repeats its `coupledsgd.<name>` schema metadata), so that one read of a whole
 # results folder can keep the current config's files and drop those other configs left behind.
 ORIGIN_COLUMNS = ("experiment", "config_hash")
-
-
-def save_torch(obj, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def load_torch(path: str | Path, what: str = "checkpoint", map_location="cpu") -> dict:
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: {what} not found") from None
-    except Exception as e:  # torch raises several types for truncated or foreign files
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ArtifactError(f"{path}: not a readable {what} ({type(e).__name__}: {first_line})") from None
-    if not isinstance(obj, dict):
-        raise ArtifactError(f"{path}: not a {what} (holds a {type(obj).__name__})")
-    return obj
 
 
 @functools.cache
@@ -61,7 +41,10 @@ def provenance(params: dict, device: str) -> dict[str, str]:
     the device it ran on."""
     meta = {"coupledsgd.params": json.dumps(params, sort_keys=True, default=str),
             "coupledsgd.version": __version__, "coupledsgd.git_commit": git_commit(),
-            "torch.version": str(torch.__version__), "device": str(device)}
+            "device": str(device)}
+    torch = sys.modules.get("torch")  # the engine's jobs run with it; the core never imports it
+    if torch is not None:
+        meta["torch.version"] = str(torch.__version__)
     for name in ORIGIN_COLUMNS:
         if name in params:
             meta[f"coupledsgd.{name}"] = str(params[name])

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .data import DeviceData, MemberBatches, stack_channels, steps_per_epoch
-from .errors import TrainingDiverged
+from ..core.errors import TrainingDiverged
 from .members import Vmapped, member_network, named_tensors, stack_members, unstack_member
 from .steps import EagerStep, GraphedStep
 from .models import build_model

@@ -14,7 +14,7 @@ from PIL import Image
 from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import check_integrity
 
-from coupledsgd.errors import DataError
+from ..core.errors import DataError
 
 TINY_SIZE = 64
 

@@ -1,78 +1,18 @@
-"""The conditions of DESIGN.md section 2: which seeds each member uses and how a child starts.
-
-For ensemble group `p` ("parent") and member `c`:
-
-| condition            | init          | order/aug before t | order/aug from t | optimizer at t          |
-|----------------------|---------------|--------------------|------------------|-------------------------|
-| no-coupling          | own (p, c)    | own (p, c)         | own (p, c)       | -                       |
-| coupled-order        | own (p, c)    | shared (p)         | shared (p)       | -                       |
-| coupled-to-t         | shared (p)    | shared (p)         | own (p, c)       | copied from the parent  |
-| coupled-to-t-reset   | shared (p)    | shared (p)         | own (p, c)       | momentum 0, schedule 0  |
-| reinit-{low,high}-N  | shared (p), N% re-drawn from (p, c) | shared (p) | own (p, c) | as the reset      |
+"""How a child starts from its parent's state at the spawn step t (docs/design.md, "Conditions"):
+optimizer kept or reset, and for the re-initialisation conditions the re-drawn share of the weights.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from . import seeds as S
-from .errors import ConfigError
+from ..core.conditions import Condition
 from .models import build_model, parameter_units
 from .training import Run
-
-BASE_CONDITIONS = ("no-coupling", "coupled-order", "coupled-to-t", "coupled-to-t-reset")
-_REINIT = re.compile(r"reinit-(low|high)-(\d+(?:\.\d+)?)$")
-
-
-@dataclass(frozen=True)
-class Condition:
-    name: str
-    side: str | None = None      # low | high, for re-initialisation
-    percent: float = 0.0
-
-    @property
-    def has_parent(self) -> bool:
-        """Whether members start from a parent's state at a spawn step t."""
-        return self.name not in ("no-coupling", "coupled-order")
-
-    @property
-    def resets(self) -> bool:
-        """Whether the optimizer is reset at t (momentum zeroed, schedule restarted: t + T steps)."""
-        return self.name == "coupled-to-t-reset" or self.side is not None
-
-
-def parse_condition(name: str) -> Condition:
-    if name in BASE_CONDITIONS:
-        return Condition(name)
-    m = _REINIT.match(name)
-    if m and 0 < float(m.group(2)) <= 100:
-        return Condition(name, m.group(1), float(m.group(2)))
-    raise ConfigError(f"conditions: unknown condition {name!r}; known: {', '.join(BASE_CONDITIONS)}, "
-                      "reinit-low-<percent>, reinit-high-<percent> (0 < percent <= 100)")
-
-
-def parent_seeds(seed: int, p: int) -> dict[str, int]:
-    return {role: S.derive(seed, role, p) for role in ("init", "order", "aug")}
-
-
-def member_seeds(seed: int, condition: Condition, p: int, c: int) -> dict[str, int]:
-    """The seeds member (p, c) trains with from its start (step 0 or the spawn step)."""
-    own = lambda role: S.derive(seed, role, p, c)
-    shared = lambda role: S.derive(seed, role, p)
-    if condition.name == "no-coupling":
-        return {"init": own("init"), "order": own("order"), "aug": own("aug")}
-    if condition.name == "coupled-order":
-        return {"init": own("init"), "order": shared("order"), "aug": shared("aug")}
-    out = {"init": shared("init"), "order": own("order"), "aug": own("aug")}
-    if condition.side:
-        out["reinit"] = own("reinit")
-    return out
-
 
 # How a module's own tensors split into output channels: (number of channels, {tensor name: (dim,
 # rows)}) where rows(a, b) are the indices along `dim` that hold channels a..b-1. Tensors without a

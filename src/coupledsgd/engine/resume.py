@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from .artifacts import load_torch, save_torch
-from .errors import ArtifactError, Interrupted
+from .checkpoints import load_torch, save_torch
+from ..core.errors import ArtifactError, Interrupted
 from .training import Hparams, Run, Trajectory
 
 

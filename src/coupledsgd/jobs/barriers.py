@@ -1,0 +1,126 @@
+"""The barrier jobs: error paths and barriers of every pair of children of one (condition, t, parent),
+and the experiment's one barriers table (docs/design.md, "Error barriers").
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from itertools import combinations
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..core.errors import ArtifactError
+from ..core.files import atomic_path
+from ..core.parquet import provenance
+from ..engine import data as D
+from ..engine.barriers import barrier, bn_seed, error_path
+from ..engine.checkpoints import load_torch
+from .runtime import logger, setup
+
+# Key columns first (one row per pair and point a); `barrier` repeats the pair's barrier on each row.
+SCHEMA = pa.schema([
+    ("condition", pa.dictionary(pa.int8(), pa.string())),
+    ("t", pa.int32()),
+    ("parent", pa.int16()),
+    ("child_a", pa.int16()),
+    ("child_b", pa.int16()),
+    ("alpha", pa.float64()),
+    ("error", pa.float64()),
+    ("barrier", pa.float64()),
+])
+KEY_COLUMNS = ("condition", "t", "parent", "child_a", "child_b")
+
+
+def _columns(condition: str, t: int, parent: int, rows: dict[str, list]) -> dict[str, pa.Array]:
+    n = len(rows["alpha"])
+    cond = pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int8), pa.array([condition]))
+    return {"condition": cond,
+            "t": pa.array(np.full(n, t, dtype=np.int32)),
+            "parent": pa.array(np.full(n, parent, dtype=np.int16)),
+            "child_a": pa.array(np.asarray(rows["child_a"], dtype=np.int16)),
+            "child_b": pa.array(np.asarray(rows["child_b"], dtype=np.int16)),
+            **{k: pa.array(np.asarray(rows[k], dtype=np.float64)) for k in ("alpha", "error", "barrier")}}
+
+
+def _write(table: pa.Table, path: str | Path, metadata: dict[str, str]) -> None:
+    table = table.replace_schema_metadata(metadata)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=["condition"])
+
+
+def _load_child(path, params: dict, child: int) -> dict:
+    state = load_torch(path, what="child state")
+    info = state.get("info", {})
+    expected = {"condition": params["condition"], "parent": params["parent"], "child": child}
+    found = {k: info.get(k) for k in expected}
+    if found != expected or "model" not in state:
+        raise ArtifactError(f"{path}: holds the final state of {found}, expected {expected}")
+    return state
+
+
+def barrier_table(data_path: str, final_paths: Sequence[str], output_path: str, params: dict,
+                  log_path: str | None = None) -> None:
+    """Error paths and barriers of every pair of children (a < b) of one (condition, t, parent).
+
+    `final_paths[c]` is child c's final.pt. `params`: barrier (points, recompute_bn, bn_batches),
+    seed, batch_size, device, threads, condition, t, parent (eval_batch_size optional). Writes a
+    Parquet file with the columns of `SCHEMA`, one row per pair and alpha.
+    """
+    log = logger(log_path)
+    device = setup(params.get("threads", 1), params["device"], params.get("jobs_per_device", 1), log)
+    settings = params["barrier"]
+    data = D.load(data_path, device, augment=False)
+    states = [_load_child(path, params, c) for c, path in enumerate(final_paths)]
+    rows = {k: [] for k in ("child_a", "child_b", "alpha", "error", "barrier")}
+    for a, b in combinations(range(len(states)), 2):
+        clock = time.perf_counter()
+        alphas, errors = error_path(states[a], states[b], data, settings["points"], settings["recompute_bn"],
+                                    settings["bn_batches"], params["batch_size"], params["seed"],
+                                    params.get("eval_batch_size", 1000))
+        value = barrier(errors)
+        n = len(alphas)
+        rows["child_a"] += [a] * n
+        rows["child_b"] += [b] * n
+        rows["alpha"] += alphas.tolist()
+        rows["error"] += errors.tolist()
+        rows["barrier"] += [value] * n
+        log(f"{params['condition']} t={params['t']} parent {params['parent']} children {a}-{b}: "
+            f"barrier {value:.4f}, errors {' '.join(f'{e:.4f}' for e in errors)} "
+            f"({time.perf_counter() - clock:.2f} s)")
+    table = pa.table(_columns(params["condition"], params["t"], params["parent"], rows), schema=SCHEMA)
+    meta = {**provenance(params, device), "coupledsgd.bn_seed": str(bn_seed(params["seed"]))}
+    _write(table, output_path, meta)
+    log(f"{len(states) * (len(states) - 1) // 2} pairs written to {output_path}")
+
+
+def read_barriers(path: str | Path) -> pa.Table:
+    """A per-(condition, t, parent) barrier table, checked against `SCHEMA`."""
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: barrier table not found") from None
+    except Exception as e:  # pyarrow raises several types for truncated or foreign files
+        raise ArtifactError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
+    if not table.schema.equals(SCHEMA, check_metadata=False):
+        raise ArtifactError(f"{path}: not a barrier table (columns {table.schema.names}, "
+                            f"expected {SCHEMA.names} with their types)")
+    return table
+
+
+def concat_barriers(paths: Sequence[str], output_path: str, params: dict | None = None,
+                    log_path: str | None = None) -> None:
+    """Concatenate per-(condition, t, parent) barrier tables into one (the experiment's barriers.parquet)."""
+    log = logger(log_path)
+    tables = [read_barriers(p) for p in paths]
+    table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+    table = table.unify_dictionaries().combine_chunks()
+    meta = {**provenance(params or {}, (params or {}).get("device", "cpu")),
+            "coupledsgd.inputs": json.dumps([str(p) for p in paths])}
+    _write(table, output_path, meta)
+    log(f"{len(paths)} barrier tables, {table.num_rows} rows written to {output_path}")
+

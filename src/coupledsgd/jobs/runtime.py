@@ -1,0 +1,76 @@
+"""What every job of the workflow shares: its log stream, its threads and device, and the one-line
+exit on a user error (`run_stage`). The workflow scripts call stages through `run_stage`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..core.errors import ConfigError, UserError
+from . import devices
+
+
+def logger(path: str | Path | None):
+    """A line logger that writes (and flushes) to the job's log file, so a long run is seen moving."""
+    stream = open(path, "a", buffering=1) if path else sys.stderr
+
+    def log(line: str) -> None:
+        stream.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+
+    return log
+
+
+# The lock on this job's GPU slot (`devices`): held, open, for as long as the process lives.
+_DEVICE_LOCK: list = []
+
+
+def setup(threads: int, device: str, jobs_per_device: int = 1, log=lambda line: None) -> torch.device:
+    torch.set_num_threads(threads)
+    if device != "cuda":
+        return torch.device(device)
+    if not torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise ConfigError("device: cuda, but this job sees no CUDA device"
+                          + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
+                          + "; run it on a GPU node or set device: cpu")
+    # CPU kernels are deterministic already; on the CPU this call would only add 1.5 s of
+    # imports (torch._inductor) to every job.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    count = torch.cuda.device_count()
+    if count == 1:
+        return torch.device("cuda", 0)
+    claimed = devices.claim(count, jobs_per_device)
+    if claimed is None:
+        log(f"every slot of the {count} GPUs is taken ({jobs_per_device} job(s) each): waiting for one")
+        claimed = devices.claim(count, jobs_per_device, wait=True)
+    index, lock = claimed
+    _DEVICE_LOCK.append(lock)
+    torch.cuda.set_device(index)
+    log(f"training on cuda:{index} of {count} visible GPUs")
+    return torch.device("cuda", index)
+
+
+def run_stage(stage, *args, exit_when_done: bool = True):
+    """Call `stage(*args)` (its last argument is its log file); a UserError ends the job with its
+    one-line message on stderr and in the log, and exit status 1.
+
+    On success the process ends at once: every output is already complete on disk (written
+    atomically and closed), and tearing torch down at interpreter exit costs 0.7-1.4 s per job.
+    """
+    try:
+        stage(*args)
+    except UserError as e:
+        line = f"{type(e).__name__}: {e}"
+        if args and args[-1]:
+            with open(args[-1], "a") as log:
+                log.write(line + "\n")
+        sys.exit(line)
+    if exit_when_done:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
