@@ -506,5 +506,5 @@ def check_claims(inputs: dict[str, str], output: str, settings: dict | None = No
     with atomic_path(output) as tmp:
         table.to_csv(tmp, index=False)
     counts = table["verdict"].value_counts().to_dict()
-    log(f"{len(table)} claims, {json.dumps(counts)}, {n_boot} resamples of parents, "
+    log(f"{len(table)} claims, {json.dumps(counts)}, {n_boot} resamples, "
         f"{time.perf_counter() - tick:.2f} s")
