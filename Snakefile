@@ -16,6 +16,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/barriers.smk"
+include: "workflow/rules/claims.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/cluster.smk"
 
@@ -45,5 +46,6 @@ rule all:
         trajectories=all_member_outputs("trajectories"),
         metrics=rules.metrics.output,
         barriers=rules.barriers.output.table,
+        claims=rules.claims.output.table,
         figures=figure_outputs(),
     default_target: True

@@ -124,7 +124,7 @@ def test_dry_run_plans_every_training(workflow, name):
         assert by_parent["train_members"] == 3 * 28
     assert jobs["parent_state"] == len(parent_states(config)) == 3 * 7   # the re-init step is a spawn step
     assert jobs["barrier"] == len(barrier_set(config)) == 3 * (1 + 2 * 6)  # reset and each re-init, each parent
-    assert jobs["prepare_data"] == jobs["metrics"] == jobs["barriers"] == jobs["all"] == 1
+    assert jobs["prepare_data"] == jobs["metrics"] == jobs["barriers"] == jobs["claims"] == jobs["all"] == 1
     assert jobs["figure"] == 12
 
 

@@ -179,9 +179,26 @@ def test_every_figure_is_a_nonempty_image_and_the_report_builds(smoke):
     # The README's command for a config other than the default: the report goes into its experiment's folder.
     snakemake(workdir, "--report", "results/smoke/report.html")
     html = (workdir / "results/smoke/report.html").read_text()
-    assert all(name in html for name in FIGURES) and "summary.csv" in html
+    assert all(name in html for name in FIGURES) and "summary.csv" in html and "claims.csv" in html
     assert "results/smoke/figures/" in html and "results/mnist1d-cnn1d" not in html
     assert not (workdir / "results/report.html").exists()
+
+
+def test_claims_table_names_every_claim_with_a_rule_and_a_verdict(smoke):
+    import pandas as pd
+
+    from coupledsgd.analysis.claims import CLAIM_IDS, COLUMNS, VERDICTS
+
+    workdir, _ = smoke
+    claims = pd.read_csv(workdir / "results/smoke/claims.csv", keep_default_na=False)
+    assert list(claims.columns) == COLUMNS and claims["claim"].tolist() == CLAIM_IDS
+    assert claims["verdict"].isin(VERDICTS).all() and (claims["rule"] != "").all()
+    # Two spawn steps decide no trend over t: inconclusive, saying why; a difference of conditions has
+    # its interval over the 2 parents.
+    trend = claims.set_index("claim").loc["gain-falls"]
+    assert trend["verdict"] == "inconclusive" and "spawn step" in trend["reason"]
+    barrier = claims.set_index("claim").loc["reinit-opens-barrier"]
+    assert barrier["n_units"] == 2 and float(barrier["ci_low"]) <= float(barrier["value"]) <= float(barrier["ci_high"])
 
 
 def test_two_runs_from_scratch_give_byte_identical_predictions(smoke, tmp_path):

@@ -176,3 +176,43 @@ def gain_by_size(member_logits, labels) -> np.ndarray:
     ens = np.array([accuracy(e, labels) for e in prefix])
     member = np.cumsum([accuracy(x, labels) for x in lp]) / m
     return ens - member
+
+
+def ranks(x) -> np.ndarray:
+    """(N,) float64 ranks 1..N of x, ties given the mean of the ranks they span."""
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="stable")
+    r = np.empty(x.size, dtype=np.float64)
+    r[order] = np.arange(1, x.size + 1)
+    _, tie, counts = np.unique(x, return_inverse=True, return_counts=True)
+    return (np.bincount(tie, weights=r) / counts)[tie]
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation of x and y (Pearson's of their tie-averaged ranks); 0 where either is
+    constant (no monotone association to speak of), nan for fewer than 2 points."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.size < 2:
+        return float("nan")
+    rx, ry = ranks(x) - (x.size + 1) / 2, ranks(y) - (y.size + 1) / 2
+    den = math.sqrt(float(np.sum(rx**2) * np.sum(ry**2)))
+    return float(np.sum(rx * ry) / den) if den > 0 else 0.0
+
+
+def bootstrap_ci_groups(
+    stat_fn: Callable[..., float],
+    sizes: tuple[int, ...],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap over independent groups of units (e.g. the parents of two conditions).
+
+    Each resample draws, group after group, an index vector of that group's size with replacement from
+    one np.random.default_rng(seed) and calls stat_fn(idx_0, idx_1, ...). With one group the draws
+    are those of bootstrap_ci(stat_fn, sizes[0], n_boot, seed).
+    """
+    rng = np.random.default_rng(seed)
+    stats = [stat_fn(*(rng.integers(0, n, size=n) for n in sizes)) for _ in range(n_boot)]
+    lo, hi = np.percentile(stats, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)

@@ -1,0 +1,5 @@
+from coupledsgd.analysis.claims import check_claims
+from coupledsgd.jobs.runtime import run_stage
+
+run_stage(check_claims, dict(snakemake.input.items()), snakemake.output.table, dict(snakemake.params.settings),
+          snakemake.log[0])
