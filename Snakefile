@@ -26,26 +26,38 @@ onsuccess:
 
     # In-job checkpoints outlive their jobs (a stopped Snakemake reruns finished jobs from them);
     # once a run succeeds, those of finished jobs have served.
-    remove_finished_checkpoints(EXP)
+    remove_finished_checkpoints(L.exp)
     members_table = Path(rules.metrics.output.members)
     if members_table.exists():
         import pyarrow.parquet as pq
 
-        flagged = pq.read_table(members_table, columns=["condition", "t", "parent", "child", "diverged"])
+        flagged = pq.read_table(
+            members_table, columns=["condition", "t", "parent", "child", "diverged"]
+        )
         flagged = [row for row in flagged.to_pylist() if row["diverged"]]
         if flagged:
-            names = [f"{r['condition']} t={r['t']} p{r['parent']}c{r['child']}" for r in flagged]
-            shown = ", ".join(names[:10]) if len(names) <= 10 else f"{', '.join(names[:10])} ..."
-            print(f"WARNING: {len(flagged)} member(s) diverged (at chance, or ending below where they "
-                  f"started; {members_table}, column diverged): {shown}", file=sys.stderr)
+            names = [
+                f"{r['condition']} t={r['t']} p{r['parent']}c{r['child']}"
+                for r in flagged
+            ]
+            shown = (
+                ", ".join(names[:10])
+                if len(names) <= 10
+                else f"{', '.join(names[:10])} ..."
+            )
+            print(
+                f"WARNING: {len(flagged)} member(s) diverged (at chance, or ending below where they "
+                f"started; {members_table}, column diverged): {shown}",
+                file=sys.stderr,
+            )
 
 
 rule all:
+    default_target: True
     input:
         predictions=all_member_outputs("predictions"),
-        trajectories=all_member_outputs("trajectories"),
+        trajectories=all_member_outputs("trajectory"),
         metrics=rules.metrics.output,
         barriers=rules.barriers.output.table,
         claims=rules.claims.output.table,
         figures=figure_outputs(),
-    default_target: True

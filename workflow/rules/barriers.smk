@@ -1,4 +1,4 @@
-# Error barriers between the children of one parent (DESIGN.md section 3), for the barrier set of
+# Error barriers between the children of one parent (docs/design.md, "Error barriers"), for the barrier set of
 # coupledsgd.core.grid.barrier_set: the re-initialisation conditions and their coupled-to-t-reset
 # reference at reinit.steps, every parent.
 
@@ -8,12 +8,18 @@ from coupledsgd.core.grid import barrier_set
 rule barrier:
     input:
         data=rules.prepare_data.output.data,
-        finals=expand(
-            f"{EXP}/children/{{{{cond}}}}/t{{{{t}}}}/p{{{{p}}}}/c{{c}}/final.pt",
-            c=range(config["ensemble"]["children"]),
-        ),
+        finals=lambda wc: [L.final(wc.cond, wc.t, wc.p, c) for c in CHILDREN],
     output:
-        table=f"{EXP}/barriers/{{cond}}/t{{t}}/p{{p}}.parquet",
+        table=L.barrier("{cond}", "{t}", "{p}"),
+    log:
+        L.barrier_log("{cond}", "{t}", "{p}"),
+    benchmark:
+        L.barrier_benchmark("{cond}", "{t}", "{p}")
+    conda:
+        "../../envs/coupledsgd.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=gpu_request(),
     params:
         barrier=config["barrier"],
         seed=config["seed"],
@@ -23,35 +29,23 @@ rule barrier:
         condition=lambda wc: wc.cond,
         t=lambda wc: int(wc.t),
         parent=lambda wc: int(wc.p),
-    log:
-        f"{LOGS}/barriers/{{cond}}/t{{t}}/p{{p}}.log",
-    benchmark:
-        f"{BENCHMARKS}/barrier/{{cond}}/t{{t}}/p{{p}}.tsv"
-    threads: config["threads"]
-    resources:
-        gpu=gpu_request(),
-    conda:
-        "../../envs/coupledsgd.yaml"
     script:
         "../scripts/barrier.py"
 
 
 rule barriers:
     input:
-        tables=[
-            f"{EXP}/barriers/{cond}/t{t}/p{p}.parquet"
-            for cond, t, p in barrier_set(config)
-        ],
+        tables=[L.barrier(cond, t, p) for cond, t, p in barrier_set(config)],
     output:
-        table=f"{EXP}/metrics/barriers.parquet",
+        table=L.table("barriers"),
+    log:
+        L.analysis_log("barriers"),
+    conda:
+        "../../envs/coupledsgd.yaml"
+    threads: 1
     params:
         barrier=config["barrier"],
         seed=config["seed"],
         device=config["device"],
-    log:
-        f"{LOGS}/metrics/barriers.log",
-    threads: 1
-    conda:
-        "../../envs/coupledsgd.yaml"
     script:
         "../scripts/barriers_table.py"

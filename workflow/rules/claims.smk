@@ -9,15 +9,15 @@ rule claims:
         forgetting=rules.metrics.output.forgetting,
         barriers=rules.barriers.output.table,
     output:
-        table=report(f"{EXP}/claims.csv", caption="../report/claims.rst", category="Tables"),
-    params:
-        settings=config["metrics"],
+        table=report(L.claims, caption="../report/claims.rst", category="Tables"),
     log:
-        f"{LOGS}/claims.log",
+        L.analysis_log("claims"),
+    conda:
+        "../../envs/coupledsgd.yaml"
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        "../../envs/coupledsgd.yaml"
+    params:
+        settings=config["metrics"],
     script:
         "../scripts/claims.py"

@@ -1,24 +1,25 @@
 import sys
 from pathlib import Path
 
-from coupledsgd.core.config import config_hash, job_shape, validate
-from coupledsgd.core.grid import members
-from coupledsgd.core.errors import ConfigError
-from coupledsgd.analysis.figures import FIGURES, table_path
+from coupledsgd.analysis.figures import FIGURES
 from coupledsgd.core.conditions import parse_condition
+from coupledsgd.core.config import config_hash, job_shape, validate
+from coupledsgd.core.errors import ConfigError
+from coupledsgd.core.grid import members
+from coupledsgd.core.layout import Layout
 
 try:
     config = validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 except ConfigError as e:
     sys.exit(f"Error in config: {e}")
 
-EXP = f"results/{config['experiment']}"
-LOGS = f"logs/{config['experiment']}"
-# One benchmark TSV per job of the training and barrier rules (wall seconds in column `s`, memory,
-# CPU time), written when the job succeeds: `coupledsgd cost` and `coupledsgd status` read them.
-BENCHMARKS = f"{EXP}/benchmarks"
+# Every path of the experiment (coupledsgd.core.layout): called with wildcards for a rule's pattern,
+# with numbers for one file. Benchmark files (wall seconds in column `s`, memory, CPU time) are
+# written when a training or barrier job succeeds: `coupledsgd cost` and `coupledsgd status` read them.
+L = Layout(config["experiment"])
 MEMBERS = members(config)
 CHILDREN = range(config["ensemble"]["children"])
+
 
 wildcard_constraints:
     cond="|".join(sorted({m.condition for m in MEMBERS}, key=len, reverse=True)),
@@ -26,13 +27,15 @@ wildcard_constraints:
     p=r"\d+",
     c=r"\d+",
 
+
 def all_member_outputs(kind):
-    if kind == "children":
-        return [f"{EXP}/children/{m.key}/final.pt" for m in MEMBERS]
-    return [f"{EXP}/{kind}/{m.key}.parquet" for m in MEMBERS]
+    """`kind` (final, predictions, trajectory) of every member of the grid."""
+    return [L.member_file(kind, m.condition, m.t, m.parent, m.child) for m in MEMBERS]
+
 
 def gpu_request():
     return 1 if config["device"] == "cuda" else 0
+
 
 def run_settings(**extra):
     """Everything a training result depends on: changing any of it reruns the job."""
@@ -45,44 +48,43 @@ def run_settings(**extra):
         "config_hash": config_hash(config),
         # The GPU path's settings change GPU results only: on the CPU they must not rerun anything.
         # How many jobs share a GPU changes no result.
-        **({"cuda": {k: v for k, v in config["cuda"].items() if k != "jobs_per_device"}}
-           if config["device"] == "cuda" else {}),
+        **(
+            {
+                "cuda": {
+                    k: v for k, v in config["cuda"].items() if k != "jobs_per_device"
+                }
+            }
+            if config["device"] == "cuda"
+            else {}
+        ),
         **extra,
     }
+
 
 JOB_SHAPE = job_shape(config)
 
 
 def member_slots():
     """The (parent, child) of each member a training job trains, as wildcards or numbers."""
-    parents = ["{p}"] if JOB_SHAPE != "condition" else [str(p) for p in range(config["ensemble"]["parents"])]
+    parents = (
+        ["{p}"]
+        if JOB_SHAPE != "condition"
+        else [str(p) for p in range(config["ensemble"]["parents"])]
+    )
     children = ["{c}"] if JOB_SHAPE == "member" else [str(c) for c in CHILDREN]
     return [(p, c) for p in parents for c in children]
 
 
-def member_outputs(kind, ext):
-    if kind == "children":
-        return [f"{EXP}/children/{{cond}}/t{{t}}/p{p}/c{c}/final.pt" for p, c in member_slots()]
-    return [f"{EXP}/{kind}/{{cond}}/t{{t}}/p{p}/c{c}.{ext}" for p, c in member_slots()]
-
-
-def member_log():
-    if JOB_SHAPE == "member":
-        return f"{LOGS}/children/{{cond}}/t{{t}}/p{{p}}/c{{c}}.log"
-    if JOB_SHAPE == "children":
-        return f"{LOGS}/children/{{cond}}/t{{t}}/p{{p}}/children.log"
-    return f"{LOGS}/children/{{cond}}/t{{t}}/members.log"
-
-
-def member_benchmark():
-    """The train_members job's benchmark file, named by the same wildcards as its log."""
-    name = member_log().removeprefix(f"{LOGS}/children/").removesuffix(".log")
-    return f"{BENCHMARKS}/train_members/{name}.tsv"
+def member_outputs(kind):
+    """`kind` (final, predictions, trajectory) of each member the job trains, as patterns."""
+    return [L.member_file(kind, "{cond}", "{t}", p, c) for p, c in member_slots()]
 
 
 def job_members(wildcards):
     """[parent, child] of each member of this job, in the order of its outputs."""
-    slot = lambda value, name: int(getattr(wildcards, name)) if value == f"{{{name}}}" else int(value)
+    slot = lambda value, name: (
+        int(getattr(wildcards, name)) if value == f"{{{name}}}" else int(value)
+    )
     return [[slot(p, "p"), slot(c, "c")] for p, c in member_slots()]
 
 
@@ -90,15 +92,21 @@ def parent_inputs(wildcards):
     if not parse_condition(wildcards.cond).has_parent:
         return {}
     parents = sorted({p for p, _ in job_members(wildcards)})
-    return {"parents": [f"{EXP}/parents/p{p}/step{wildcards.t}.pt" for p in parents]}
+    return {"parents": [L.parent_state(p, wildcards.t) for p in parents]}
+
 
 # Snakemake opens a report caption by a fixed path (no wildcards), so the one caption template,
 # figure.rst, renders the text of the figure's own caption file, carried in params.
-FIGURE_CAPTIONS = {name: Path(workflow.source_path(f"../report/{name}.rst")).read_text() for name in FIGURES}
+FIGURE_CAPTIONS = {
+    name: Path(workflow.source_path(f"../report/{name}.rst")).read_text()
+    for name in FIGURES
+}
+
 
 def figure_inputs(wildcards):
-    return {table: table_path(EXP, table) for table in FIGURES[wildcards.name][1]}
+    return {table: L.table(table) for table in FIGURES[wildcards.name][1]}
+
 
 def figure_outputs():
     """Every figure, PNG and PDF."""
-    return [f"{EXP}/figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")]
+    return [L.figure(name, ext) for name in FIGURES for ext in ("png", "pdf")]

@@ -1,14 +1,14 @@
 rule prepare_data:
     output:
-        data=f"{EXP}/data.pt",
-    params:
-        data={k: v for k, v in config["data"].items() if k != "augment"},
+        data=L.data,
     log:
-        f"{LOGS}/prepare_data.log",
+        L.data_log,
+    conda:
+        "../../envs/coupledsgd.yaml"
     threads: 1
     resources:
         mem_mb=4000,
-    conda:
-        "../../envs/coupledsgd.yaml"
+    params:
+        data={k: v for k, v in config["data"].items() if k != "augment"},
     script:
         "../scripts/prepare_data.py"

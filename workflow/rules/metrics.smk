@@ -1,19 +1,21 @@
 rule metrics:
     input:
         predictions=all_member_outputs("predictions"),
-        trajectories=all_member_outputs("trajectories"),
+        trajectories=all_member_outputs("trajectory"),
     output:
-        members=f"{EXP}/metrics/members.parquet",
-        ensembles=f"{EXP}/metrics/ensembles.parquet",
-        pairs=f"{EXP}/metrics/pairs.parquet",
-        forgetting=f"{EXP}/metrics/forgetting.parquet",
-        summary=report(f"{EXP}/metrics/summary.csv", caption="../report/summary.rst", category="Tables"),
-    params:
-        settings=config["metrics"],
+        members=L.table("members"),
+        ensembles=L.table("ensembles"),
+        pairs=L.table("pairs"),
+        forgetting=L.table("forgetting"),
+        summary=report(
+            L.table("summary"), caption="../report/summary.rst", category="Tables"
+        ),
     log:
-        f"{LOGS}/metrics.log",
-    threads: 1
+        L.analysis_log("metrics"),
     conda:
         "../../envs/coupledsgd.yaml"
+    threads: 1
+    params:
+        settings=config["metrics"],
     script:
         "../scripts/metrics.py"

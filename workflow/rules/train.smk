@@ -2,18 +2,18 @@ rule parent_state:
     input:
         data=rules.prepare_data.output.data,
     output:
-        state=f"{EXP}/parents/p{{p}}/step{{t}}.pt",
-    params:
-        run=lambda wc: run_settings(parent=int(wc.p), t=int(wc.t)),
+        state=L.parent_state("{p}", "{t}"),
     log:
-        f"{LOGS}/parents/p{{p}}/step{{t}}.log",
+        L.parent_log("{p}", "{t}"),
     benchmark:
-        f"{BENCHMARKS}/parent_state/p{{p}}/step{{t}}.tsv"
+        L.parent_benchmark("{p}", "{t}")
+    conda:
+        "../../envs/coupledsgd.yaml"
     threads: config["threads"]
     resources:
         gpu=gpu_request(),
-    conda:
-        "../../envs/coupledsgd.yaml"
+    params:
+        run=lambda wc: run_settings(parent=int(wc.p), t=int(wc.t)),
     script:
         "../scripts/parent_state.py"
 
@@ -25,21 +25,25 @@ rule train_members:
         unpack(parent_inputs),
         data=rules.prepare_data.output.data,
     output:
-        final=member_outputs("children", "final.pt"),
-        predictions=member_outputs("predictions", "parquet"),
-        trajectory=member_outputs("trajectories", "parquet"),
-    params:
-        # experiment: written into each predictions and trajectories file (column and metadata)
-        run=lambda wc: run_settings(condition=wc.cond, t=int(wc.t), members=job_members(wc),
-                                    experiment=config["experiment"]),
+        final=member_outputs("final"),
+        predictions=member_outputs("predictions"),
+        trajectory=member_outputs("trajectory"),
     log:
-        member_log(),
+        L.job_log(JOB_SHAPE, "{cond}", "{t}"),
     benchmark:
-        member_benchmark()
+        L.job_benchmark(JOB_SHAPE, "{cond}", "{t}")
+    conda:
+        "../../envs/coupledsgd.yaml"
     threads: config["threads"]
     resources:
         gpu=gpu_request(),
-    conda:
-        "../../envs/coupledsgd.yaml"
+    params:
+        # experiment: written into each predictions and trajectories file (column and metadata)
+        run=lambda wc: run_settings(
+            condition=wc.cond,
+            t=int(wc.t),
+            members=job_members(wc),
+            experiment=config["experiment"],
+        ),
     script:
         "../scripts/train_members.py"

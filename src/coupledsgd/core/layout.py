@@ -96,8 +96,13 @@ class Layout:
         """A metrics table: members, ensembles, pairs, forgetting, barriers (Parquet); summary (CSV)."""
         return f"{self.exp}/metrics/{name}.{'csv' if name == 'summary' else 'parquet'}"
 
+    @property
+    def claims(self) -> str:
+        return f"{self.exp}/claims.csv"
+
     def analysis_log(self, name: str) -> str:
-        return f"{self.logs}/metrics/{name}.log"
+        """The log of an analysis job: metrics, barriers (the one table), claims."""
+        return f"{self.logs}/{name}.log" if name != "barriers" else f"{self.logs}/metrics/barriers.log"
 
     def figure(self, name: str, ext: str) -> str:
         return f"{self.exp}/figures/{name}.{ext}"
