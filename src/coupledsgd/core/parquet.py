@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import __version__
-from .errors import ArtifactError
 from .files import atomic_path
 
 KEY_COLUMNS = ("condition", "t", "parent", "child")

@@ -27,15 +27,9 @@ errors in the predictions tables (which use their training-time running statisti
 from __future__ import annotations
 
 import hashlib
-import json
-import time
-from itertools import combinations
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
