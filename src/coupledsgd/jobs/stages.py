@@ -20,6 +20,7 @@ from ..core.errors import ArtifactError, ConfigError
 from ..engine.resume import Resume
 from ..core.seeds import member_seeds, parent_seeds
 from ..core.conditions import parse_condition
+from .runtime import logger, setup
 from ..engine.spawn import spawn
 from ..engine.training import Accel, Hparams, Run, describe, predict, train
 
