@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from coupledsgd.analysis import claims as C
-from coupledsgd import metrics as M
+from coupledsgd.analysis import metrics as M
 
 TS = [0, 6, 12, 30, 60, 180]
 N_BOOT = 200
