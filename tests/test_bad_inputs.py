@@ -14,7 +14,7 @@ from fixtures import trust_fake_cifar10, write_fake_cifar10, write_fake_tinyimag
 
 from coupledsgd.jobs.runtime import run_stage
 from coupledsgd.jobs.stages import parent_state, prepare_data, train_members
-from coupledsgd.analysis.tables import metric_tables
+from coupledsgd.jobs.analysis import metric_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {"seed": 0, "device": "cpu", "augment": False, "model": {"name": "cnn1d"},
@@ -139,7 +139,8 @@ def _metrics(finished, tmp_path, predictions):
     out = {k: str(tmp_path / "metrics" / f"{k}.parquet") for k in ("members", "ensembles", "pairs", "forgetting")}
     out["summary"] = str(tmp_path / "metrics" / "summary.csv")
     trajectories = [str(finished / f"c{c}/trajectory.parquet") for c in (0, 1)]
-    return metric_tables, predictions, trajectories, out, {"bootstrap": 10}
+    settings = {"bootstrap": 10, "ece_bins": 15, "mace_bins": 15, "forgetting_epochs": None}
+    return metric_tables, predictions, trajectories, out, settings
 
 
 def rewrite(source: Path, target: Path, change):

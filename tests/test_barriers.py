@@ -1,6 +1,5 @@
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -209,28 +208,6 @@ def test_barrier_table_rejects_a_child_of_another_parent(tmp_path):
     with pytest.raises(ArtifactError, match="c0/final.pt"):
         J.barrier_table(str(tmp_path / "data.pt"), paths, str(out), PARAMS)
     assert not out.exists()
-
-
-def test_concat_barriers(tmp_path):
-    _save_data(tmp_path / "data.pt", _data())
-    outs = []
-    for cond in ("coupled-to-t-reset", "reinit-high-25"):
-        paths = _write_children(tmp_path / cond, 2, condition=cond)
-        outs.append(str(tmp_path / f"{cond}.parquet"))
-        J.barrier_table(str(tmp_path / "data.pt"), paths, outs[-1], {**PARAMS, "condition": cond})
-    out = tmp_path / "metrics" / "barriers.parquet"
-    J.concat_barriers(outs, str(out), {"seed": 0, "device": "cpu"})
-    table = pq.read_table(out)
-    assert table.schema.equals(J.SCHEMA, check_metadata=False)
-    assert table.num_rows == 2 * 4
-    assert table.column("condition").to_pylist() == ["coupled-to-t-reset"] * 4 + ["reinit-high-25"] * 4
-    # An empty barrier set still gives a table with the schema.
-    J.concat_barriers([], str(out))
-    assert pq.read_table(out).schema.equals(J.SCHEMA, check_metadata=False)
-    # A foreign file is named.
-    pq.write_table(pa.table({"x": [1]}), tmp_path / "foreign.parquet")
-    with pytest.raises(ArtifactError, match="foreign.parquet"):
-        J.concat_barriers([str(tmp_path / "foreign.parquet")], str(out))
 
 
 def test_barrier_set_is_reinit_conditions_and_their_reset_reference():

@@ -10,7 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from coupledsgd.analysis import aggregate as A
+from coupledsgd.analysis import draw as D
 from coupledsgd.analysis import figures as F
+from coupledsgd.jobs.analysis import run_figure
 from coupledsgd.core.errors import ArtifactError
 
 PARENTS, CHILDREN, STEPS, PERCENTS, REINIT_STEPS = 2, 2, [0, 8], [25], [8]
@@ -112,18 +115,19 @@ def _check_files(png, pdf):
 
 def test_every_section_4_figure_is_registered_with_its_tables():
     assert [name.split("_")[0].removeprefix("fig") for name in F.FIGURES] == SECTION_4
-    for name, (fn, tables) in F.FIGURES.items():
+    for name, (fn, tables, columns) in F.FIGURES.items():
         assert callable(fn) and tables and set(tables) <= set(F.TABLES), name
+        assert columns and set(columns) <= set(tables), name
         assert fn.__name__ == name
 
 
 @pytest.mark.parametrize("name", list(F.FIGURES))
 def test_figure_draws_and_saves(name, tables, tmp_path):
-    fn, needed = F.FIGURES[name]
+    fn, needed, _ = F.FIGURES[name]
     start = time.perf_counter()
     fig = fn(**{t: tables[t] for t in needed})
     png, pdf = tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"
-    F.save(fig, png, pdf)
+    D.save(fig, png, pdf)
     assert time.perf_counter() - start < 5
     assert not hasattr(fig, "coupledsgd_no_data"), fig.coupledsgd_no_data
     _check_files(png, pdf)
@@ -135,7 +139,7 @@ def test_figure_draws_and_saves(name, tables, tmp_path):
 
 @pytest.mark.parametrize("name", [n for n in F.FIGURES if not n.startswith(("fig1g", "fig2"))])
 def test_spawn_and_percent_figures_have_a_no_coupling_or_no_reinit_reference(name, tables):
-    fn, needed = F.FIGURES[name]
+    fn, needed, _ = F.FIGURES[name]
     legend = _legend_texts(fn(**{t: tables[t] for t in needed}))
     if name.startswith("fig3"):
         assert any(t.startswith("no re-init") for t in legend), legend
@@ -151,7 +155,7 @@ def test_spawn_axis_shows_steps_and_epochs(tables):
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0\n(init)", "8\n(1 ep)"]
     fig = F.fig1e_kl_same_parent(tables["pairs"])  # no epochs known: steps alone
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0\n(init)", "8"]
-    assert F.t_label(6, {6: 0.4}) == "6\n(0.4 ep)"
+    assert A.t_label(6, {6: 0.4}) == "6\n(0.4 ep)"
 
 
 def test_mean_and_band_are_over_parents(tables):
@@ -169,7 +173,7 @@ def test_mean_and_band_are_over_parents(tables):
 
 def test_parent_stats_average_children_first():
     df = pd.DataFrame(dict(t=[0, 0, 0, 0], parent=[0, 0, 0, 1], v=[1.0, 2.0, 3.0, 6.0]))
-    s = F.parent_stats(df, ["t"], "v").iloc[0]
+    s = A.parent_stats(df, ["t"], "v").iloc[0]
     assert (s["mean"], s["n"]) == (4.0, 2)          # parent 0: 2, parent 1: 6
     assert s["std"] == pytest.approx(np.std([2, 6], ddof=1))
 
@@ -183,10 +187,10 @@ def test_cumulative_forgetting_takes_the_last_point_within_E():
             rows.append(dict(condition="coupled-to-t-reset", t=8, parent=0, child=child, step=8 + 8 * e,
                              epoch=float(e), events=10 * e, cumulative_events=cum))
     f = pd.DataFrame(rows)
-    last, E = F.cumulative_forgetting(f, ["coupled-to-t-reset"])
+    last, E = A.cumulative_forgetting(f, ["coupled-to-t-reset"])
     assert E == 2.0  # the largest epoch both members reached
     assert last["cumulative_events"].tolist() == [30, 30]
-    last, E = F.cumulative_forgetting(f, ["coupled-to-t-reset"], epochs=1.5)
+    last, E = A.cumulative_forgetting(f, ["coupled-to-t-reset"], epochs=1.5)
     assert E == 1.5 and last["cumulative_events"].tolist() == [10, 10]
 
 
@@ -229,29 +233,29 @@ def test_member_accuracy_has_one_box_per_condition_and_step(tables):
 ])
 def test_missing_condition_gives_a_no_data_figure(name, absent, tmp_path):
     tables = synthetic_tables([c for c in ALL if c != absent])
-    fn, needed = F.FIGURES[name]
+    fn, needed, _ = F.FIGURES[name]
     fig = fn(**{t: tables[t] for t in needed})
     message = f"no data: condition {absent} not in this experiment"
     assert fig.coupledsgd_no_data == message and message in _texts(fig)
-    F.save(fig, tmp_path / "f.png", tmp_path / "f.pdf")
+    D.save(fig, tmp_path / "f.png", tmp_path / "f.pdf")
     _check_files(tmp_path / "f.png", tmp_path / "f.pdf")
 
 
 @pytest.mark.parametrize("name", ["fig1i_accuracy_gain_reinit", "fig1j_mace_reinit", "fig3_error_barrier"])
 def test_no_reinit_conditions_give_a_no_data_figure(name, tmp_path):
     tables = synthetic_tables([c for c in ALL if not c.startswith("reinit")])
-    fn, needed = F.FIGURES[name]
+    fn, needed, _ = F.FIGURES[name]
     fig = fn(**{t: tables[t] for t in needed})
     assert "reinit-low-<pct>" in fig.coupledsgd_no_data
-    F.save(fig, tmp_path / "f.png", tmp_path / "f.pdf")
+    D.save(fig, tmp_path / "f.png", tmp_path / "f.pdf")
     _check_files(tmp_path / "f.png", tmp_path / "f.pdf")
 
 
 def test_empty_tables_give_no_data_figures(tables, tmp_path):
-    for name, (fn, needed) in F.FIGURES.items():
+    for name, (fn, needed, _) in F.FIGURES.items():
         fig = fn(**{t: tables[t].iloc[:0] for t in needed})
         assert fig.coupledsgd_no_data.startswith("no data"), name
-        F.save(fig, tmp_path / f"{name}.png", tmp_path / f"{name}.pdf")
+        D.save(fig, tmp_path / f"{name}.png", tmp_path / f"{name}.pdf")
         _check_files(tmp_path / f"{name}.png", tmp_path / f"{name}.pdf")
 
 
@@ -276,18 +280,9 @@ def test_a_missing_column_names_the_file(tables, tmp_path):
     path = tmp_path / "ensembles.parquet"
     tables["ensembles"].drop(columns=["gain"]).to_parquet(path)
     with pytest.raises(ArtifactError, match=r"ensembles\.parquet: missing column\(s\) gain"):
-        F.run_figure("fig1a_accuracy_gain", {"ensembles": str(path)}, str(tmp_path / "a.png"),
-                     str(tmp_path / "a.pdf"))
+        run_figure("fig1a_accuracy_gain", {"ensembles": str(path)}, str(tmp_path / "a.png"),
+                   str(tmp_path / "a.pdf"))
     assert not (tmp_path / "a.png").exists()
-
-
-def test_an_unreadable_table_names_the_file(tmp_path):
-    path = tmp_path / "ensembles.parquet"
-    path.write_bytes(b"PAR1 truncated")
-    with pytest.raises(ArtifactError, match="ensembles.parquet: not a readable Parquet table"):
-        F.read_table(path)
-    with pytest.raises(ArtifactError, match="not found"):
-        F.read_table(tmp_path / "nope.parquet")
 
 
 def test_run_figure_reads_parquet_and_logs(tables, tmp_path):
@@ -296,9 +291,9 @@ def test_run_figure_reads_parquet_and_logs(tables, tmp_path):
         paths[name] = str(tmp_path / "metrics" / f"{name}.parquet")
         (tmp_path / "metrics").mkdir(exist_ok=True)
         df.to_parquet(paths[name])
-    for name, (_, needed) in F.FIGURES.items():
+    for name, (_, needed, _) in F.FIGURES.items():
         out = tmp_path / "figures"
-        F.run_figure(name, {t: paths[t] for t in needed}, str(out / f"{name}.png"), str(out / f"{name}.pdf"),
+        run_figure(name, {t: paths[t] for t in needed}, str(out / f"{name}.png"), str(out / f"{name}.pdf"),
                      str(tmp_path / "logs" / f"{name}.log"))
         _check_files(out / f"{name}.png", out / f"{name}.pdf")
         assert f"{name}: drawn" in (tmp_path / "logs" / f"{name}.log").read_text()
@@ -306,9 +301,9 @@ def test_run_figure_reads_parquet_and_logs(tables, tmp_path):
 
 def test_save_is_deterministic_and_replaces(tables, tmp_path):
     fig = F.fig1i_accuracy_gain_reinit(tables["ensembles"])
-    F.save(fig, tmp_path / "a.png", tmp_path / "a.pdf")
+    D.save(fig, tmp_path / "a.png", tmp_path / "a.pdf")
     first = ((tmp_path / "a.png").read_bytes(), (tmp_path / "a.pdf").read_bytes())
-    F.save(fig, tmp_path / "a.png", tmp_path / "a.pdf")
+    D.save(fig, tmp_path / "a.png", tmp_path / "a.pdf")
     assert ((tmp_path / "a.png").read_bytes(), (tmp_path / "a.pdf").read_bytes()) == first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pdf", "a.png"]
 

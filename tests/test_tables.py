@@ -8,6 +8,7 @@ import pytest
 
 from coupledsgd.analysis import metrics as M
 from coupledsgd.analysis import tables as T
+from coupledsgd.jobs.analysis import metric_tables
 from coupledsgd.core.parquet import write_predictions, write_trajectory
 from coupledsgd.core.errors import ArtifactError
 
@@ -58,7 +59,7 @@ def _outputs(root):
 
 def _run(root, preds, trajs, settings=SETTINGS):
     out = _outputs(root)
-    T.metric_tables(preds, trajs, out, settings, str(root / "metrics.log"))
+    metric_tables(preds, trajs, out, settings, str(root / "metrics.log"))
     return {k: (pd.read_csv(v) if v.endswith(".csv") else pd.read_parquet(v)) for k, v in out.items()}, out
 
 
@@ -125,7 +126,7 @@ def test_ensembles_table_by_hand(hand):
 def test_gain_interval_is_metrics_bootstrap_ci_over_per_example_gains(hand):
     e = hand[0]["ensembles"]
     d = np.array([.5, .5, 0.0, 0.0])
-    lo, hi = M.bootstrap_ci(lambda idx: d[idx].mean(), len(d), n_boot=200, seed=T.BOOTSTRAP_SEED)
+    lo, hi = M.bootstrap_ci(lambda idx: d[idx].mean(), len(d), n_boot=200, seed=M.BOOTSTRAP_SEED)
     assert (e.gain_ci_low[0], e.gain_ci_high[0]) == pytest.approx((lo, hi))
 
 
@@ -168,7 +169,7 @@ def test_summary_by_hand(hand):
     assert r.gain_std == pytest.approx(.25 / math.sqrt(2))  # sample std of (.25, 0)
     # The parent-averaged per-example gain is (.25, .25, 0, 0): resampled means lie in [0, .25].
     d = np.array([.25, .25, 0.0, 0.0])
-    lo, hi = M.bootstrap_ci(lambda idx: d[idx].mean(), 4, n_boot=200, seed=T.BOOTSTRAP_SEED)
+    lo, hi = M.bootstrap_ci(lambda idx: d[idx].mean(), 4, n_boot=200, seed=M.BOOTSTRAP_SEED)
     assert (r.gain_ci_low, r.gain_ci_high) == pytest.approx((lo, hi))
     assert r.gain_ci_low <= r.gain <= r.gain_ci_high
     assert r.sym_kl_same_parent == pytest.approx(math.log(2) / 2)
@@ -241,7 +242,7 @@ def test_mace_bootstrap_with_unit_weights_is_metrics_mace():
     for n, c, bins in ((7, 3, 15), (100, 4, 15), (101, 10, 7)):
         lp = M.log_softmax(rng.normal(0, 2, (n, c)))
         y = rng.integers(0, c, n)
-        got = T.mace_bootstrap(lp, y, np.ones((1, n)), bins)
+        got = M.mace_bootstrap(lp, y, np.ones((1, n)), bins)
         assert got[0] == pytest.approx(M.mace(lp, y, bins), rel=1e-12)
 
 
@@ -251,14 +252,14 @@ def test_mace_bootstrap_is_close_to_resorting_every_resample():
     n, c = 500, 4
     lp = M.log_softmax(rng.normal(0, 2, (n, c)))
     y = rng.integers(0, c, n)
-    w = T.bootstrap_weights(n, 300)
-    idx = np.random.default_rng(T.BOOTSTRAP_SEED).integers(0, n, size=(300, n))
+    w = M.bootstrap_weights(n, 300)
+    idx = np.random.default_rng(M.BOOTSTRAP_SEED).integers(0, n, size=(300, n))
     np.testing.assert_array_equal(w[5], np.bincount(idx[5], minlength=n))
     exact = np.array([M.mace(lp[i], y[i]) for i in idx])
-    fast = T.mace_bootstrap(lp, y, w)
+    fast = M.mace_bootstrap(lp, y, w)
     assert np.corrcoef(exact, fast)[0, 1] > 0.8
     assert np.mean(fast) == pytest.approx(np.mean(exact), rel=0.05)
-    assert T.percentile_ci(fast) == pytest.approx(T.percentile_ci(exact), rel=0.1)
+    assert M.percentile_ci(fast) == pytest.approx(M.percentile_ci(exact), rel=0.1)
 
 
 # --- errors ------------------------------------------------------------------------------------

@@ -1,194 +1,50 @@
-"""The paper's claims, each checked on an experiment's metric tables with a stated rule.
+"""The paper's claims, each checked on an experiment's metric tables with a stated rule (docs/design.md,
+"Claims").
 
 One row per claim (CLAIMS): the figure it belongs to, the claim in words, the statistic, its value on
 the experiment, its 95% percentile bootstrap interval, the rule that turns the interval into a verdict
 (`supported`, `not supported` or `inconclusive`) and, where the experiment cannot decide, the reason.
+The statistics over units and the rules are those of `estimates`; this module holds which claim reads
+which table, and how.
 
 The unit of every bootstrap is the independent training unit, never the test example: parents (an
 ensemble is one parent's children), pairs of parents for the between-parent KL (as the band of fig1f),
-and independent runs (parent, child) for the no-coupling forgetting curve (as fig1g). Resamples come from
-np.random.default_rng(BOOTSTRAP_SEED) through `metrics.bootstrap_ci` / `metrics.bootstrap_ci_groups`, so
-the table is the same on every run. Kinds of statistic:
+and independent runs (parent, child) for the no-coupling forgetting curve (as fig1g). A difference of
+conditions is paired by parent where both come from the same parents (re-initialisation against
+coupled-to-t-reset), from independent groups otherwise (coupled-order against no-coupling).
 
-- trend over t: Spearman's rank correlation between t and the mean over units of the value (the
-  curve of the figure); a resample redraws the units and recomputes the curve and its correlation. Needs 3
-  spawn steps or more.
-- difference: the mean over units of a condition minus that of its reference, paired by parent where
-  both come from the same parents (re-initialisation against coupled-to-t-reset), from independent groups
-  otherwise (coupled-order against no-coupling).
-
-Rules (`verdict_*`, one per kind of claim):
-
-- a direction ("falls", "rises", "more"): the interval excludes 0 on the claimed side -> supported; it
-  excludes 0 on the other side -> not supported; else inconclusive.
-- equivalence ("indistinguishable", "small"): the interval lies inside [-margin, +margin] -> supported;
-  it lies wholly outside it -> not supported; else inconclusive. Margins: ACCURACY_MARGIN (1 accuracy
-  point, a third of the default experiment's no-coupling ensemble gain) and MACE_MARGIN (0.1 MACE points,
-  a third of its no-coupling MACE improvement).
-- non-inferiority ("not worse"): the lower end of the interval is above -margin -> supported; the upper
-  end is below -margin -> not supported; else inconclusive.
+Margins of the equivalence and non-inferiority rules: ACCURACY_MARGIN (1 accuracy point, a third of the
+default experiment's no-coupling ensemble gain) and MACE_MARGIN (0.1 MACE points, a third of its
+no-coupling MACE improvement).
 
 A claim whose inputs the experiment lacks (a condition not run, one parent, fewer than 3 spawn steps, no
 barrier table rows) is `inconclusive` with the reason, never an error. Every function here is pure pandas
-and numpy over the tables of the metrics and barriers stages.
+and numpy over the tables of the metrics and barriers stages; the job is `jobs.analysis.check_claims`.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from . import metrics as M
-from ..core.errors import ArtifactError
-from ..core.files import atomic_path
+from ..core.conditions import BARRIER_REFERENCE, REFERENCE
+from .aggregate import cumulative_forgetting, reinit_condition
+from .estimates import (BOOTSTRAP_SEED, INCONCLUSIVE, N_BOOT, NOT_SUPPORTED, SUPPORTED,  # noqa: F401 (VERDICTS)
+                        VERDICTS, Estimate, direction_rule, early_excess, equivalence_rule,
+                        group_difference, lacking, noninferiority_rule, paired_difference, too_few_units,
+                        trend, unit_curves, verdict_direction, verdict_equivalence, verdict_noninferiority)
 
-BOOTSTRAP_SEED = 0
-N_BOOT = 1000
 ACCURACY_MARGIN = 0.01
 MACE_MARGIN = 0.001
-MIN_UNITS = 2
-MIN_STEPS = 3
 EARLY_FRACTION = 0.25  # fig1g: the first quarter of training against the rest
 
-NO_COUPLING, ORDER, TO_T, RESET = "no-coupling", "coupled-order", "coupled-to-t", "coupled-to-t-reset"
-_REINIT = r"^reinit-(low|high)-(\d+(?:\.\d+)?)$"
+NO_COUPLING, ORDER, TO_T, RESET = REFERENCE, "coupled-order", "coupled-to-t", BARRIER_REFERENCE
 
-SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
-VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)
 COLUMNS = ["claim", "figure", "text", "statistic", "value", "ci_low", "ci_high", "n_units", "rule",
            "verdict", "reason"]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Rules
-
-
-def verdict_direction(lo: float, hi: float, sign: int) -> str:
-    """sign +1: the claim is that the statistic is above 0; -1: below 0."""
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return INCONCLUSIVE
-    lo, hi = (lo, hi) if sign > 0 else (-hi, -lo)
-    return SUPPORTED if lo > 0 else NOT_SUPPORTED if hi < 0 else INCONCLUSIVE
-
-
-def verdict_equivalence(lo: float, hi: float, margin: float) -> str:
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return INCONCLUSIVE
-    if -margin <= lo and hi <= margin:
-        return SUPPORTED
-    return NOT_SUPPORTED if lo > margin or hi < -margin else INCONCLUSIVE
-
-
-def verdict_noninferiority(lo: float, hi: float, margin: float) -> str:
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return INCONCLUSIVE
-    return SUPPORTED if lo > -margin else NOT_SUPPORTED if hi < -margin else INCONCLUSIVE
-
-
-def _direction_rule(sign: int) -> str:
-    side = "above" if sign > 0 else "below"
-    other = "below" if sign > 0 else "above"
-    return f"supported if the interval lies {side} 0, not supported if {other} 0, else inconclusive"
-
-
-def _equivalence_rule(margin: float, unit: str) -> str:
-    return (f"supported if the interval lies within +-{margin * 100:g} {unit}, not supported if wholly "
-            "outside it, else inconclusive")
-
-
-def _noninferiority_rule(margin: float, unit: str) -> str:
-    return (f"supported if the interval lies above -{margin * 100:g} {unit}, not supported if wholly "
-            "below it, else inconclusive")
-
-
-# ---------------------------------------------------------------------------------------------------
-# Statistics over units
-
-
-@dataclass
-class Estimate:
-    value: float = float("nan")
-    ci_low: float = float("nan")
-    ci_high: float = float("nan")
-    n_units: int = 0
-    reason: str = ""
-    verdict: str | None = None  # set by a check that applies its rule itself (several conditions)
-
-
-def _lacking(reason: str, n_units: int = 0) -> Estimate:
-    return Estimate(n_units=n_units, reason=reason)
-
-
-def unit_curves(df: pd.DataFrame, value: str, unit, x: str = "t") -> pd.DataFrame:
-    """Units x values of `x`: the mean of `value` within each (unit, x); units lacking an x dropped."""
-    unit = [unit] if isinstance(unit, str) else list(unit)
-    curves = df.groupby(unit + [x], observed=True)[value].mean().unstack(x)
-    return curves.dropna().sort_index(axis=1)
-
-
-def _too_few_units(n: int, what: str) -> str | None:
-    return f"{n} {what}: a bootstrap over {what} needs {MIN_UNITS} or more" if n < MIN_UNITS else None
-
-
-def trend(curves: pd.DataFrame, what: str, n_boot: int = N_BOOT, seed: int = BOOTSTRAP_SEED) -> Estimate:
-    """Spearman's rho between t (the columns) and the mean curve over units (the rows), with its
-    interval over resampled units."""
-    t = curves.columns.to_numpy(dtype=float)
-    values = curves.to_numpy(dtype=float)
-    n = len(values)
-    if len(t) < MIN_STEPS:
-        return _lacking(f"{len(t)} spawn step(s) with data: a trend needs {MIN_STEPS} or more", n)
-    if (reason := _too_few_units(n, what)) is not None:
-        return _lacking(reason, n)
-    rho = M.spearman(t, values.mean(axis=0))
-    lo, hi = M.bootstrap_ci(lambda idx: M.spearman(t, values[idx].mean(axis=0)), n, n_boot, seed)
-    return Estimate(rho, lo, hi, n)
-
-
-def early_excess(curves: pd.DataFrame, what: str, n_boot: int = N_BOOT, seed: int = BOOTSTRAP_SEED) -> Estimate:
-    """How much more the mean curve falls before the middle spawn step t_m than a fall linear in t would:
-    (v(t_0) - v(t_m)) - (t_m - t_0) / (t_max - t_0) * (v(t_0) - v(t_max)); t_m the median spawn step
-    (the upper one of an even count). Positive: the fall is fastest early."""
-    t = curves.columns.to_numpy(dtype=float)
-    values = curves.to_numpy(dtype=float)
-    n = len(values)
-    if len(t) < MIN_STEPS:
-        return _lacking(f"{len(t)} spawn step(s) with data: needs {MIN_STEPS} or more", n)
-    if (reason := _too_few_units(n, what)) is not None:
-        return _lacking(reason, n)
-    m = len(t) // 2
-    share = (t[m] - t[0]) / (t[-1] - t[0])
-
-    def stat(v):
-        return float((v[0] - v[m]) - share * (v[0] - v[-1]))
-
-    lo, hi = M.bootstrap_ci(lambda idx: stat(values[idx].mean(axis=0)), n, n_boot, seed)
-    return Estimate(stat(values.mean(axis=0)), lo, hi, n)
-
-
-def paired_difference(a: pd.Series, b: pd.Series, what: str, n_boot: int = N_BOOT,
-                      seed: int = BOOTSTRAP_SEED) -> Estimate:
-    """Mean over the units both series hold (their index) of a - b, with its interval over units."""
-    d = (a - b).dropna().to_numpy(dtype=float)
-    if (reason := _too_few_units(len(d), what)) is not None:
-        return _lacking(reason, len(d))
-    lo, hi = M.bootstrap_ci(lambda idx: float(d[idx].mean()), len(d), n_boot, seed)
-    return Estimate(float(d.mean()), lo, hi, len(d))
-
-
-def group_difference(a, b, what: str, n_boot: int = N_BOOT, seed: int = BOOTSTRAP_SEED) -> Estimate:
-    """mean(a) - mean(b) of two independent groups of units, each resampled on its own."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    n = min(len(a), len(b))
-    if (reason := _too_few_units(n, what)) is not None:
-        return _lacking(reason, n)
-    lo, hi = M.bootstrap_ci_groups(lambda i, j: float(a[i].mean() - b[j].mean()), (len(a), len(b)),
-                                   n_boot, seed)
-    return Estimate(float(a.mean() - b.mean()), lo, hi, n)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -202,11 +58,10 @@ def _of(df: pd.DataFrame, condition: str) -> pd.DataFrame:
 def reinit_conditions(df: pd.DataFrame) -> pd.DataFrame:
     """condition, side, percent, t of the re-initialisation conditions in df."""
     keys = df[["condition", "t"]].drop_duplicates()
-    parsed = keys["condition"].str.extract(_REINIT)
-    keep = parsed[0].notna()
-    out = keys[keep].copy()
-    out["side"] = parsed.loc[keep, 0].to_numpy()
-    out["percent"] = parsed.loc[keep, 1].astype(float).to_numpy()
+    parsed = [reinit_condition(c) for c in keys["condition"]]
+    out = keys.loc[[c is not None for c in parsed]].copy()
+    out["side"] = [c.side for c in parsed if c is not None]
+    out["percent"] = pd.Series([c.percent for c in parsed if c is not None], index=out.index, dtype=float)
     return out.reset_index(drop=True)
 
 
@@ -220,8 +75,6 @@ def _missing(*conditions) -> str:
 
 
 def _cumulative_forgetting(forgetting: pd.DataFrame) -> pd.DataFrame:
-    from .figures import cumulative_forgetting
-
     return cumulative_forgetting(forgetting, [RESET])[0]
 
 
@@ -233,7 +86,7 @@ def _gain_falls(condition):
     def check(tables, n_boot):
         rows = _of(tables["ensembles"], condition)
         if rows.empty:
-            return _lacking(_missing(condition))
+            return lacking(_missing(condition))
         return trend(unit_curves(rows, "gain", "parent"), "parents", n_boot)
     return check
 
@@ -243,7 +96,7 @@ def _order_equivalent(value):
         e = tables["ensembles"]
         a, b = _of(e, ORDER), _of(e, NO_COUPLING)
         if a.empty or b.empty:
-            return _lacking(_missing(ORDER, NO_COUPLING))
+            return lacking(_missing(ORDER, NO_COUPLING))
         return group_difference(a.groupby("parent")[value].mean(), b.groupby("parent")[value].mean(),
                                 "parents", n_boot)
     return check
@@ -254,7 +107,7 @@ def _members_not_worse(tables, n_boot):
     coupled = m[m["condition"].isin([TO_T, RESET])]
     ref = _of(m, NO_COUPLING)
     if coupled.empty or ref.empty:
-        return _lacking(_missing(f"{TO_T} and {RESET}", NO_COUPLING))
+        return lacking(_missing(f"{TO_T} and {RESET}", NO_COUPLING))
     return group_difference(coupled.groupby("parent")["accuracy"].mean(),
                             ref.groupby("parent")["accuracy"].mean(), "parents", n_boot)
 
@@ -264,7 +117,7 @@ def _same_parent_kl(statistic):
         p = tables["pairs"]
         rows = _of(p[p["kind"] == "same-parent"], RESET)
         if rows.empty:
-            return _lacking(_missing(RESET) + " with two children or more")
+            return lacking(_missing(RESET) + " with two children or more")
         return statistic(unit_curves(rows, "sym_kl", "parent_a"), "parents", n_boot)
     return check
 
@@ -273,7 +126,7 @@ def _between_parent_kl(tables, n_boot):
     p = tables["pairs"]
     rows = _of(p[p["kind"] == "between-parents"], RESET)
     if rows.empty:
-        return _lacking(_missing(RESET) + " with two parents or more")
+        return lacking(_missing(RESET) + " with two parents or more")
     return trend(unit_curves(rows, "sym_kl", ["parent_a", "parent_b"]), "pairs of parents", n_boot)
 
 
@@ -281,15 +134,15 @@ def _forgetting_early(tables, n_boot):
     f = _of(tables["forgetting"], NO_COUPLING)
     f = f[f["epoch"] > 0]  # no event can happen at the first evaluation point
     if f.empty:
-        return _lacking(_missing(NO_COUPLING))
+        return lacking(_missing(NO_COUPLING))
     curves = unit_curves(f, "events", ["parent", "child"], x="epoch")
     epochs = curves.columns.to_numpy(dtype=float)
     early = epochs <= EARLY_FRACTION * epochs.max()
     if early.sum() < 1 or (~early).sum() < 1:
-        return _lacking(f"{len(epochs)} evaluation point(s) after the first: too few to split", len(curves))
+        return lacking(f"{len(epochs)} evaluation point(s) after the first: too few to split", len(curves))
     values = curves.to_numpy(dtype=float)
-    if (reason := _too_few_units(len(values), "runs")) is not None:
-        return _lacking(reason, len(values))
+    if (reason := too_few_units(len(values), "runs")) is not None:
+        return lacking(reason, len(values))
 
     def stat(v):
         return float(v[early].mean() - v[~early].mean())
@@ -301,7 +154,7 @@ def _forgetting_early(tables, n_boot):
 def _cumulative_forgetting_falls(tables, n_boot):
     f = tables["forgetting"]
     if _of(f, RESET).empty:
-        return _lacking(_missing(RESET))
+        return lacking(_missing(RESET))
     return trend(unit_curves(_cumulative_forgetting(f), "cumulative_events", "parent"), "parents", n_boot)
 
 
@@ -311,7 +164,7 @@ def _reinit_low_beats_high(tables, n_boot):
     low, high = r[r["side"] == "low"], r[r["side"] == "high"]
     both = low.merge(high, on=["t", "percent"], suffixes=("_low", "_high"))
     if both.empty:
-        return _lacking("no percent and step run both as reinit-low and reinit-high")
+        return lacking("no percent and step run both as reinit-low and reinit-high")
     diffs = [_per_parent(e, row.condition_low, row.t, "gain") - _per_parent(e, row.condition_high, row.t, "gain")
              for row in both.itertuples()]
     per_parent = pd.concat(diffs, axis=1).mean(axis=1, skipna=False)
@@ -330,7 +183,7 @@ def _against_reset(df: pd.DataFrame, value: str, n_boot: int) -> dict[str, Estim
 def _reinit_calibration_small(tables, n_boot):
     e = tables["ensembles"]
     if reinit_conditions(e).empty or _of(e, RESET).empty:
-        return _lacking(_missing("reinit-low/high", RESET))
+        return lacking(_missing("reinit-low/high", RESET))
     each = _against_reset(e, "ensemble_mace", n_boot)
     usable = {c: x for c, x in each.items() if not x.reason}
     if not usable:
@@ -348,7 +201,7 @@ def _reinit_calibration_small(tables, n_boot):
 def _reinit_barrier(tables, n_boot):
     b = tables["barriers"]
     if b.empty or reinit_conditions(b).empty or _of(b, RESET).empty:
-        return _lacking("no error barriers of re-initialised and coupled-to-t-reset children")
+        return lacking("no error barriers of re-initialised and coupled-to-t-reset children")
     per_pair = b.groupby(["condition", "t", "parent", "child_a", "child_b"], as_index=False, observed=True)["barrier"].mean()
     r = reinit_conditions(per_pair)
     diffs = [_per_parent(per_pair, row.condition, row.t, "barrier") - _per_parent(per_pair, RESET, row.t, "barrier")
@@ -371,10 +224,10 @@ class Claim:
 
     def rule(self) -> str:
         if self.kind == "direction":
-            return _direction_rule(self.sign)
+            return direction_rule(self.sign)
         if self.kind == "equivalence":
-            return _equivalence_rule(self.margin, self.unit)
-        return _noninferiority_rule(self.margin, self.unit)
+            return equivalence_rule(self.margin, self.unit)
+        return noninferiority_rule(self.margin, self.unit)
 
     def verdict(self, est: Estimate) -> str:
         if est.verdict is not None:
@@ -479,32 +332,3 @@ def markdown(table: pd.DataFrame) -> str:
                                else "")
         lines.append(f"| {r.text} | {r.figure} | {r.statistic} | {num(r.value)} | {interval} | {verdict} |")
     return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------------
-# The stage
-
-
-def _read(path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path)
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: metric table not found") from None
-    except Exception as e:  # pyarrow raises several types for truncated or foreign files
-        raise ArtifactError(f"{path}: not a readable Parquet table ({type(e).__name__}: {e})") from None
-
-
-def check_claims(inputs: dict[str, str], output: str, settings: dict | None = None,
-                 log_path: str | None = None) -> None:
-    """Read the metric tables (inputs: table name -> path), check every claim, write claims.csv."""
-    from ..jobs.runtime import logger
-
-    log = logger(log_path)
-    tick = time.perf_counter()
-    n_boot = int((settings or {}).get("bootstrap", N_BOOT))
-    table = claims_table({name: _read(path) for name, path in inputs.items()}, n_boot)
-    with atomic_path(output) as tmp:
-        table.to_csv(tmp, index=False)
-    counts = table["verdict"].value_counts().to_dict()
-    log(f"{len(table)} claims, {json.dumps(counts)}, {n_boot} resamples, "
-        f"{time.perf_counter() - tick:.2f} s")

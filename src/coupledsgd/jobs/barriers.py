@@ -1,10 +1,9 @@
-"""The barrier jobs: error paths and barriers of every pair of children of one (condition, t, parent),
-and the experiment's one barriers table (docs/design.md, "Error barriers").
+"""The barrier job: error paths and barriers of every pair of children of one (condition, t, parent)
+(docs/design.md, "Error barriers"); the experiment's one barriers table is `jobs.analysis.concat_barriers`.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from itertools import combinations
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..analysis.read import BARRIER_SCHEMA
 from ..core.errors import ArtifactError
 from ..core.files import atomic_path
 from ..core.parquet import provenance
@@ -22,18 +22,7 @@ from ..engine.barriers import barrier, bn_seed, error_path
 from ..engine.checkpoints import load_torch
 from .runtime import logger, setup
 
-# Key columns first (one row per pair and point a); `barrier` repeats the pair's barrier on each row.
-SCHEMA = pa.schema([
-    ("condition", pa.dictionary(pa.int8(), pa.string())),
-    ("t", pa.int32()),
-    ("parent", pa.int16()),
-    ("child_a", pa.int16()),
-    ("child_b", pa.int16()),
-    ("alpha", pa.float64()),
-    ("error", pa.float64()),
-    ("barrier", pa.float64()),
-])
-KEY_COLUMNS = ("condition", "t", "parent", "child_a", "child_b")
+SCHEMA = BARRIER_SCHEMA  # one row per pair and point alpha (analysis.read, the table's reader)
 
 
 def _columns(condition: str, t: int, parent: int, rows: dict[str, list]) -> dict[str, pa.Array]:
@@ -96,31 +85,3 @@ def barrier_table(data_path: str, final_paths: Sequence[str], output_path: str, 
     meta = {**provenance(params, device), "coupledsgd.bn_seed": str(bn_seed(params["seed"]))}
     _write(table, output_path, meta)
     log(f"{len(states) * (len(states) - 1) // 2} pairs written to {output_path}")
-
-
-def read_barriers(path: str | Path) -> pa.Table:
-    """A per-(condition, t, parent) barrier table, checked against `SCHEMA`."""
-    try:
-        table = pq.read_table(path)
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: barrier table not found") from None
-    except Exception as e:  # pyarrow raises several types for truncated or foreign files
-        raise ArtifactError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
-    if not table.schema.equals(SCHEMA, check_metadata=False):
-        raise ArtifactError(f"{path}: not a barrier table (columns {table.schema.names}, "
-                            f"expected {SCHEMA.names} with their types)")
-    return table
-
-
-def concat_barriers(paths: Sequence[str], output_path: str, params: dict | None = None,
-                    log_path: str | None = None) -> None:
-    """Concatenate per-(condition, t, parent) barrier tables into one (the experiment's barriers.parquet)."""
-    log = logger(log_path)
-    tables = [read_barriers(p) for p in paths]
-    table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
-    table = table.unify_dictionaries().combine_chunks()
-    meta = {**provenance(params or {}, (params or {}).get("device", "cpu")),
-            "coupledsgd.inputs": json.dumps([str(p) for p in paths])}
-    _write(table, output_path, meta)
-    log(f"{len(paths)} barrier tables, {table.num_rows} rows written to {output_path}")
-

@@ -1,0 +1,288 @@
+"""Drawing (matplotlib and seaborn): the figure templates every figure of docs/design.md, "Figures" is
+drawn with, from data `aggregate` has prepared, and `save`.
+
+Conventions shared by every figure:
+
+- A value is shown as the mean over parents with a band of +-1 standard deviation over parents (one
+  parent draws no band; a single x an error bar instead).
+- Spawn steps sit at evenly spaced positions (they are roughly geometric) labelled with the step and, from
+  the tables' `t_epoch`, the epoch on a second line ("180", "(12 ep)"; t = 0 is "(init)").
+- The no-coupling level is a dashed horizontal line with a grey +-1 sd band where the paper has one.
+- Data a figure needs that the experiment does not have gives a figure that says so (`no_data_figure`).
+
+Nothing here imports matplotlib, seaborn, numpy or pandas at module level, so the workflow can read the
+figure registry when it parses the rules at no cost. Figures are bare `matplotlib.figure.Figure` objects
+(no pyplot), so nothing accumulates in pyplot's figure registry and no interactive backend is touched.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import warnings
+from pathlib import Path
+
+from ..core.conditions import BARRIER_REFERENCE, REFERENCE
+from ..core.files import atomic_path
+from . import aggregate as A
+
+LINE_SIZE = (5.6, 4.4)
+DPI = 150
+SIDE_COLOR = {"low": "C0", "high": "C1"}            # the paper: low blue, high orange
+FAMILY_COLOR = {"no-coupling": "0.55", "coupled-order": "C4", "coupled-to-t": "C2",
+                "coupled-to-t-reset": "C0", "reinit-low": "C9", "reinit-high": "C1"}
+MAIN_COLOR = "C0"
+REF_COLOR = "0.25"
+NO_REINIT_COLOR = "0.1"
+T_STYLES = ("-", "--", ":", "-.")
+
+
+def _mpl():
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:  # never switch a backend someone else is using
+        matplotlib.use("Agg")
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    return Figure, sns
+
+
+def styled(fn):
+    """Draw under seaborn's whitegrid style and paper context without changing global rcParams."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        _, sns = _mpl()
+        with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.1):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def new(figsize=LINE_SIZE):
+    Figure, _ = _mpl()
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots()
+
+
+def _note(fig, notes: list[str]) -> None:
+    """Small grey lines under the axes (kept clear of them by the constrained layout)."""
+    if notes:
+        fig.supxlabel("\n".join(notes), fontsize=7, color="0.35", x=0.01, ha="left")
+
+
+def legend(fig, ax, notes=(), title=None) -> None:
+    """The legend below the axes, where it can hide neither data nor reference bands, then the notes."""
+    from matplotlib.lines import Line2D
+
+    handles, labels = ax.get_legend_handles_labels()
+    notes = list(notes)
+    handles += [Line2D([], [], ls="none") for _ in notes]  # a note is an entry without a symbol
+    lg = fig.legend(handles, labels + notes, loc="outside lower center", fontsize=7.5, title=title,
+                    title_fontsize=7.5, frameon=False, handlelength=2.5)
+    for text in lg.get_texts()[len(labels):]:
+        text.set_color("0.35")
+        text.set_fontstyle("italic")
+
+
+def no_data_figure(title: str, message: str, figsize=LINE_SIZE):
+    """A valid figure that says why there is nothing to plot."""
+    fig, ax = new(figsize)
+    ax.set_axis_off()
+    ax.set_title(title)
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=11, transform=ax.transAxes,
+            bbox={"boxstyle": "round", "facecolor": "0.95", "edgecolor": "0.6"})
+    fig.coupledsgd_no_data = message
+    return fig
+
+
+def save(fig, png_path: str | Path, pdf_path: str | Path, dpi: int = DPI) -> None:
+    """Write `fig` as PNG and PDF; each appears under its final name only once complete."""
+    for path, fmt, metadata in ((png_path, "png", {"Software": None}),
+                                (pdf_path, "pdf", {"Creator": None, "Producer": None, "CreationDate": None})):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
+
+
+def missing(condition: str) -> str:
+    return f"no data: condition {condition} not in this experiment"
+
+
+def band_line(ax, x, stats, label, color, marker="o", ls="-"):
+    import numpy as np
+
+    x = np.asarray(list(x), dtype=float)
+    mean = stats["mean"].to_numpy(float)
+    std = stats["std"].to_numpy(float)
+    ax.plot(x, mean, marker=marker, ls=ls, color=color, label=label, markersize=4.5, lw=1.6)
+    if not np.isfinite(std).any():
+        return
+    if len(x) == 1:  # a band of zero width would not show: an error bar instead
+        ax.errorbar(x, mean, yerr=std, fmt="none", ecolor=color, capsize=4, lw=1.2)
+    else:
+        ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+
+
+def unit_word(unit, n: int) -> str:
+    word = "parent pair" if len(unit) == 2 else ("run" if "child" in unit else "parent")
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _reference(ax, df, value, unit=("parent",), orientation="h", label=REFERENCE) -> bool:
+    """The no-coupling level (mean over units) as a dashed line with a +-1 sd band; False if absent."""
+    import numpy as np
+
+    if A.is_empty(df):
+        return False
+    m, sd, n = A.overall_stats(df, value, unit)
+    line, span = (ax.axhline, ax.axhspan) if orientation == "h" else (ax.axvline, ax.axvspan)
+    line(m, color=REF_COLOR, ls="--", lw=1.2, label=f"{label} (mean ± sd over {unit_word(unit, n)})")
+    if np.isfinite(sd) and sd > 0:
+        span(m - sd, m + sd, color="0.5", alpha=0.15, linewidth=0)
+    return True
+
+
+def _spawn_axis(ax, ts, epochs):
+    ax.set_xticks(range(len(ts)))
+    ax.set_xticklabels([A.t_label(t, epochs) for t in ts])
+    ax.set_xlabel("spawn step t (steps; epochs)")
+    ax.set_xlim(-0.4, len(ts) - 0.6)
+
+
+def spawn_figure(df, *, condition, value, unit, ylabel, title, epochs, reference=True,
+                 what=None, why_empty=None):
+    """`value` of `condition` vs spawn step, mean +-1 sd over `unit`, with the no-coupling level.
+    `why_empty` says why a table with no rows at all is empty (the grid has no pairs, say)."""
+    if df.empty and why_empty:
+        return no_data_figure(title, why_empty)
+    rows = A.rows(df, condition)
+    if rows.empty:
+        return no_data_figure(title, missing(condition))
+    stats = A.parent_stats(rows, ["t"], value, unit).sort_values("t")
+    ts = [int(t) for t in stats["t"]]
+    fig, ax = new()
+    n = int(stats["n"].max())
+    band_line(ax, range(len(ts)), stats, f"{what or condition} (mean ± sd over {unit_word(unit, n)})",
+              MAIN_COLOR)
+    notes = []
+    if reference and not _reference(ax, A.rows(df, REFERENCE), value, unit):
+        notes.append(f"{REFERENCE} not in this experiment: no reference line")
+    _spawn_axis(ax, ts, epochs)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    legend(fig, ax, notes)
+    return fig
+
+
+def _reinit_lines(ax, rows, steps, value, unit) -> tuple[list[str], int]:
+    """One line per side and re-init step; the notes on sides not run, and the most units of a point."""
+    notes, n = [], 0
+    for side in ("low", "high"):
+        for i, t in enumerate(steps):
+            sel = rows[(rows["side"] == side) & (rows["t"] == t)]
+            if sel.empty:
+                continue
+            stats = A.parent_stats(sel, ["percent"], value, unit).sort_values("percent")
+            label = f"{side} layers" + (f", t = {t}" if len(steps) > 1 else "")
+            n = max(n, int(stats["n"].max()))
+            band_line(ax, stats["percent"].to_numpy(float), stats, label, SIDE_COLOR[side],
+                      ls=T_STYLES[i % len(T_STYLES)])
+        if not (rows["side"] == side).any():
+            notes.append(f"reinit-{side}-<pct> not in this experiment")
+    return notes, n
+
+
+def _no_reinit_markers(ax, df, steps, value, unit) -> list[str]:
+    """The coupled-to-t-reset members at each re-init step as the "no re-init" marker at 0%."""
+    notes = []
+    base = A.rows(df, BARRIER_REFERENCE)
+    for t in steps:
+        sel = base[base["t"] == t]
+        if sel.empty:
+            notes.append(f"{BARRIER_REFERENCE} not run at t = {t}: no 'no re-init' marker")
+            continue
+        s = A.parent_stats(sel, ["t"], value, unit).iloc[0]
+        ax.errorbar([0.0], [s["mean"]], yerr=[0.0 if s["std"] != s["std"] else s["std"]], fmt="D",
+                    color=NO_REINIT_COLOR, markersize=6, capsize=4, zorder=5,
+                    label=f"no re-init ({BARRIER_REFERENCE}" + (f", t = {t})" if len(steps) > 1 else ")"))
+    return notes
+
+
+def percent_figure(df, *, value, unit, ylabel, title, epochs, reference: bool, realised=None):
+    """`value` vs percent re-initialised (the share really re-drawn, see `aggregate.reinit_rows`; ticks
+    at the requested percents), one line per side (and per re-init step), the coupled-to-t-reset members
+    at the same steps as the "no re-init" marker at 0%, and optionally the no-coupling level."""
+    rows = A.reinit_rows(df, realised)
+    if rows.empty:
+        return no_data_figure(title, "no data: conditions reinit-low-<pct> and reinit-high-<pct>\n"
+                                     "not in this experiment")
+    steps = sorted(int(t) for t in rows["t"].unique())
+    at = ", ".join(A.t_label(t, epochs, sep=" ") for t in steps)
+    fig, ax = new()
+    notes, n = _reinit_lines(ax, rows, steps, value, unit)
+    notes += _no_reinit_markers(ax, df, steps, value, unit)
+    if reference and not _reference(ax, A.rows(df, REFERENCE), value, unit):
+        notes.append(f"{REFERENCE} not in this experiment: no reference line")
+    percents = sorted(set(rows["requested"].tolist()) | {0.0})
+    ax.set_xticks(percents)
+    ax.set_xticklabels([f"{p:g}" for p in percents])
+    ax.set_xlabel("parameters re-initialised (%)")
+    ax.margins(x=0.08)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title}\nat spawn step t = {at}")
+    legend(fig, ax, notes, title=f"mean ± sd over {unit_word(unit, n)}")
+    return fig
+
+
+def epoch_figure(stats, *, label, ylabel, title):
+    """A curve over epochs (stats: epoch, mean, std, n), the y axis from 0."""
+    fig, ax = new()
+    band_line(ax, stats["epoch"].to_numpy(float), stats, label, MAIN_COLOR, marker=".")
+    ax.set_xlabel("epoch")
+    if (stats["epoch"] % 1 == 0).all():
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.set_ylim(bottom=0)
+    legend(fig, ax)
+    return fig
+
+
+def _boxes(ax, data, order, families) -> None:
+    _, sns = _mpl()
+    palette = {f: FAMILY_COLOR.get(f, "C4") for f in families}
+    with warnings.catch_warnings():  # seaborn 0.13 passes boxplot's `vert`, deprecated in matplotlib 3.11
+        warnings.simplefilter("ignore", DeprecationWarning)
+        sns.boxplot(data=data, x="accuracy", y="group", order=order, hue="family", hue_order=families,
+                    palette=palette, dodge=False, showfliers=False, width=0.6, linewidth=0.8, ax=ax,
+                    legend=False)
+    sns.stripplot(data=data, x="accuracy", y="group", order=order, color="0.15", size=3, jitter=0.15,
+                  ax=ax, legend=False)
+
+
+def box_figure(data, order, families, *, title, reference_level=None):
+    """Member accuracy, one box (with the members as dots) per group of `order`, coloured by family
+    (data: accuracy, group, family, optionally diverged; see `aggregate.member_groups`), the diverged
+    members marked and the no-coupling mean as a line."""
+    fig, ax = new((7.0, 1.6 + 0.32 * len(order)))
+    _boxes(ax, data, order, families)
+    notes = []
+    if "diverged" in data.columns and data["diverged"].any():
+        bad = data[data["diverged"].astype(bool)]
+        ax.scatter(bad["accuracy"], [order.index(g) for g in bad["group"]], marker="x", s=40, color="red",
+                   zorder=6, label="diverged member")
+        notes.append(f"{len(bad)} diverged member(s) marked x (members.parquet, column diverged)")
+    if reference_level is not None:
+        ax.axvline(reference_level, color=REF_COLOR, ls="--", lw=1.0, label=f"{REFERENCE} mean")
+    else:
+        notes.append(f"{REFERENCE} not in this experiment: no reference line")
+    ax.set_xlabel("member test accuracy")
+    ax.set_ylabel("condition, spawn step t")
+    ax.set_title(title)
+    if reference_level is not None or any("diverged" in n for n in notes):
+        ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _note(fig, notes)
+    return fig

@@ -1,0 +1,240 @@
+"""The one Parquet reader of the analysis, with its checks: every file the analysis reads goes through
+`open_parquet`, and an unreadable, missing or malformed file is an `ArtifactError` naming it.
+
+- member files (docs/design.md, "Measurements"): `read_predictions`, `read_trajectory`, each one
+  member's (condition, t, parent, child) as `core.parquet.KEY_COLUMNS`, with the steps per epoch and
+  config hash of the config that wrote it;
+- barrier tables (docs/design.md, "Error barriers"): `read_barriers`, checked against `BARRIER_SCHEMA`,
+  whose rows are keyed by `BARRIER_KEYS` (a pair of children of one parent);
+- metric tables (docs/design.md, "Results layout"): `read_table`, a DataFrame that remembers its file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..core.errors import ArtifactError
+from ..core.parquet import KEY_COLUMNS, ORIGIN_COLUMNS
+from .metrics import log_softmax
+
+SPE_KEY = b"coupledsgd.steps_per_epoch"
+HASH_KEY = b"coupledsgd.config_hash"
+REINIT_KEY = b"coupledsgd.reinit_percent"
+PREDICTION_COLUMNS = (*KEY_COLUMNS, "example_id", "label")
+TRAJECTORY_COLUMNS = (*KEY_COLUMNS, "step", "example_id", "correct")
+
+# The barrier table: key columns first (one row per pair and point alpha); `barrier` repeats the pair's
+# barrier on each row.
+BARRIER_SCHEMA = pa.schema([
+    ("condition", pa.dictionary(pa.int8(), pa.string())),
+    ("t", pa.int32()),
+    ("parent", pa.int16()),
+    ("child_a", pa.int16()),
+    ("child_b", pa.int16()),
+    ("alpha", pa.float64()),
+    ("error", pa.float64()),
+    ("barrier", pa.float64()),
+])
+BARRIER_KEYS = ("condition", "t", "parent", "child_a", "child_b")
+
+# What each kind of file is called in the errors: (when missing, when unreadable).
+_KINDS = {"member": ("file", "file"), "barriers": ("barrier table", "file"), "metrics": ("metric table", "table")}
+
+
+@dataclass(frozen=True, eq=False)
+class Predictions:
+    """One member's test-set predictions, rows sorted by example_id."""
+
+    path: str
+    condition: str
+    t: int
+    parent: int
+    child: int
+    example_id: np.ndarray  # (N,) int64, ascending
+    labels: np.ndarray  # (N,) int64
+    log_probs: np.ndarray  # (N, C) float64
+    steps_per_epoch: int
+    config_hash: str
+    reinit_percent: float = float("nan")  # the share of parameters re-drawn at t (re-initialisation only)
+
+    @property
+    def key(self) -> tuple[str, int, int, int]:
+        return self.condition, self.t, self.parent, self.child
+
+
+@dataclass(frozen=True, eq=False)
+class MemberTrajectory:
+    """One member's test-set correctness at its evaluation points, as read back from its file."""
+
+    path: str
+    condition: str
+    t: int
+    parent: int
+    child: int
+    steps: np.ndarray  # (E,) int64, ascending global SGD steps
+    correct: np.ndarray  # (E, N) bool, columns in example_id order
+    steps_per_epoch: int
+    config_hash: str
+
+    @property
+    def key(self) -> tuple[str, int, int, int]:
+        return self.condition, self.t, self.parent, self.child
+
+
+def open_parquet(path, kind: str = "member", reader=pq.read_table):
+    """`reader(path)`, its failures as ArtifactErrors naming the file. kind: member, barriers, metrics."""
+    missing, noun = _KINDS[kind]
+    try:
+        return reader(path)
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: {missing} not found") from None
+    except Exception as e:  # pyarrow raises several types for truncated or foreign files
+        raise ArtifactError(f"{path}: not a readable Parquet {noun} ({type(e).__name__}: {e})") from None
+
+
+def _one_key(table: pa.Table, path) -> dict:
+    key = {}
+    for c in KEY_COLUMNS:
+        values = table.column(c).unique().to_pylist()
+        if len(values) != 1 or values[0] is None:
+            raise ArtifactError(f"{path}: column {c} must hold one value, holds {values[:5]}")
+        key[c] = values[0] if c == "condition" else int(values[0])
+    return key
+
+
+def _metadata(table: pa.Table, path, key: bytes) -> bytes:
+    raw = (table.schema.metadata or {}).get(key)
+    if raw is None:
+        raise ArtifactError(f"{path}: schema metadata lacks {key.decode()} (written by an older "
+                            "version? rerun the job that wrote it)")
+    return raw
+
+
+def _steps_per_epoch(table: pa.Table, path) -> int:
+    raw = _metadata(table, path, SPE_KEY)
+    try:
+        spe = int(raw)
+    except ValueError:
+        spe = 0
+    if spe < 1:
+        raise ArtifactError(f"{path}: {SPE_KEY.decode()} = {raw!r} is not a positive integer")
+    return spe
+
+
+def _check_origin(table: pa.Table, path) -> None:
+    """The origin columns are optional (files of older versions lack them), but must not disagree."""
+    for name in ORIGIN_COLUMNS:
+        meta = (table.schema.metadata or {}).get(f"coupledsgd.{name}".encode())
+        if name in table.column_names:
+            values = table.column(name).unique().to_pylist()
+            if values != [meta.decode() if meta is not None else None]:
+                raise ArtifactError(f"{path}: column {name} holds {values[:5]}, but the schema metadata "
+                                    f"says {meta.decode() if meta is not None else None!r}")
+
+
+def read_member_table(path, required) -> tuple[pa.Table, dict, int, str]:
+    """A member file: the table, its key (condition, t, parent, child: one value each), its steps per
+    epoch and the hash of the config that produced it."""
+    table = open_parquet(path, "member")
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        raise ArtifactError(f"{path}: missing column(s) {', '.join(missing)}")
+    if table.num_rows == 0:
+        raise ArtifactError(f"{path}: no rows")
+    key = _one_key(table, path)
+    spe = _steps_per_epoch(table, path)
+    config_hash = _metadata(table, path, HASH_KEY).decode()
+    _check_origin(table, path)
+    return table, key, spe, config_hash
+
+
+def _int_column(table, name, path) -> np.ndarray:
+    col = table.column(name)
+    if col.null_count or not pa.types.is_integer(col.type):
+        raise ArtifactError(f"{path}: column {name} must be integers without nulls (is {col.type}, "
+                            f"{col.null_count} nulls)")
+    return col.to_numpy().astype(np.int64)
+
+
+def _logits(table: pa.Table, path, ids) -> np.ndarray:
+    """(N, C) float64 from the columns logit_0..logit_{C-1}: all there, floating point and finite."""
+    found = {int(c[6:]) for c in table.column_names if c.startswith("logit_") and c[6:].isdigit()}
+    n_classes = max(found, default=0) + 1
+    missing = [f"logit_{j}" for j in range(n_classes) if j not in found]
+    if missing:
+        raise ArtifactError(f"{path}: missing column(s) {', '.join(missing)}")
+    logits = np.empty((table.num_rows, n_classes), dtype=np.float64)
+    for j in range(n_classes):
+        col = table.column(f"logit_{j}")
+        if not pa.types.is_floating(col.type):
+            raise ArtifactError(f"{path}: column logit_{j} is {col.type}, not floating point")
+        logits[:, j] = col.to_numpy()  # nulls come out as nan and fail the check below
+    bad = ~np.isfinite(logits)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ArtifactError(f"{path}: {int(bad.sum())} non-finite logit(s), the first {logits[i, j]} "
+                            f"at example_id {ids[i]}, column logit_{j}")
+    return logits
+
+
+def read_predictions(path) -> Predictions:
+    """Read and check one predictions file: the columns, finite logits, labels in range, unique ids."""
+    table, key, spe, config_hash = read_member_table(path, PREDICTION_COLUMNS)
+    ids = _int_column(table, "example_id", path)
+    labels = _int_column(table, "label", path)
+    logits = _logits(table, path, ids)
+    n_classes = logits.shape[1]
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise ArtifactError(f"{path}: labels must lie in 0..{n_classes - 1} (the logit columns), "
+                            f"found {labels.min()}..{labels.max()}")
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    if np.any(ids[1:] == ids[:-1]):
+        raise ArtifactError(f"{path}: example_id {ids[1:][ids[1:] == ids[:-1]][0]} appears twice")
+    reinit = (table.schema.metadata or {}).get(REINIT_KEY)
+    return Predictions(str(path), key["condition"], key["t"], key["parent"], key["child"], ids,
+                       labels[order], log_softmax(logits[order]), spe, config_hash,
+                       float(reinit) if reinit is not None else float("nan"))
+
+
+def read_trajectory(path) -> MemberTrajectory:
+    """Read and check one trajectory file: every evaluation point holds the same examples once."""
+    table, key, spe, config_hash = read_member_table(path, TRAJECTORY_COLUMNS)
+    steps = _int_column(table, "step", path)
+    ids = _int_column(table, "example_id", path)
+    col = table.column("correct")
+    if col.null_count or not pa.types.is_boolean(col.type):
+        raise ArtifactError(f"{path}: column correct must be bool without nulls (is {col.type}, "
+                            f"{col.null_count} nulls)")
+    correct = col.to_numpy()
+    order = np.lexsort((ids, steps))
+    points, counts = np.unique(steps, return_counts=True)
+    n = table.num_rows // len(points)
+    ids = ids[order].reshape(-1)
+    if np.any(counts != n) or np.any(ids.reshape(len(points), n) != ids[:n]) or np.any(ids[1:n] == ids[:n - 1]):
+        raise ArtifactError(f"{path}: evaluation points must each hold the same examples once "
+                            f"({len(points)} points, rows per point {sorted(set(counts.tolist()))})")
+    return MemberTrajectory(str(path), key["condition"], key["t"], key["parent"], key["child"], points,
+                            correct[order].reshape(len(points), n), spe, config_hash)
+
+
+def read_barriers(path) -> pa.Table:
+    """A per-(condition, t, parent) barrier table, checked against `BARRIER_SCHEMA`."""
+    table = open_parquet(path, "barriers")
+    if not table.schema.equals(BARRIER_SCHEMA, check_metadata=False):
+        raise ArtifactError(f"{path}: not a barrier table (columns {table.schema.names}, "
+                            f"expected {BARRIER_SCHEMA.names} with their types)")
+    return table
+
+
+def read_table(path):
+    """A metric table as a DataFrame that remembers its file (for error messages)."""
+    import pandas as pd
+
+    df = open_parquet(path, "metrics", pd.read_parquet)
+    df.attrs["source"] = str(path)
+    return df

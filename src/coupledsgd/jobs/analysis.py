@@ -1,0 +1,121 @@
+"""The analysis jobs, the entry points the workflow scripts call: the metric tables (`metric_tables`),
+the experiment's one barriers table (`concat_barriers`), one figure (`run_figure`) and the claims table
+(`check_claims`). Each reads its inputs through `analysis.read`, computes with `coupledsgd.analysis`,
+writes every output atomically and logs through `runtime.logger`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import __version__
+from ..analysis import claims as C
+from ..analysis import draw as D
+from ..analysis import figures as F
+from ..analysis import metrics as M
+from ..analysis import tables as T
+from ..analysis.read import (BARRIER_SCHEMA, HASH_KEY, SPE_KEY, read_barriers, read_predictions, read_table,
+                             read_trajectory)
+from ..core.files import atomic_path
+from ..core.parquet import provenance
+from .runtime import logger
+
+
+def _write_parquet(df, schema: pa.Schema, path, metadata: dict[str, str]) -> None:
+    table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           **{k.encode(): v.encode() for k, v in metadata.items()}})
+    strings = [f.name for f in schema if pa.types.is_string(f.type)]
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=strings)
+
+
+def _write_csv(df, path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def metric_tables(prediction_paths, trajectory_paths, output_paths: dict, settings: dict,
+                  log_path: str | None = None) -> None:
+    """Read every member's predictions and trajectory, compute the metric tables, and write them.
+
+    settings: the validated config's `metrics` section (every key filled from the schema).
+    output_paths: {"members", "ensembles", "pairs", "forgetting"} -> .parquet, {"summary"} -> .csv;
+    each written atomically.
+    """
+    log = logger(log_path)
+    tick = time.perf_counter()
+    predictions = [read_predictions(p) for p in prediction_paths]
+    trajectories = [read_trajectory(p) for p in trajectory_paths]
+    log(f"read {len(predictions)} prediction and {len(trajectories)} trajectory files in "
+        f"{time.perf_counter() - tick:.2f} s")
+    tables = T.compute_tables(predictions, trajectories, settings, log)
+    spe = T.steps_per_epoch(predictions)
+    # The config hash of the members' files, so that a reader of the prediction files can keep those
+    # of the config these tables were computed from (README, "Inspecting the artifacts").
+    metadata = {"coupledsgd.params": json.dumps({**settings, "bootstrap_seed": M.BOOTSTRAP_SEED,
+                                                 "level": M.LEVEL}, sort_keys=True),
+                "coupledsgd.version": __version__, SPE_KEY.decode(): str(spe),
+                HASH_KEY.decode(): predictions[0].config_hash}
+    for name, schema in T.SCHEMAS.items():
+        _write_parquet(tables[name], schema, output_paths[name], metadata)
+    _write_csv(tables["summary"], output_paths["summary"])
+    bad = tables["members"][tables["members"]["diverged"]]
+    if len(bad):
+        log(f"WARNING: {len(bad)} member(s) diverged (at chance, or ending below where they started): "
+            + ", ".join(f"{r.condition} t={r.t} p{r.parent}c{r.child} ({r.accuracy:.3f})" for r in bad.itertuples()))
+    log(f"wrote {', '.join(str(Path(output_paths[k]).name) for k in (*T.SCHEMAS, 'summary'))} "
+        f"in {time.perf_counter() - tick:.2f} s in all")
+
+
+def concat_barriers(paths: Sequence[str], output_path: str, params: dict | None = None,
+                    log_path: str | None = None) -> None:
+    """Concatenate per-(condition, t, parent) barrier tables into one (the experiment's barriers.parquet)."""
+    log = logger(log_path)
+    tables = [read_barriers(p) for p in paths]
+    table = pa.concat_tables(tables) if tables else BARRIER_SCHEMA.empty_table()
+    table = table.unify_dictionaries().combine_chunks()
+    meta = {**provenance(params or {}, (params or {}).get("device", "cpu")),
+            "coupledsgd.inputs": json.dumps([str(p) for p in paths])}
+    table = table.replace_schema_metadata(meta)
+    with atomic_path(output_path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=["condition"])
+    log(f"{len(paths)} barrier tables, {table.num_rows} rows written to {output_path}")
+
+
+def run_figure(name: str, inputs: dict[str, str], png: str, pdf: str, log_path: str | None = None) -> None:
+    """Read the tables figure `name` needs (`inputs`: table name -> path), draw it and save it."""
+    if name not in F.FIGURES:
+        raise ValueError(f"unknown figure {name!r}; known: {', '.join(F.FIGURES)}")
+    tables = F.FIGURES[name].tables
+    missing = [t for t in tables if t not in inputs]
+    if missing:
+        raise ValueError(f"figure {name}: no input for table(s) {', '.join(missing)}")
+    start = time.perf_counter()
+    frames = {t: read_table(inputs[t]) for t in tables}
+    fig = F.FIGURES[name].draw(**frames)
+    D.save(fig, png, pdf)
+    what = f"NO DATA ({fig.coupledsgd_no_data})" if hasattr(fig, "coupledsgd_no_data") else "drawn"
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    logger(log_path)(f"{name}: {what} from {', '.join(f'{t} ({len(frames[t])} rows)' for t in tables)} in "
+                     f"{time.perf_counter() - start:.2f} s -> {png}, {pdf}")
+
+
+def check_claims(inputs: dict[str, str], output: str, settings: dict | None = None,
+                 log_path: str | None = None) -> None:
+    """Read the metric tables (inputs: table name -> path), check every claim, write claims.csv."""
+    log = logger(log_path)
+    tick = time.perf_counter()
+    n_boot = int((settings or {}).get("bootstrap", C.N_BOOT))
+    table = C.claims_table({name: read_table(path) for name, path in inputs.items()}, n_boot)
+    _write_csv(table, output)
+    counts = table["verdict"].value_counts().to_dict()
+    log(f"{len(table)} claims, {json.dumps(counts)}, {n_boot} resamples, "
+        f"{time.perf_counter() - tick:.2f} s")
