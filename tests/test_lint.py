@@ -24,7 +24,7 @@ def test_the_snakemake_files_are_formatted_by_snakefmt():
     snakefmt = shutil.which("snakefmt") or pytest.fail("snakefmt not installed (pip install -e '.[test]')")
     files = [ROOT / "Snakefile", *sorted((ROOT / "workflow").rglob("*.smk"))]
     result = subprocess.run([snakefmt, "--check", "--diff", *map(str, files)], capture_output=True, text=True)
-    assert result.returncode == 0, (f"snakefmt would reformat (run `snakefmt Snakefile workflow`):\n"
+    assert result.returncode == 0, ("snakefmt would reformat (run `snakefmt Snakefile workflow`):\n"
                                     + result.stdout[-4000:] + result.stderr[-2000:])
 
 
