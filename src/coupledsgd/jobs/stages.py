@@ -5,23 +5,18 @@ only wires Snakemake's inputs, outputs and params to one of these functions.
 from __future__ import annotations
 
 import json
-import os
-import sys
-import time
 from pathlib import Path
 
-import torch
-
-from ..engine import data as D
-from . import devices
-from ..engine.checkpoints import load_torch, save_torch
-from ..core.parquet import provenance, write_predictions, write_trajectory
-from ..core.errors import ArtifactError, ConfigError
-from ..engine.resume import Resume
-from ..core.seeds import member_seeds, parent_seeds
 from ..core.conditions import parse_condition
+from ..core.errors import ArtifactError
+from ..core.parquet import provenance, write_predictions, write_trajectory
+from ..core.seeds import member_seeds, parent_seeds
+from ..engine import data as D
+from ..engine.checkpoints import load_torch, save_torch
+from ..engine.resume import Resume
 from ..engine.spawn import spawn
 from ..engine.training import Accel, Hparams, Run, describe, predict, train
+from .runtime import logger, setup
 
 
 def prepare_data(settings: dict, output: str, log_path: str | None = None) -> None:
