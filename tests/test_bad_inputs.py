@@ -19,7 +19,12 @@ from coupledsgd.jobs.analysis import metric_tables
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {"seed": 0, "device": "cpu", "augment": False, "model": {"name": "cnn1d"},
           "training": {"steps": 16, "batch_size": 32, "lr": 0.1}, "config_hash": "h1", "threads": 1,
-          "checkpoint": {"every_steps": None, "every_seconds": None}}
+          "jobs_per_device": 1, "checkpoint": {"every_steps": None, "every_seconds": None}}
+
+
+def data_settings(**given) -> dict:
+    """The `data` settings prepare_data gets from its rule: every key, the schema's defaults filled in."""
+    return {"root": None, "download": False, "n_train": None, **given}
 
 
 def snapshot(folder: Path) -> dict:
@@ -38,7 +43,8 @@ def fails_with_one_line(stage, *args, naming: str):
 # --- data ----------------------------------------------------------------------------------------------
 
 def test_missing_cifar10_root(tmp_path):
-    fails_with_one_line(prepare_data, {"name": "cifar10", "root": str(tmp_path / "cifar")}, str(tmp_path / "d.pt"),
+    fails_with_one_line(prepare_data, data_settings(name="cifar10", root=str(tmp_path / "cifar")),
+                        str(tmp_path / "d.pt"),
                         None, naming=str(tmp_path / "cifar"))
     assert not (tmp_path / "d.pt").exists()
 
@@ -48,7 +54,7 @@ def test_truncated_cifar10_batch(tmp_path, monkeypatch):
     trust_fake_cifar10(monkeypatch, written["md5"])
     batch = tmp_path / "cifar-10-batches-py/data_batch_3"
     batch.write_bytes(batch.read_bytes()[:100])
-    fails_with_one_line(prepare_data, {"name": "cifar10", "root": str(tmp_path)}, str(tmp_path / "d.pt"), None,
+    fails_with_one_line(prepare_data, data_settings(name="cifar10", root=str(tmp_path)), str(tmp_path / "d.pt"), None,
                         naming="data_batch_3")
 
 
@@ -56,7 +62,7 @@ def test_tinyimagenet_without_val_annotations(tmp_path):
     write_fake_tinyimagenet(tmp_path)
     annotations = next(tmp_path.rglob("val_annotations.txt"))
     annotations.unlink()
-    fails_with_one_line(prepare_data, {"name": "tinyimagenet", "root": str(tmp_path)}, str(tmp_path / "d.pt"),
+    fails_with_one_line(prepare_data, data_settings(name="tinyimagenet", root=str(tmp_path)), str(tmp_path / "d.pt"),
                         None, naming="val_annotations.txt")
 
 
@@ -66,12 +72,12 @@ def test_tinyimagenet_wrong_image_size(tmp_path):
     write_fake_tinyimagenet(tmp_path)
     image = sorted(tmp_path.rglob("val_*.JPEG"))[0]
     Image.new("RGB", (32, 32)).save(image, format="JPEG")
-    fails_with_one_line(prepare_data, {"name": "tinyimagenet", "root": str(tmp_path)}, str(tmp_path / "d.pt"),
+    fails_with_one_line(prepare_data, data_settings(name="tinyimagenet", root=str(tmp_path)), str(tmp_path / "d.pt"),
                         None, naming=image.name)
 
 
 def test_more_training_examples_than_the_dataset_has(tmp_path):
-    fails_with_one_line(prepare_data, {"name": "digits", "n_train": 5000}, str(tmp_path / "d.pt"), None,
+    fails_with_one_line(prepare_data, data_settings(name="digits", n_train=5000), str(tmp_path / "d.pt"), None,
                         naming="data.n_train")
 
 

@@ -170,7 +170,8 @@ def _save_data(path, data):
 
 
 PARAMS = {"barrier": {"points": 4, "recompute_bn": True, "bn_batches": 2}, "seed": 0, "batch_size": 16,
-          "device": "cpu", "threads": 1, "condition": "reinit-low-25", "t": 8, "parent": 1}
+          "eval_batch_size": 1000, "device": "cpu", "threads": 1, "jobs_per_device": 1, "condition": "reinit-low-25",
+          "t": 8, "parent": 1}
 
 
 def test_barrier_table_writes_the_schema(tmp_path):

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.cuda,
 
 PARAMS = {"seed": 0, "device": "cuda", "augment": True, "model": {"name": "resnet8"},
           "training": {"steps": 120, "batch_size": 64, "lr": 0.1}, "config_hash": "cuda-test",
-          "condition": "coupled-to-t", "t": 16, "parent": 0, "threads": 1,
+          "condition": "coupled-to-t", "t": 16, "parent": 0, "threads": 1, "jobs_per_device": 1,
           "checkpoint": {"every_steps": None, "every_seconds": None},
           "cuda": {"bf16": True, "channels_last": True, "graphs": False, "compile": False}}
 

@@ -20,7 +20,7 @@ from coupledsgd.engine.training import Hparams, Run, Trajectory
 PARAMS = {"seed": 0, "device": "cpu", "augment": True, "model": {"name": "cnn1d"},
           "training": {"steps": 240, "batch_size": 32, "lr": 0.1}, "config_hash": "test",
           "condition": "coupled-to-t-reset", "t": 8, "parent": 0, "members": [[0, 1]], "threads": 1,
-          "checkpoint": {"every_steps": 5, "every_seconds": None}}
+          "jobs_per_device": 1, "checkpoint": {"every_steps": 5, "every_seconds": None}}
 
 
 def outputs(folder):

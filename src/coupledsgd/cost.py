@@ -4,17 +4,14 @@ jobs have finished, what they spent and what the rest of the grid will take at t
     coupledsgd cost --configfile configs/cifar10-resnet20.yaml [--images-per-second N]
     python -m coupledsgd.cost configs/cifar10-resnet20.yaml        (the same)
 
-Spent and projected (`run_cost`): every training and barrier job writes a benchmark file,
-results/{experiment}/benchmarks/{rule}/....tsv, whose column `s` is the job's wall-clock seconds. A
-job's work in images is counted from the config: a training job trains its members x their steps x
-batch size (train_members) or t x batch size (parent_state); a barrier job passes its interpolated
-networks forward (forward-only images). Per job kind, the measured rate is images / seconds over its
+Spent and projected (`run_cost`, from `coupledsgd.work`): every training and barrier job writes a
+benchmark file of its wall-clock seconds; per job kind, the measured rate is images / seconds over its
 finished jobs (start-up included, so it fits jobs of the same size), and the jobs whose outputs are
 not there yet are projected at that rate; a kind with no finished job is projected at the assumed
 rate below and the report says so. Device-hours: one GPU per job (`device: cuda`), or `threads`
 CPUs per job (`device: cpu`), for the job's wall time.
 
-Counted from the config alone (the same grid the workflow builds, `config.members`):
+Counted from the config alone (the same grid the workflow builds, `core.grid.members`):
 
 - parent states: one job per (parent, spawn step t), trained from step 0 to t: t SGD steps;
 - members: `no-coupling` and `coupled-order` train from 0 to T; a `coupled-to-t` child continues its
@@ -43,18 +40,19 @@ whether that rate was measured or assumed.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from .core.grid import members, parent_states, training_jobs
-from .core.config import job_shape, validate
-from .core.conditions import parse_condition
+from .core.config import SCHEMA, validate
 from .core.errors import ConfigError
+from .core.grid import barrier_set, members, parent_states, training_jobs
+from .core.layout import Layout
 from .core.registry import DATASETS
+from .work import (KINDS, KindCost, barrier_images, barrier_jobs, benchmark_seconds, device_hours,  # noqa: F401
+                   kind_cost, member_jobs, member_span)
 
 # (device, model) -> (training images per second of one job, where the figure comes from).
 # Measured: on the 2-core CPU machine this project was built on, 1 torch thread per job, quiet machine.
@@ -118,16 +116,6 @@ class Estimate:
         return (self.train_images + FORWARD_COST * self.forward_images) / self.images_per_second / 3600
 
 
-def member_span(config: dict, condition: str, t: int) -> tuple[int, int]:
-    """(first step, last step) of a member: (0, T) without a parent, (t, T) for coupled-to-t,
-    (t, t + T) where the optimizer is reset at the spawn."""
-    T = config["training"]["steps"]
-    c = parse_condition(condition)
-    if not c.has_parent:
-        return 0, T
-    return t, (t + T if c.resets else T)
-
-
 def evaluation_points(start: int, end: int, every: int) -> int:
     """How many test-set evaluations a member makes: its first step, every `every` steps, its end
     (coupledsgd.engine.training.evaluation_steps)."""
@@ -151,7 +139,7 @@ def bench_rate(config: dict, bench: Path) -> tuple[float, str] | None:
     if result.get("device") != "cuda" or not result.get("full_size"):
         return None
     k = max(len(job) for job in training_jobs(config))
-    mode = "graphs" if config["cuda"].get("graphs") else "eager"
+    mode = "graphs" if config["cuda"]["graphs"] else "eager"
     rows = [r for r in result["rows"] if r["model"] == config["model"]["name"] and r["mode"] == mode
             and "member_images_per_s" in r]  # rows of a failed mode hold an error instead
     if not rows:
@@ -179,11 +167,9 @@ def default_rate(config: dict, bench: Path = BENCH) -> tuple[float, str]:
 
 def estimate(config: dict, images_per_second: float | None = None, bench: Path = BENCH) -> Estimate:
     """The cost of a validated config (defaults filled in, as `config.validate` returns it)."""
-    from .core.grid import barrier_set
-
     data, training = config["data"], config["training"]
     n_train, n_test = DATASETS[data["name"]].n_train, DATASETS[data["name"]].n_test
-    if data.get("n_train") is not None:
+    if data["n_train"] is not None:
         n_train = min(n_train, data["n_train"])
     batch = training["batch_size"]
     every = training["eval_every"] or max(1, n_train // batch)
@@ -198,10 +184,6 @@ def estimate(config: dict, images_per_second: float | None = None, bench: Path =
     parent_steps = sum(t for _, t in states)
 
     barriers = barrier_set(config)
-    b = config["barrier"]
-    pairs = math.comb(config["ensemble"]["children"], 2)
-    per_point = (b["bn_batches"] * batch if b["recompute_bn"] else 0) + n_test
-    barrier_images = len(barriers) * pairs * b["points"] * per_point
 
     if images_per_second is None:
         images_per_second, source = default_rate(config, bench)
@@ -213,7 +195,7 @@ def estimate(config: dict, images_per_second: float | None = None, bench: Path =
         members=len(grid), parent_states=len(states), barrier_jobs=len(barriers),
         member_steps=member_steps, parent_steps=parent_steps,
         train_images=(member_steps + parent_steps) * batch, eval_images=evaluations * n_test,
-        barrier_images=barrier_images, images_per_second=float(images_per_second), rate_source=source,
+        barrier_images=len(barriers) * barrier_images(config), images_per_second=float(images_per_second), rate_source=source,
         parameters=parameter_count(config["model"]["name"], data["name"]))
 
 
@@ -239,128 +221,24 @@ def _size(n: int) -> str:
     return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
 
 
-# ---- what a run spent, from its benchmark files -------------------------------------------------------
-
-KINDS = ("train_members", "parent_state", "barrier")
-
-
-@dataclass(frozen=True)
-class Job:
-    kind: str            # the rule
-    benchmark: Path      # its benchmark file (there once the job has succeeded)
-    outputs: tuple       # files that exist once it is done
-    images: int          # training images (forward-only images for a barrier job)
-    member_steps: int = 0
-
-    @property
-    def done(self) -> bool:
-        return all(Path(o).exists() for o in self.outputs)
-
-
-def benchmark_seconds(path: str | Path) -> float | None:
-    """Wall-clock seconds of a Snakemake benchmark file (column `s`; the mean over repeats), or None
-    where the file is missing or holds no row."""
-    try:
-        lines = Path(path).read_text().splitlines()
-    except FileNotFoundError:
-        return None
-    if len(lines) < 2:
-        return None
-    column = lines[0].split("\t").index("s")
-    values = [float(line.split("\t")[column]) for line in lines[1:] if line.strip()]
-    return sum(values) / len(values) if values else None
-
-
-def training_job_file(exp: str | Path, job: list, shape: str) -> Path:
-    """The benchmark file of the train_members job of these members (workflow/rules/common.smk)."""
-    m = job[0]
-    name = {"member": f"p{m.parent}/c{m.child}", "children": f"p{m.parent}/children",
-            "condition": "members"}[shape]
-    return Path(exp) / f"benchmarks/train_members/{m.condition}/t{m.t}/{name}.tsv"
-
-
-def member_jobs(config: dict, exp: str | Path) -> list[Job]:
-    """The train_members and parent_state jobs of the grid (torch-free: `coupledsgd status` uses it)."""
-    exp, batch, shape = Path(exp), config["training"]["batch_size"], job_shape(config)
-    jobs = []
-    for job in training_jobs(config):
-        steps = sum(end - start for start, end in (member_span(config, m.condition, m.t) for m in job))
-        jobs.append(Job("train_members", training_job_file(exp, job, shape),
-                        tuple(exp / f"predictions/{m.key}.parquet" for m in job), steps * batch, steps))
-    for p, t in parent_states(config):
-        jobs.append(Job("parent_state", exp / f"benchmarks/parent_state/p{p}/step{t}.tsv",
-                        (exp / f"parents/p{p}/step{t}.pt",), t * batch, t))
-    return jobs
-
-
-def barrier_jobs(config: dict, exp: str | Path) -> list[Job]:
-    from .core.grid import barrier_set
-
-    exp, b = Path(exp), config["barrier"]
-    n_test = DATASETS[config["data"]["name"]].n_test
-    per_point = (b["bn_batches"] * config["training"]["batch_size"] if b["recompute_bn"] else 0) + n_test
-    images = math.comb(config["ensemble"]["children"], 2) * b["points"] * per_point
-    return [Job("barrier", exp / f"benchmarks/barrier/{c}/t{t}/p{p}.tsv",
-                (exp / f"barriers/{c}/t{t}/p{p}.parquet",), images) for c, t, p in barrier_set(config)]
-
-
-@dataclass(frozen=True)
-class KindCost:
-    kind: str
-    jobs: int
-    done: int
-    measured: int          # finished jobs with a benchmark file
-    seconds: float         # their wall-clock seconds
-    images: int            # their images
-    left_jobs: int
-    left_images: int
-    rate: float | None     # images per second the projection uses
-    rate_source: str
-    left_seconds: float
-
-
-def kind_cost(kind: str, jobs: list[Job], assumed: tuple[float, str]) -> KindCost:
-    measured = [(j, s) for j in jobs if j.done and (s := benchmark_seconds(j.benchmark)) is not None]
-    seconds = sum(s for _, s in measured)
-    images = sum(j.images for j, _ in measured)
-    left = [j for j in jobs if not j.done]
-    left_images = sum(j.images for j in left)
-    if images and seconds:
-        rate, source = images / seconds, f"measured: {len(measured)} finished job(s) of this run"
-        left_seconds = left_images / rate
-    elif measured:
-        # finished jobs that train nothing (parent states at t = 0): their start-up is their cost
-        rate, source = None, f"measured: {seconds / len(measured):.1f} s per job, {len(measured)} job(s)"
-        left_seconds = seconds / len(measured) * len(left)
-    else:
-        rate, source = assumed
-        source = f"assumed, no finished job yet: the default rate, {source.split(';')[0]}"
-        left_seconds = left_images / rate
-    return KindCost(kind, len(jobs), sum(j.done for j in jobs), len(measured), seconds, images,
-                    len(left), left_images, rate, source, left_seconds)
-
+# ---- what a run spent and what is left, at the measured rates (coupledsgd.work) --------------------
 
 def run_cost(config: dict, results: str | Path = "results", images_per_second: float | None = None,
              bench: Path = BENCH) -> list[KindCost]:
     """Spent and projected cost of each job kind of the experiment under `results`."""
-    exp = Path(results) / config["experiment"]
+    layout = Layout(config["experiment"], results=str(results))
     rate = (images_per_second, "given") if images_per_second else default_rate(config, bench)
     forward = (rate[0] / FORWARD_COST, f"{rate[1]}; forward-only images at 3x that")
-    jobs = member_jobs(config, exp) + barrier_jobs(config, exp)
+    jobs = member_jobs(config, layout) + barrier_jobs(config, layout)
     return [kind_cost(kind, [j for j in jobs if j.kind == kind], forward if kind == "barrier" else rate)
             for kind in KINDS]
-
-
-def device_hours(config: dict, seconds: float) -> float:
-    """One GPU per job on `device: cuda`; `threads` CPU cores per job on `device: cpu`."""
-    return seconds / 3600 * (1 if config["device"] == "cuda" else config["threads"])
 
 
 def run_report(config: dict, costs: list[KindCost], results: str | Path = "results") -> str:
     unit = "GPU-hours" if config["device"] == "cuda" else "CPU-hours"
     spent = sum(c.seconds for c in costs)
     left = sum(c.left_seconds for c in costs)
-    where = Path(results) / config["experiment"] / "benchmarks"
+    where = Layout(config["experiment"], results=str(results)).benchmarks
     lines = [f"spent so far ({where}): {_hours(device_hours(config, spent))} {unit}, "
              f"{sum(c.measured for c in costs):,} jobs measured"]
     for c in costs:
@@ -380,15 +258,12 @@ def _hours(h: float) -> str:
     return f"{h:,.1f}" if h >= 10 else f"{h:.3g}"
 
 
-def _schema_path(given: str | None) -> Path:
-    candidates = [Path(given)] if given else [
-        Path("workflow/schemas/config.schema.yaml"),
-        Path(__file__).resolve().parents[2] / "workflow/schemas/config.schema.yaml",
-    ]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError("config schema not found: run from the repository root or pass --schema")
+def schema_path(given: str | None) -> Path:
+    """The --schema given, or the repository's (`coupledsgd.core.config.SCHEMA`)."""
+    path = Path(given) if given else SCHEMA
+    if not path.is_file():
+        raise FileNotFoundError(f"config schema {path} not found: pass --schema")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -406,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         path = Path(args.configfile or args.config or "config.yaml")
-        config = validate(yaml.safe_load(path.read_text()), _schema_path(args.schema))
+        config = validate(yaml.safe_load(path.read_text()), schema_path(args.schema))
         print(report(config, estimate(config, args.images_per_second, Path(args.bench))))
         print(run_report(config, run_cost(config, args.results, args.images_per_second, Path(args.bench)),
                          args.results))

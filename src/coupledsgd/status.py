@@ -31,11 +31,11 @@ from pathlib import Path
 
 import yaml
 
+from .cost import schema_path
 from .core.config import _fill_defaults, job_shape
-from .core.grid import conditions, members, spawn_steps_of, training_jobs
-from .cost import benchmark_seconds, member_span, training_job_file
-
-LOG_NAMES = {"member": "p{p}/c{c}.log", "children": "p{p}/children.log", "condition": "members.log"}
+from .core.grid import conditions, spawn_steps_of, training_jobs
+from .core.layout import Layout, resume_path
+from .work import benchmark_seconds, member_span, training_job_file
 
 
 def load_config(path: str | Path, schema: str | Path) -> dict:
@@ -58,17 +58,18 @@ def _recent(paths, since: float) -> bool:
 def member_states(config: dict, results: str | Path = "results", logs: str | Path = "logs",
                   active: float = 600.0, now: float | None = None) -> dict:
     """{Member: "done" | "running" | "left"} for every member of the grid."""
-    exp, log_dir = Path(results) / config["experiment"], Path(logs) / config["experiment"]
+    layout = Layout(config["experiment"], results=str(results), logs_root=str(logs))
     since = (time.time() if now is None else now) - active
     shape = job_shape(config)
     states = {}
     for job in training_jobs(config):
-        log = log_dir / "children" / f"{job[0].condition}/t{job[0].t}" / LOG_NAMES[shape].format(
-            p=job[0].parent, c=job[0].child)
+        m = job[0]
+        log = Path(layout.job_log(shape, m.condition, m.t, m.parent, m.child))
         for m in job:
-            if (exp / f"predictions/{m.key}.parquet").exists():
+            where = (m.condition, m.t, m.parent, m.child)
+            if Path(layout.predictions(*where)).exists():
                 states[m] = "done"
-            elif _recent([log, exp / f"children/{m.key}/final.resume.pt"], since):
+            elif _recent([log, Path(resume_path(layout.final(*where)))], since):
                 states[m] = "running"
             else:
                 states[m] = "left"
@@ -77,17 +78,17 @@ def member_states(config: dict, results: str | Path = "results", logs: str | Pat
 
 def spent_seconds(config: dict, results: str | Path = "results") -> tuple[float, int]:
     """(wall-clock seconds, jobs) over every benchmark file of the experiment."""
-    files = sorted((Path(results) / config["experiment"] / "benchmarks").rglob("*.tsv"))
+    files = sorted(Path(Layout(config["experiment"], results=str(results)).benchmarks).rglob("*.tsv"))
     seconds = [s for s in map(benchmark_seconds, files) if s is not None]
     return sum(seconds), len(seconds)
 
 
 def member_step_rate(config: dict, results: str | Path = "results") -> float | None:
     """Member-steps per second of the finished train_members jobs (None before any has finished)."""
-    exp, shape = Path(results) / config["experiment"], job_shape(config)
+    layout, shape = Layout(config["experiment"], results=str(results)), job_shape(config)
     steps = seconds = 0.0
     for job in training_jobs(config):
-        s = benchmark_seconds(training_job_file(exp, job, shape))
+        s = benchmark_seconds(training_job_file(layout, job, shape))
         if s is not None:
             seconds += s
             steps += sum(end - start for start, end in (member_span(config, m.condition, m.t) for m in job))
@@ -97,8 +98,9 @@ def member_step_rate(config: dict, results: str | Path = "results") -> float | N
 def report(config: dict, results: str | Path = "results", logs: str | Path = "logs", active: float = 600.0,
            now: float | None = None) -> str:
     states = member_states(config, results, logs, active, now)
-    lines = [f"experiment {config['experiment']} ({Path(results) / config['experiment']}): members per "
-             f"condition and t", f"  {'condition':<22} {'t':>7} {'done':>6} {'running':>8} {'left':>6}"]
+    exp = Layout(config["experiment"], results=str(results)).exp
+    lines = [f"experiment {config['experiment']} ({exp}): members per condition and t",
+             f"  {'condition':<22} {'t':>7} {'done':>6} {'running':>8} {'left':>6}"]
     for cond in conditions(config):
         for t in spawn_steps_of(config, cond):
             row = [s for m, s in states.items() if m.condition == cond and m.t == t]
@@ -129,14 +131,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-def _schema(given: str | None) -> Path:
-    for path in ([Path(given)] if given else [Path("workflow/schemas/config.schema.yaml"),
-                                               Path(__file__).resolve().parents[2] / "workflow/schemas/config.schema.yaml"]):
-        if path.is_file():
-            return path
-    raise FileNotFoundError("config schema not found: run from the repository root or pass --schema")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="coupledsgd status", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -148,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schema", default=None, help="config schema (default: workflow/schemas/config.schema.yaml)")
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.configfile, _schema(args.schema))
+        config = load_config(args.configfile, schema_path(args.schema))
         print(report(config, args.results, args.logs, args.active))
     except (OSError, KeyError, ValueError) as e:
         print(f"Error: {e}", file=sys.stderr)

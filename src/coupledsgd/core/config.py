@@ -16,6 +16,9 @@ from .conditions import REINIT_FAMILIES, expand, parse_condition
 from .errors import ConfigError
 from .registry import DATASETS, MODELS
 
+# The schema every config is checked against; the one place the defaults are written.
+SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
+
 
 def _fill_defaults(node: dict, schema: dict) -> None:
     for key, sub in schema.get("properties", {}).items():
@@ -23,6 +26,14 @@ def _fill_defaults(node: dict, schema: dict) -> None:
             node[key] = copy.deepcopy(sub["default"])
         if isinstance(node.get(key), dict) and sub.get("type") == "object":
             _fill_defaults(node[key], sub)
+
+
+def defaults(schema_path: str | Path = SCHEMA) -> dict:
+    """The schema's defaults as a nested dict, a section for every object (the required ones too)."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    node = {key: {} for key, sub in schema["properties"].items() if sub.get("type") == "object"}
+    _fill_defaults(node, schema)
+    return node
 
 
 def _key(error) -> str:

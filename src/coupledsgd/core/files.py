@@ -13,6 +13,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from .layout import RESUME_SUFFIX, resumed_output
+
 
 @functools.cache
 def _file_mode() -> int:
@@ -42,8 +44,8 @@ def remove_finished_checkpoints(folder: str | Path) -> int:
     """Delete the in-job checkpoints (`X.resume.pt`) under `folder` whose job has finished: its output
     `X.pt`, written after the job's last save, is there and no older. Returns how many."""
     removed = 0
-    for resume in Path(folder).rglob("*.resume.pt"):
-        output = resume.with_name(resume.name.removesuffix(".resume.pt") + ".pt")
+    for resume in Path(folder).rglob(f"*{RESUME_SUFFIX}"):
+        output = Path(resumed_output(resume))
         try:
             finished = output.stat().st_mtime_ns >= resume.stat().st_mtime_ns
         except FileNotFoundError:

@@ -20,9 +20,17 @@ def member_key(cond, t, p, c) -> str:
     return f"{cond}/t{t}/p{p}/c{c}"
 
 
+RESUME_SUFFIX = ".resume.pt"
+
+
 def resume_path(output) -> str:
     """The in-job checkpoint beside a job's first output (`X.pt` -> `X.resume.pt`)."""
-    return str(output).removesuffix(".pt") + ".resume.pt"
+    return str(output).removesuffix(".pt") + RESUME_SUFFIX
+
+
+def resumed_output(resume) -> str:
+    """The output an in-job checkpoint stands beside (`X.resume.pt` -> `X.pt`; `resume_path` inverted)."""
+    return str(resume).removesuffix(RESUME_SUFFIX) + ".pt"
 
 
 @dataclass(frozen=True)

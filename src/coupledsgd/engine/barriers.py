@@ -1,4 +1,4 @@
-"""Error barriers (linear mode connectivity) between the children of one parent (DESIGN.md section 3).
+"""Error barriers (linear mode connectivity) between the children of one parent (docs/design.md, "Error barriers").
 
 For two children with weights w_1 and w_2, the test error is measured at (1 - a) w_1 + a w_2 on a
 grid of `points` values of `a` from 0 to 1, and

@@ -6,7 +6,7 @@ atomically. A restarted job with the same settings continues from that file; one
 other settings is ignored and replaced. The file outlives the job: Snakemake marks a finished job's
 outputs incomplete when it is stopped while the job runs, and the rerun then only evaluates and
 writes. The workflow deletes those of finished jobs once a run of it succeeds
-(`files.remove_finished_checkpoints`).
+(`coupledsgd.core.files.remove_finished_checkpoints`).
 Minibatches and augmentation are pure functions of (seed, step), so the continued run is the
 uninterrupted one.
 """
@@ -21,9 +21,12 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import load_torch, save_torch
+from ..core.config import defaults
 from ..core.errors import ArtifactError, Interrupted
+from .checkpoints import load_torch, save_torch
 from .training import Hparams, Run, Trajectory
+
+_CHECKPOINT = defaults()["checkpoint"]  # the schema's cadence: every_seconds, every_steps
 
 
 def settings_hash(params: dict) -> str:
@@ -39,8 +42,8 @@ class Resume:
 
     FORMAT = 2  # runs and trajectories as lists; a file of another format is ignored
 
-    def __init__(self, path: str | Path, params: dict, every_steps: int | None = None,
-                 every_seconds: float | None = 60.0, log=lambda line: None):
+    def __init__(self, path: str | Path, params: dict, every_steps: int | None = _CHECKPOINT["every_steps"],
+                 every_seconds: float | None = _CHECKPOINT["every_seconds"], log=lambda line: None):
         self.path, self.key = Path(path), settings_hash({**params, "resume_format": self.FORMAT})
         self.every_steps, self.every_seconds, self.log = every_steps, every_seconds, log
         self._last_step, self._last_time = None, time.perf_counter()

@@ -24,111 +24,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import DeviceData, MemberBatches, stack_channels, steps_per_epoch
 from ..core.errors import TrainingDiverged
+from .data import DeviceData, MemberBatches, stack_channels, steps_per_epoch
 from .members import Vmapped, member_network, named_tensors, stack_members, unstack_member
-from .steps import EagerStep, GraphedStep
 from .models import build_model
+from .optim import SGD, Hparams, learning_rate
+from .steps import EagerStep, GraphedStep
 
-
-@dataclass(frozen=True)
-class Hparams:
-    """The optimisation settings of config.yaml's `training` section."""
-
-    steps: int
-    batch_size: int
-    lr: float
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"          # cosine | step | constant
-    milestones: tuple[int, ...] = ()  # steps at which `step` multiplies the rate by gamma
-    gamma: float = 0.1
-    warmup_steps: int = 0
-    eval_every: int | None = None     # steps between evaluations; None = once per epoch
-    eval_batch_size: int = 1000
-
-    @classmethod
-    def from_config(cls, section: dict) -> "Hparams":
-        known = {k: v for k, v in section.items() if k in cls.__dataclass_fields__}
-        known["milestones"] = tuple(known.get("milestones", ()))
-        return cls(**known)
-
-
-def learning_rate(h: Hparams, position: int) -> float:
-    """Learning rate at `position` steps into the schedule (linear warm-up, then cosine or steps)."""
-    if position < h.warmup_steps:
-        return h.lr * (position + 1) / h.warmup_steps
-    if h.schedule == "cosine":
-        progress = (position - h.warmup_steps) / max(1, h.steps - h.warmup_steps)
-        return h.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    if h.schedule == "step":
-        return h.lr * h.gamma ** sum(position >= m for m in h.milestones)
-    return h.lr
-
-
-class SGD:
-    """SGD with momentum, Nesterov and weight decay (not on BatchNorm parameters and biases), as torch.optim.SGD
-    computes it (dampening 0), with the momentum buffers as plain tensors in parameter order.
-
-    Every update is a handful of multi-tensor (`torch._foreach_*`) operations, elementwise the
-    arithmetic of torch.optim.SGD's per-tensor loop (on the CPU they run that loop). torch.optim's
-    constructor imports torch._dynamo (1.5 s per job here). Buffers start at zero, which is what
-    `coupled-to-t-reset` resets them to.
-    """
-
-    def __init__(self, params, h: Hparams, decay: list[float] | None = None,
-                 buffers: list[torch.Tensor] | None = None):
-        self.params = list(params.parameters() if isinstance(params, nn.Module) else params)
-        # No weight decay on BatchNorm parameters and biases (every tensor of dimension <= 1).
-        self.decay = decay if decay is not None else [h.weight_decay if p.dim() > 1 else 0.0 for p in self.params]
-        self.momentum, self.nesterov = h.momentum, h.nesterov and h.momentum > 0
-        self.buffers = buffers if buffers is not None else [torch.zeros_like(p) for p in self.params]
-        self._decayed: dict[float, list[int]] = {}
-        for i, wd in enumerate(self.decay):
-            if wd:
-                self._decayed.setdefault(wd, []).append(i)
-
-    def _directions(self) -> list[torch.Tensor]:
-        d = [p.grad for p in self.params]
-        for wd, idx in self._decayed.items():
-            decayed = torch._foreach_add([d[i] for i in idx], [self.params[i] for i in idx], alpha=wd)
-            for i, t in zip(idx, decayed):
-                d[i] = t
-        if self.momentum:
-            torch._foreach_mul_(self.buffers, self.momentum)
-            torch._foreach_add_(self.buffers, d)
-            d = torch._foreach_add(d, self.buffers, alpha=self.momentum) if self.nesterov else self.buffers
-        return d
-
-    @torch.no_grad()
-    def step(self, lr: float) -> None:
-        torch._foreach_sub_(self.params, self._directions(), alpha=lr)
-
-    @torch.no_grad()
-    def step_lr_tensor(self, lr: torch.Tensor) -> None:
-        """The same update with the learning rate read from a device tensor (what a captured CUDA
-        graph replays): p - lr * d rounded in two steps instead of one."""
-        torch._foreach_sub_(self.params, torch._foreach_mul(self._directions(), lr))
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    def reset(self) -> None:
-        for buf in self.buffers:
-            buf.zero_()
-
-    def state_dict(self) -> dict:
-        return {"momentum_buffers": [b.clone() for b in self.buffers]}
-
-    def load_state_dict(self, state: dict) -> None:
-        buffers = state["momentum_buffers"]
-        if len(buffers) != len(self.buffers) or any(a.shape != b.shape for a, b in zip(buffers, self.buffers)):
-            raise ValueError("optimizer state does not match the model's parameters")
-        for dst, src in zip(self.buffers, buffers):
-            dst.copy_(src)
-
+__all__ = ["SGD", "Accel", "Hparams", "Members", "Run", "Trajectory", "describe", "evaluation_steps",
+           "learning_rate", "predict", "train"]
 
 @dataclass
 class Run:
@@ -311,27 +215,21 @@ def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate:
     continued with the `trajectories` recorded so far yield the uninterrupted runs' trajectories.
     `checkpoint` (a `resume.Resume`) is asked before every step whether a save is due, and saves at
     `until` in any case. Progress (step, each member's loss, train and test accuracy, examples per
-    second, elapsed time and ETA) is logged at least once per epoch; a non-finite training loss stops training there (`TrainingDiverged`).
+    second, elapsed time and ETA) is logged at least once per epoch; a non-finite training loss stops
+    training there (`TrainingDiverged`).
     Returns each run's test-set correctness at its evaluation points (empty if `evaluate` is False).
     """
     _check_runs(runs)
     r0, k = runs[0], len(runs)
     h, until = r0.hparams, r0.end if until is None else until
-    spe = steps_per_epoch(data.n_train, h.batch_size)
-    every = h.eval_every or spe
-    report_at = set(evaluation_steps(r0.start, until, min(every, spe)))
-    eval_at = set(evaluation_steps(r0.start, r0.end, every)) if evaluate else set()
+    report_at, eval_at = _report_and_eval_steps(r0, until, data.n_train, evaluate)
     trajectories = trajectories if trajectories is not None else [Trajectory() for _ in runs]
     members = Members(runs)
     forward = accel.forward_of(members.net)
     members.net.train()
     batches = MemberBatches(data, [r.seeds["order"] for r in runs], [r.seeds["aug"] for r in runs], h.batch_size)
-    step_fn = None
-    device = data.x_train.device
-    loss_sum = torch.zeros(k, device=device)
-    hits = torch.zeros(k, dtype=torch.int64, device=device)
-    step, first, seen = r0.step, r0.step, 0
-    began = clock = time.perf_counter()
+    step_fn, step = None, r0.step
+    progress = _Progress(k, data.x_train.device, step)
     try:
         while True:
             # The last save, at `until`, comes before the last evaluation: a job rerun after it has
@@ -341,37 +239,72 @@ def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate:
                 checkpoint.save(runs, trajectories)
             if step in eval_at:
                 _evaluate(forward, data, h, accel, k, step, r0.end, trajectories)
-            if step in report_at and step > 0 and seen:
-                now = time.perf_counter()
-                lr = learning_rate(h, step - 1 - r0.schedule_start)
-                losses = (loss_sum / seen).tolist()
-                eta = (now - began) / (step - first) * (until - step)
-                _report(log, step, r0.end, lr, losses, (hits / seen).tolist(),
-                        [t.correct[-1].mean() for t in trajectories] if step in eval_at else None,
-                        k * seen / (now - clock), now - began, eta)
-                if not all(math.isfinite(v) for v in losses):
-                    bad = next(r for r, v in zip(runs, losses) if not math.isfinite(v))
-                    raise TrainingDiverged(f"{describe(bad)}: the training loss became non-finite by step {step} "
-                                           f"(learning rate {lr:.4g}); lower training.lr or add warm-up steps")
-                loss_sum.zero_(), hits.zero_()
-                seen, clock = 0, time.perf_counter()
+            if step in report_at and step > 0 and progress.seen:
+                progress.report(log, runs, step, until, trajectories if step in eval_at else None)
             if step >= until:
                 return trajectories
             x, y = batches(step)
             x = stack_channels(x)
             lr = learning_rate(h, step - r0.schedule_start)
             if step_fn is None:
-                step_fn = (GraphedStep(forward, members.optimizer, accel, members.state_tensors(), x, y)
-                           if accel.graphs else EagerStep(forward, members.optimizer, accel))
-                if getattr(step_fn, "failure", None):
-                    log(f"cuda.graphs: the step could not be captured ({step_fn.failure}); it runs uncaptured")
+                step_fn = _step_function(forward, members, accel, x, y, log)
             losses, correct = step_fn(x, y, lr)
-            loss_sum += losses * y.shape[1]
-            hits += correct
-            seen += y.shape[1]
+            progress.add(losses, correct, y.shape[1])
             step += 1
     finally:
         members.write_back(step)
+
+
+def _report_and_eval_steps(r0: Run, until: int, n_train: int, evaluate: bool) -> tuple[set[int], set[int]]:
+    """The steps at which `train` logs progress (at least once per epoch) and evaluates on the test set."""
+    spe = steps_per_epoch(n_train, r0.hparams.batch_size)
+    every = r0.hparams.eval_every or spe
+    report_at = set(evaluation_steps(r0.start, until, min(every, spe)))
+    eval_at = set(evaluation_steps(r0.start, r0.end, every)) if evaluate else set()
+    return report_at, eval_at
+
+
+def _step_function(forward, members: Members, accel: Accel, x: torch.Tensor, y: torch.Tensor, log):
+    """The step `train` runs: captured once as a CUDA graph (`Accel.graphs`) on the first batch, or eager."""
+    step_fn = (GraphedStep(forward, members.optimizer, accel, members.state_tensors(), x, y)
+               if accel.graphs else EagerStep(forward, members.optimizer, accel))
+    if getattr(step_fn, "failure", None):
+        log(f"cuda.graphs: the step could not be captured ({step_fn.failure}); it runs uncaptured")
+    return step_fn
+
+
+class _Progress:
+    """Each member's training loss and hits summed on the device since the last report, read at report
+    points only (the step loop never waits for the device)."""
+
+    def __init__(self, k: int, device, step: int):
+        self.loss_sum = torch.zeros(k, device=device)
+        self.hits = torch.zeros(k, dtype=torch.int64, device=device)
+        self.first, self.seen = step, 0
+        self.began = self.clock = time.perf_counter()
+
+    def add(self, losses: torch.Tensor, correct: torch.Tensor, n: int) -> None:
+        self.loss_sum += losses * n
+        self.hits += correct
+        self.seen += n
+
+    def report(self, log, runs: list[Run], step: int, until: int, trajectories: list[Trajectory] | None) -> None:
+        """Log the members' progress at `step` (test accuracies from `trajectories`, evaluated at `step`);
+        a non-finite training loss stops training there (`TrainingDiverged`)."""
+        r0 = runs[0]
+        now = time.perf_counter()
+        lr = learning_rate(r0.hparams, step - 1 - r0.schedule_start)
+        losses = (self.loss_sum / self.seen).tolist()
+        eta = (now - self.began) / (step - self.first) * (until - step)
+        _report(log, step, r0.end, lr, losses, (self.hits / self.seen).tolist(),
+                [t.correct[-1].mean() for t in trajectories] if trajectories is not None else None,
+                len(runs) * self.seen / (now - self.clock), now - self.began, eta)
+        if not all(math.isfinite(v) for v in losses):
+            bad = next(r for r, v in zip(runs, losses) if not math.isfinite(v))
+            raise TrainingDiverged(f"{describe(bad)}: the training loss became non-finite by step {step} "
+                                   f"(learning rate {lr:.4g}); lower training.lr or add warm-up steps")
+        self.loss_sum.zero_(), self.hits.zero_()
+        self.seen, self.clock = 0, time.perf_counter()
 
 
 def _evaluate(forward, data: DeviceData, h: Hparams, accel: Accel, k: int, step: int, end: int,

@@ -57,11 +57,11 @@ def barrier_table(data_path: str, final_paths: Sequence[str], output_path: str, 
     """Error paths and barriers of every pair of children (a < b) of one (condition, t, parent).
 
     `final_paths[c]` is child c's final.pt. `params`: barrier (points, recompute_bn, bn_batches),
-    seed, batch_size, device, threads, condition, t, parent (eval_batch_size optional). Writes a
+    seed, batch_size, eval_batch_size, device, threads, jobs_per_device, condition, t, parent. Writes a
     Parquet file with the columns of `SCHEMA`, one row per pair and alpha.
     """
     log = logger(log_path)
-    device = setup(params.get("threads", 1), params["device"], params.get("jobs_per_device", 1), log)
+    device = setup(params["threads"], params["device"], params["jobs_per_device"], log)
     settings = params["barrier"]
     data = D.load(data_path, device, augment=False)
     states = [_load_child(path, params, c) for c, path in enumerate(final_paths)]
@@ -70,7 +70,7 @@ def barrier_table(data_path: str, final_paths: Sequence[str], output_path: str, 
         clock = time.perf_counter()
         alphas, errors = error_path(states[a], states[b], data, settings["points"], settings["recompute_bn"],
                                     settings["bn_batches"], params["batch_size"], params["seed"],
-                                    params.get("eval_batch_size", 1000))
+                                    params["eval_batch_size"])
         value = barrier(errors)
         n = len(alphas)
         rows["child_a"] += [a] * n

@@ -29,7 +29,7 @@ def logger(path: str | Path | None):
 _DEVICE_LOCK: list = []
 
 
-def setup(threads: int, device: str, jobs_per_device: int = 1, log=lambda line: None) -> torch.device:
+def setup(threads: int, device: str, jobs_per_device: int, log=lambda line: None) -> torch.device:
     torch.set_num_threads(threads)
     if device != "cuda":
         return torch.device(device)

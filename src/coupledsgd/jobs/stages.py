@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..core.conditions import parse_condition
 from ..core.errors import ArtifactError
+from ..core.layout import resume_path
 from ..core.parquet import provenance, write_predictions, write_trajectory
 from ..core.seeds import member_seeds, parent_seeds
 from ..engine import data as D
@@ -22,8 +23,7 @@ from .runtime import logger, setup
 def prepare_data(settings: dict, output: str, log_path: str | None = None) -> None:
     """Decode the configured dataset once for the whole experiment."""
     log = logger(log_path)
-    cache = D.prepare(settings["name"], output, settings.get("root"), settings.get("download", False),
-                      settings.get("n_train"))
+    cache = D.prepare(settings["name"], output, settings["root"], settings["download"], settings["n_train"])
     log(f"{settings['name']}: {len(cache['y_train'])} training and {len(cache['y_test'])} test examples, "
         f"{cache['num_classes']} classes, input {tuple(cache['x_train'].shape[1:])}")
 
@@ -34,9 +34,8 @@ def _job_settings(params: dict) -> dict:
 
 
 def _resume(output: str | Path, params: dict, log) -> Resume:
-    every = params.get("checkpoint") or {}
-    resume = Resume(Path(output).with_suffix(".resume.pt"), _job_settings(params),
-                    every.get("every_steps"), every.get("every_seconds", 60.0), log)
+    every = params["checkpoint"]
+    resume = Resume(resume_path(output), _job_settings(params), every["every_steps"], every["every_seconds"], log)
     resume.catch_signals()
     return resume
 
@@ -54,7 +53,7 @@ def _check_parent_state(state: dict, path, params: dict, parent: int) -> None:
 def parent_state(data_path: str, output: str, params: dict, log_path: str | None = None) -> None:
     """Train parent `p` from its initialisation to step `t` and save its full state."""
     log = logger(log_path)
-    device = setup(params["threads"], params["device"], params.get("jobs_per_device", 1), log)
+    device = setup(params["threads"], params["device"], params["jobs_per_device"], log)
     data = D.load(data_path, device, params["augment"])
     h = Hparams.from_config(params["training"])
     resume = _resume(output, params, log)
@@ -123,7 +122,7 @@ def train_members(data_path: str, parent_paths: dict[int, str], outputs: list[di
     results are the same (bit-for-bit for one member; see `members` for several).
     """
     log = logger(log_path)
-    device = setup(params["threads"], params["device"], params.get("jobs_per_device", 1), log)
+    device = setup(params["threads"], params["device"], params["jobs_per_device"], log)
     data = D.load(data_path, device, params["augment"])
     h = Hparams.from_config(params["training"])
     resume = _resume(outputs[0]["final"], params, log)

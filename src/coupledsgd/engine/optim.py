@@ -1,0 +1,115 @@
+"""The optimisation of every run: its settings (`Hparams`, whose defaults are the schema's), the
+learning-rate schedule, and SGD with momentum as multi-tensor updates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..core.config import defaults
+
+_TRAINING = defaults()["training"]  # the schema's defaults, the only place they are written
+
+
+@dataclass(frozen=True)
+class Hparams:
+    """The optimisation settings of config.yaml's `training` section (defaults: the schema's)."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    momentum: float = _TRAINING["momentum"]
+    nesterov: bool = _TRAINING["nesterov"]
+    weight_decay: float = _TRAINING["weight_decay"]
+    schedule: str = _TRAINING["schedule"]                        # cosine | step | constant
+    milestones: tuple[int, ...] = tuple(_TRAINING["milestones"])  # steps at which `step` multiplies the rate by gamma
+    gamma: float = _TRAINING["gamma"]
+    warmup_steps: int = _TRAINING["warmup_steps"]
+    eval_every: int | None = _TRAINING["eval_every"]             # steps between evaluations; None = once per epoch
+    eval_batch_size: int = _TRAINING["eval_batch_size"]
+
+    @classmethod
+    def from_config(cls, section: dict) -> "Hparams":
+        known = {k: v for k, v in section.items() if k in cls.__dataclass_fields__}
+        if "milestones" in known:
+            known["milestones"] = tuple(known["milestones"])
+        return cls(**known)
+
+
+def learning_rate(h: Hparams, position: int) -> float:
+    """Learning rate at `position` steps into the schedule (linear warm-up, then cosine or steps)."""
+    if position < h.warmup_steps:
+        return h.lr * (position + 1) / h.warmup_steps
+    if h.schedule == "cosine":
+        progress = (position - h.warmup_steps) / max(1, h.steps - h.warmup_steps)
+        return h.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    if h.schedule == "step":
+        return h.lr * h.gamma ** sum(position >= m for m in h.milestones)
+    return h.lr
+
+
+class SGD:
+    """SGD with momentum, Nesterov and weight decay (not on BatchNorm parameters and biases), as torch.optim.SGD
+    computes it (dampening 0), with the momentum buffers as plain tensors in parameter order.
+
+    Every update is a handful of multi-tensor (`torch._foreach_*`) operations, elementwise the
+    arithmetic of torch.optim.SGD's per-tensor loop (on the CPU they run that loop). torch.optim's
+    constructor imports torch._dynamo (1.5 s per job here). Buffers start at zero, which is what
+    `coupled-to-t-reset` resets them to.
+    """
+
+    def __init__(self, params, h: Hparams, decay: list[float] | None = None,
+                 buffers: list[torch.Tensor] | None = None):
+        self.params = list(params.parameters() if isinstance(params, nn.Module) else params)
+        # No weight decay on BatchNorm parameters and biases (every tensor of dimension <= 1).
+        self.decay = decay if decay is not None else [h.weight_decay if p.dim() > 1 else 0.0 for p in self.params]
+        self.momentum, self.nesterov = h.momentum, h.nesterov and h.momentum > 0
+        self.buffers = buffers if buffers is not None else [torch.zeros_like(p) for p in self.params]
+        self._decayed: dict[float, list[int]] = {}
+        for i, wd in enumerate(self.decay):
+            if wd:
+                self._decayed.setdefault(wd, []).append(i)
+
+    def _directions(self) -> list[torch.Tensor]:
+        d = [p.grad for p in self.params]
+        for wd, idx in self._decayed.items():
+            decayed = torch._foreach_add([d[i] for i in idx], [self.params[i] for i in idx], alpha=wd)
+            for i, t in zip(idx, decayed):
+                d[i] = t
+        if self.momentum:
+            torch._foreach_mul_(self.buffers, self.momentum)
+            torch._foreach_add_(self.buffers, d)
+            d = torch._foreach_add(d, self.buffers, alpha=self.momentum) if self.nesterov else self.buffers
+        return d
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        torch._foreach_sub_(self.params, self._directions(), alpha=lr)
+
+    @torch.no_grad()
+    def step_lr_tensor(self, lr: torch.Tensor) -> None:
+        """The same update with the learning rate read from a device tensor (what a captured CUDA
+        graph replays): p - lr * d rounded in two steps instead of one."""
+        torch._foreach_sub_(self.params, torch._foreach_mul(self._directions(), lr))
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def reset(self) -> None:
+        for buf in self.buffers:
+            buf.zero_()
+
+    def state_dict(self) -> dict:
+        return {"momentum_buffers": [b.clone() for b in self.buffers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        buffers = state["momentum_buffers"]
+        if len(buffers) != len(self.buffers) or any(a.shape != b.shape for a, b in zip(buffers, self.buffers)):
+            raise ValueError("optimizer state does not match the model's parameters")
+        for dst, src in zip(self.buffers, buffers):
+            dst.copy_(src)

@@ -1,0 +1,136 @@
+"""The work of an experiment's jobs and what the finished ones spent on it (no torch here: `coupledsgd
+cost` and `coupledsgd status` use it).
+
+Every training and barrier job writes a benchmark file (Layout's `job_benchmark`, `parent_benchmark`,
+`barrier_benchmark`) whose column `s` is the job's wall-clock seconds. A job's work in images is
+counted from the config: a training job trains its members x their steps x batch size
+(train_members) or t x batch size (parent_state); a barrier job passes its interpolated networks
+forward (forward-only images). Per job kind, the measured rate is images / seconds over its finished
+jobs, and the jobs whose outputs are not there yet are projected at that rate (`kind_cost`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .core.conditions import parse_condition
+from .core.config import job_shape
+from .core.grid import barrier_set, parent_states, training_jobs
+from .core.layout import Layout
+from .core.registry import DATASETS
+
+KINDS = ("train_members", "parent_state", "barrier")
+
+
+def member_span(config: dict, condition: str, t: int) -> tuple[int, int]:
+    """(first step, last step) of a member: (0, T) without a parent, (t, T) for coupled-to-t,
+    (t, t + T) where the optimizer is reset at the spawn."""
+    T = config["training"]["steps"]
+    c = parse_condition(condition)
+    if not c.has_parent:
+        return 0, T
+    return t, (t + T if c.resets else T)
+
+
+def barrier_images(config: dict) -> int:
+    """Forward-only images of one barrier job: `points` networks per child pair, each passing
+    `bn_batches` training batches (to recompute BatchNorm statistics) and the test set."""
+    b, n_test = config["barrier"], DATASETS[config["data"]["name"]].n_test
+    per_point = (b["bn_batches"] * config["training"]["batch_size"] if b["recompute_bn"] else 0) + n_test
+    return math.comb(config["ensemble"]["children"], 2) * b["points"] * per_point
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str            # the rule
+    benchmark: Path      # its benchmark file (there once the job has succeeded)
+    outputs: tuple       # files that exist once it is done
+    images: int          # training images (forward-only images for a barrier job)
+    member_steps: int = 0
+
+    @property
+    def done(self) -> bool:
+        return all(Path(o).exists() for o in self.outputs)
+
+
+def benchmark_seconds(path: str | Path) -> float | None:
+    """Wall-clock seconds of a Snakemake benchmark file (column `s`; the mean over repeats), or None
+    where the file is missing or holds no row."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    if len(lines) < 2:
+        return None
+    column = lines[0].split("\t").index("s")
+    values = [float(line.split("\t")[column]) for line in lines[1:] if line.strip()]
+    return sum(values) / len(values) if values else None
+
+
+def training_job_file(layout: Layout, job: list, shape: str) -> Path:
+    """The benchmark file of the train_members job of these members."""
+    m = job[0]
+    return Path(layout.job_benchmark(shape, m.condition, m.t, m.parent, m.child))
+
+
+def member_jobs(config: dict, layout: Layout) -> list[Job]:
+    """The train_members and parent_state jobs of the grid."""
+    batch, shape = config["training"]["batch_size"], job_shape(config)
+    jobs = []
+    for job in training_jobs(config):
+        steps = sum(end - start for start, end in (member_span(config, m.condition, m.t) for m in job))
+        outputs = tuple(Path(layout.predictions(m.condition, m.t, m.parent, m.child)) for m in job)
+        jobs.append(Job("train_members", training_job_file(layout, job, shape), outputs, steps * batch, steps))
+    for p, t in parent_states(config):
+        jobs.append(Job("parent_state", Path(layout.parent_benchmark(p, t)), (Path(layout.parent_state(p, t)),),
+                        t * batch, t))
+    return jobs
+
+
+def barrier_jobs(config: dict, layout: Layout) -> list[Job]:
+    images = barrier_images(config)
+    return [Job("barrier", Path(layout.barrier_benchmark(c, t, p)), (Path(layout.barrier(c, t, p)),), images)
+            for c, t, p in barrier_set(config)]
+
+
+@dataclass(frozen=True)
+class KindCost:
+    kind: str
+    jobs: int
+    done: int
+    measured: int          # finished jobs with a benchmark file
+    seconds: float         # their wall-clock seconds
+    images: int            # their images
+    left_jobs: int
+    left_images: int
+    rate: float | None     # images per second the projection uses
+    rate_source: str
+    left_seconds: float
+
+
+def kind_cost(kind: str, jobs: list[Job], assumed: tuple[float, str]) -> KindCost:
+    measured = [(j, s) for j in jobs if j.done and (s := benchmark_seconds(j.benchmark)) is not None]
+    seconds = sum(s for _, s in measured)
+    images = sum(j.images for j, _ in measured)
+    left = [j for j in jobs if not j.done]
+    left_images = sum(j.images for j in left)
+    if images and seconds:
+        rate, source = images / seconds, f"measured: {len(measured)} finished job(s) of this run"
+        left_seconds = left_images / rate
+    elif measured:
+        # finished jobs that train nothing (parent states at t = 0): their start-up is their cost
+        rate, source = None, f"measured: {seconds / len(measured):.1f} s per job, {len(measured)} job(s)"
+        left_seconds = seconds / len(measured) * len(left)
+    else:
+        rate, source = assumed
+        source = f"assumed, no finished job yet: the default rate, {source.split(';')[0]}"
+        left_seconds = left_images / rate
+    return KindCost(kind, len(jobs), sum(j.done for j in jobs), len(measured), seconds, images,
+                    len(left), left_images, rate, source, left_seconds)
+
+
+def device_hours(config: dict, seconds: float) -> float:
+    """One GPU per job on `device: cuda`; `threads` CPU cores per job on `device: cpu`."""
+    return seconds / 3600 * (1 if config["device"] == "cuda" else config["threads"])
