@@ -18,12 +18,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..core.errors import ArtifactError
-from ..core.parquet import KEY_COLUMNS, ORIGIN_COLUMNS
+from ..core.parquet import CONFIG_HASH_KEY, KEY_COLUMNS, ORIGIN_COLUMNS, REINIT_PERCENT_KEY, STEPS_PER_EPOCH_KEY
 from .metrics import log_softmax
 
-SPE_KEY = b"coupledsgd.steps_per_epoch"
-HASH_KEY = b"coupledsgd.config_hash"
-REINIT_KEY = b"coupledsgd.reinit_percent"
+SPE_KEY = STEPS_PER_EPOCH_KEY.encode()
+HASH_KEY = CONFIG_HASH_KEY.encode()
+REINIT_KEY = REINIT_PERCENT_KEY.encode()
 PREDICTION_COLUMNS = (*KEY_COLUMNS, "example_id", "label")
 TRAJECTORY_COLUMNS = (*KEY_COLUMNS, "step", "example_id", "correct")
 

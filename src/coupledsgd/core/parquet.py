@@ -22,6 +22,11 @@ KEY_COLUMNS = ("condition", "t", "parent", "child")
 # after the keys (each repeats its `coupledsgd.<name>` schema metadata), so that one read of a whole
 # results folder can keep the current config's files and drop those other configs left behind.
 ORIGIN_COLUMNS = ("experiment", "config_hash")
+# Schema metadata every member file carries, read back by coupledsgd.analysis.read.
+SEEDS_KEY = "coupledsgd.seeds"
+STEPS_PER_EPOCH_KEY = "coupledsgd.steps_per_epoch"
+CONFIG_HASH_KEY = "coupledsgd.config_hash"
+REINIT_PERCENT_KEY = "coupledsgd.reinit_percent"
 
 
 @functools.cache

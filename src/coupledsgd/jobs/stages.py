@@ -10,7 +10,8 @@ from pathlib import Path
 from ..core.conditions import parse_condition
 from ..core.errors import ArtifactError
 from ..core.layout import resume_path
-from ..core.parquet import provenance, write_predictions, write_trajectory
+from ..core.parquet import (REINIT_PERCENT_KEY, SEEDS_KEY, STEPS_PER_EPOCH_KEY, provenance, write_predictions,
+                            write_trajectory)
 from ..core.seeds import member_seeds, parent_seeds
 from ..engine import data as D
 from ..engine.checkpoints import load_torch, save_torch
@@ -99,10 +100,10 @@ def _write_member(run: Run, trajectory, data: D.DeviceData, outputs: dict, param
     h = run.hparams
     key = {"condition": params["condition"], "t": params["t"], "parent": run.info["parent"],
            "child": run.info["child"]}
-    meta = {**provenance(_job_settings(params), device), "coupledsgd.seeds": json.dumps(run.seeds),
-            "coupledsgd.steps_per_epoch": str(D.steps_per_epoch(data.n_train, h.batch_size))}
+    meta = {**provenance(_job_settings(params), device), SEEDS_KEY: json.dumps(run.seeds),
+            STEPS_PER_EPOCH_KEY: str(D.steps_per_epoch(data.n_train, h.batch_size))}
     if "reinit_percent" in run.info:
-        meta["coupledsgd.reinit_percent"] = repr(float(run.info["reinit_percent"]))
+        meta[REINIT_PERCENT_KEY] = repr(float(run.info["reinit_percent"]))
     logits = trajectory.final_logits
     logits = (logits if logits is not None else predict(run.model, data.x_test, h.eval_batch_size)).cpu().numpy()
     labels = data.y_test.cpu().numpy()
