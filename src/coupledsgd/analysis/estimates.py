@@ -113,9 +113,9 @@ def too_few_units(n: int, what: str) -> str | None:
     return f"{n} {what}: a bootstrap over {what} needs {MIN_UNITS} or more" if n < MIN_UNITS else None
 
 
-def trend(curves: pd.DataFrame, what: str, n_boot: int = N_BOOT, seed: int = BOOTSTRAP_SEED) -> Estimate:
-    """Spearman's rho between t (the columns) and the mean curve over units (the rows), with its
-    interval over resampled units."""
+def _curve_estimate(curves: pd.DataFrame, what: str, stat, n_boot: int, seed: int) -> Estimate:
+    """`stat(t, mean curve)` of the units' curves over t (rows: units, columns: t), with its interval
+    over resampled units; lacking below MIN_STEPS spawn steps or MIN_UNITS units."""
     t = curves.columns.to_numpy(dtype=float)
     values = curves.to_numpy(dtype=float)
     n = len(values)
@@ -123,30 +123,24 @@ def trend(curves: pd.DataFrame, what: str, n_boot: int = N_BOOT, seed: int = BOO
         return lacking(f"{len(t)} spawn step(s) with data: a trend needs {MIN_STEPS} or more", n)
     if (reason := too_few_units(n, what)) is not None:
         return lacking(reason, n)
-    rho = M.spearman(t, values.mean(axis=0))
-    lo, hi = M.bootstrap_ci(lambda idx: M.spearman(t, values[idx].mean(axis=0)), n, n_boot, seed)
-    return Estimate(rho, lo, hi, n)
+    lo, hi = M.bootstrap_ci(lambda idx: stat(t, values[idx].mean(axis=0)), n, n_boot, seed)
+    return Estimate(stat(t, values.mean(axis=0)), lo, hi, n)
+
+
+def trend(curves: pd.DataFrame, what: str, n_boot: int = N_BOOT, seed: int = BOOTSTRAP_SEED) -> Estimate:
+    """Spearman's rho between t and the mean curve over units, with its interval over resampled units."""
+    return _curve_estimate(curves, what, M.spearman, n_boot, seed)
 
 
 def early_excess(curves: pd.DataFrame, what: str, n_boot: int = N_BOOT, seed: int = BOOTSTRAP_SEED) -> Estimate:
     """How much more the mean curve falls before the middle spawn step t_m than a fall linear in t would:
     (v(t_0) - v(t_m)) - (t_m - t_0) / (t_max - t_0) * (v(t_0) - v(t_max)); t_m the median spawn step
     (the upper one of an even count). Positive: the fall is fastest early."""
-    t = curves.columns.to_numpy(dtype=float)
-    values = curves.to_numpy(dtype=float)
-    n = len(values)
-    if len(t) < MIN_STEPS:
-        return lacking(f"{len(t)} spawn step(s) with data: needs {MIN_STEPS} or more", n)
-    if (reason := too_few_units(n, what)) is not None:
-        return lacking(reason, n)
-    m = len(t) // 2
-    share = (t[m] - t[0]) / (t[-1] - t[0])
+    def stat(t, v):
+        m = len(t) // 2
+        return float((v[0] - v[m]) - (t[m] - t[0]) / (t[-1] - t[0]) * (v[0] - v[-1]))
 
-    def stat(v):
-        return float((v[0] - v[m]) - share * (v[0] - v[-1]))
-
-    lo, hi = M.bootstrap_ci(lambda idx: stat(values[idx].mean(axis=0)), n, n_boot, seed)
-    return Estimate(stat(values.mean(axis=0)), lo, hi, n)
+    return _curve_estimate(curves, what, stat, n_boot, seed)
 
 
 def paired_difference(a: pd.Series, b: pd.Series, what: str, n_boot: int = N_BOOT,
