@@ -113,8 +113,11 @@ def test_gpu_rates_come_from_the_bench_at_the_jobs_member_count(tmp_path):
     assert e.images_per_second == 9000 and e.rate_source.startswith("measured") and "k=15 eager" in e.rate_source
     config["cuda"]["graphs"] = True
     assert cost.estimate(config, bench=bench).images_per_second == 20000
-    config["job_shape"] = "member"
     config["cuda"]["graphs"] = False
+    # A projection runs the members at the jobs' rate, parent states and barriers (one network a job) at k = 1.
+    rates = {c.kind: c.rate for c in cost.run_cost(config, tmp_path / "results", bench=bench)}
+    assert rates == {"train_members": 9000, "parent_state": 1000, "barrier": 1000 / cost.FORWARD_COST}
+    config["job_shape"] = "member"
     assert cost.estimate(config, bench=bench).images_per_second == 1000
     # A CPU-sized bench result is no measure of a GPU run.
     bench.write_text(json.dumps({"device": "cpu", "gpu": "none", "full_size": False, "rows": rows}))

@@ -129,8 +129,9 @@ def parameter_count(model: str, dataset: str) -> int:
     return sum(p.numel() for p in build_model(model, d.shape, d.classes, 0).parameters())
 
 
-def bench_rate(config: dict, bench: Path) -> tuple[float, str] | None:
-    """The member images/s that bench_gpu.py measured on a GPU for this model and job size, if any."""
+def bench_rate(config: dict, bench: Path, k: int | None = None) -> tuple[float, str] | None:
+    """The member images/s that bench_gpu.py measured on a GPU for this model and `k` members a job
+    (default: the config's training jobs), if any."""
     import json
 
     if config["device"] != "cuda" or not bench.is_file():
@@ -138,7 +139,7 @@ def bench_rate(config: dict, bench: Path) -> tuple[float, str] | None:
     result = json.loads(bench.read_text())
     if result.get("device") != "cuda" or not result.get("full_size"):
         return None
-    k = max(len(job) for job in training_jobs(config))
+    k = k or max(len(job) for job in training_jobs(config))
     mode = "graphs" if config["cuda"]["graphs"] else "eager"
     rows = [r for r in result["rows"] if r["model"] == config["model"]["name"] and r["mode"] == mode
             and "member_images_per_s" in r]  # rows of a failed mode hold an error instead
@@ -149,8 +150,8 @@ def bench_rate(config: dict, bench: Path) -> tuple[float, str] | None:
                                         f"(jobs here train {k} member{'s' if k > 1 else ''})")
 
 
-def default_rate(config: dict, bench: Path = BENCH) -> tuple[float, str]:
-    measured = bench_rate(config, bench)
+def default_rate(config: dict, bench: Path = BENCH, k: int | None = None) -> tuple[float, str]:
+    measured = bench_rate(config, bench, k)
     if measured:
         return measured
     key = (config["device"], config["model"]["name"])
@@ -228,10 +229,12 @@ def run_cost(config: dict, results: str | Path = "results", images_per_second: f
     """Spent and projected cost of each job kind of the experiment under `results`."""
     layout = Layout(config["experiment"], results=str(results))
     rate = (images_per_second, "given") if images_per_second else default_rate(config, bench)
-    forward = (rate[0] / FORWARD_COST, f"{rate[1]}; forward-only images at 3x that")
+    # a parent state is one network a job, whatever the members' job shape
+    solo = (images_per_second, "given") if images_per_second else default_rate(config, bench, k=1)
+    rates = {"train_members": rate, "parent_state": solo,
+             "barrier": (solo[0] / FORWARD_COST, f"{solo[1]}; forward-only images at 3x that")}
     jobs = member_jobs(config, layout) + barrier_jobs(config, layout)
-    return [kind_cost(kind, [j for j in jobs if j.kind == kind], forward if kind == "barrier" else rate)
-            for kind in KINDS]
+    return [kind_cost(kind, [j for j in jobs if j.kind == kind], rates[kind]) for kind in KINDS]
 
 
 def run_report(config: dict, costs: list[KindCost], results: str | Path = "results") -> str:
