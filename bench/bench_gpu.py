@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, save  # noqa: E402
 
 from coupledsgd.engine import data as D  # noqa: E402
-from coupledsgd.engine.spawn import parent_seeds  # noqa: E402
+from coupledsgd.core.seeds import parent_seeds  # noqa: E402
 from coupledsgd.engine.training import Accel, Hparams, Run, train  # noqa: E402
 
 
