@@ -204,10 +204,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 work, root = Path(sys.argv[1]), Path(sys.argv[2])
-local_rules = set()
-for line in (root / "workflow/rules/cluster.smk").read_text().splitlines():
-    if line.startswith("localrules:"):
-        local_rules = {r.strip() for r in line.split(":", 1)[1].split(",")}
+# `localrules:` and its names, on one line or (as snakefmt writes it) one name a line
+declared = re.search(r"^localrules:((?:[^\n]*\n?)(?:[ \t]+[^\n]*\n?)*)", (root / "workflow/rules/cluster.smk").read_text(), re.M)
+local_rules = {r.strip() for r in declared.group(1).split(",") if r.strip()} if declared else set()
 assert local_rules, "workflow/rules/cluster.smk declares no localrules"
 
 dry = (work / "dryrun.out").read_text()
