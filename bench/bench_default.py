@@ -1,7 +1,7 @@
 """Wall time of the whole default experiment (`snakemake --cores 2`, config.yaml, figures included)
 from nothing, in a throw-away copy of the workflow, for each job shape given.
 
-    python bench/bench_default.py [--shapes auto member] [--cores 2]
+    python bench/bench_default.py [--shapes auto member] [--cores 2] [--keep DIR]
 
 Writes bench/results/bench_default.json: per shape, the wall time, the jobs run and their count per rule.
 """
@@ -21,7 +21,7 @@ from _common import ROOT, save
 FILES = ["Snakefile", "config.yaml", "configs", "workflow", "envs", "profiles"]
 
 
-def run(shape: str, cores: int) -> dict:
+def run(shape: str, cores: int, keep: Path | None = None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench_default."))
     try:
         for name in FILES:
@@ -36,6 +36,9 @@ def run(shape: str, cores: int) -> dict:
         wall = time.perf_counter() - start
         counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out.stdout + out.stderr, re.M)
                   if m.group(1) != "total"}
+        if keep is not None:  # the run's tables, claims and figures, e.g. to refresh docs/
+            shutil.copytree(tmp / "results", keep / shape, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("*.pt", "predictions", "trajectories", "children"))
         return {"shape": shape, "wall_s": wall, "jobs": counts}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -45,10 +48,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", nargs="+", default=["auto", "member"])
     ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--keep", type=Path, default=None, help="copy each run's results (tables, figures) here")
     args = ap.parse_args()
     rows = []
     for shape in args.shapes:
-        rows.append(run(shape, args.cores))
+        rows.append(run(shape, args.cores, args.keep))
         print(f"job_shape {shape}: {rows[-1]['wall_s']:.1f} s, jobs {rows[-1]['jobs']}", flush=True)
     save("bench_default", {"cores": args.cores, "runs": rows})
 

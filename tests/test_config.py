@@ -27,10 +27,10 @@ def with_change(path, value):
 
 def test_the_default_config_describes_the_measured_grid():
     config = validate(default(), SCHEMA)
-    assert config["training"]["steps"] == 600 and config["ensemble"] == {"parents": 4, "children": 4}
+    assert config["training"]["steps"] == 600 and config["ensemble"] == {"parents": 4, "children": 3}
     grid = members(config)
-    # 2 unspawned + 2 x 5 spawn steps + 6 re-initialisations at one step, x 4 parents x 4 children
-    assert len(grid) == (2 + 2 * 5 + 6) * 4 * 4
+    # 2 unspawned + 2 x 5 spawn steps + 6 re-initialisations at one step, x 4 parents x 3 children
+    assert len(grid) == (2 + 2 * 5 + 6) * 4 * 3
     assert len({m.key for m in grid}) == len(grid)
     assert parent_states(config) == [(p, t) for p in range(4) for t in (0, 6, 30, 60, 180)]
 
