@@ -55,7 +55,8 @@ def provenance(params: dict, device: str) -> dict[str, str]:
     return meta
 
 
-def _repeated(value: str, n: int) -> pa.DictionaryArray:
+def repeated(value: str, n: int) -> pa.DictionaryArray:
+    """A dictionary-encoded column of `value` n times (the key columns of every table)."""
     # Built from numpy: pa.array on a Python list of dictionary type would import pandas (0.4 s).
     return pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int8), pa.array([value]))
 
@@ -63,19 +64,23 @@ def _repeated(value: str, n: int) -> pa.DictionaryArray:
 def _keys(key: dict, n: int, metadata: dict) -> dict[str, pa.Array]:
     """The key columns, then the origin columns whose values the metadata holds."""
     ints = {"t": np.int32, "parent": np.int16, "child": np.int16}
-    origin = {name: _repeated(metadata[f"coupledsgd.{name}"], n) for name in ORIGIN_COLUMNS
+    origin = {name: repeated(metadata[f"coupledsgd.{name}"], n) for name in ORIGIN_COLUMNS
               if f"coupledsgd.{name}" in metadata}
-    return {"condition": _repeated(key["condition"], n),
+    return {"condition": repeated(key["condition"], n),
             **{k: pa.array(np.full(n, key[k], dtype=t)) for k, t in ints.items()}, **origin}
 
 
+def write_parquet(table: pa.Table, path: str | Path, metadata: dict, dictionary: list[str]) -> None:
+    """`table` with `metadata` as its schema metadata, written atomically (zstd), dictionary-encoding
+    only the `dictionary` columns."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table.replace_schema_metadata(metadata), tmp, compression="zstd", use_dictionary=dictionary)
+
+
 def write_table(columns: dict[str, pa.Array], path: str | Path, metadata: dict[str, str]) -> None:
-    table = pa.table(columns).replace_schema_metadata(metadata)
     # Dictionary encoding only pays for the repeated key and origin columns; it bloats and slows float
     # logits. A column of one repeated string costs a few dozen bytes per row group this way.
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd",
-                       use_dictionary=[c for c in (*KEY_COLUMNS, *ORIGIN_COLUMNS) if c in columns])
+    write_parquet(pa.table(columns), path, metadata, [c for c in (*KEY_COLUMNS, *ORIGIN_COLUMNS) if c in columns])
 
 
 def write_predictions(path, key: dict, labels: np.ndarray, logits: np.ndarray, metadata: dict) -> None:

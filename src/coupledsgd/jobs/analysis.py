@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Sequence
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .. import __version__
 from ..analysis import claims as C
@@ -23,17 +22,14 @@ from ..analysis import tables as T
 from ..analysis.read import (BARRIER_SCHEMA, HASH_KEY, SPE_KEY, read_barriers, read_predictions, read_table,
                              read_trajectory)
 from ..core.files import atomic_path
-from ..core.parquet import provenance
+from ..core.parquet import provenance, write_parquet
 from .runtime import logger
 
 
 def _write_parquet(df, schema: pa.Schema, path, metadata: dict[str, str]) -> None:
     table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                           **{k.encode(): v.encode() for k, v in metadata.items()}})
-    strings = [f.name for f in schema if pa.types.is_string(f.type)]
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=strings)
+    write_parquet(table, path, {**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}},
+                  [f.name for f in schema if pa.types.is_string(f.type)])
 
 
 def _write_csv(df, path) -> None:
@@ -83,9 +79,7 @@ def concat_barriers(paths: Sequence[str], output_path: str, params: dict | None 
     table = table.unify_dictionaries().combine_chunks()
     meta = {**provenance(params or {}, (params or {}).get("device", "cpu")),
             "coupledsgd.inputs": json.dumps([str(p) for p in paths])}
-    table = table.replace_schema_metadata(meta)
-    with atomic_path(output_path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=["condition"])
+    write_parquet(table, output_path, meta, ["condition"])
     log(f"{len(paths)} barrier tables, {table.num_rows} rows written to {output_path}")
 
 

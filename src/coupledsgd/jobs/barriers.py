@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import time
 from itertools import combinations
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..analysis.read import BARRIER_SCHEMA
 from ..core.errors import ArtifactError
-from ..core.files import atomic_path
-from ..core.parquet import provenance
+from ..core.parquet import provenance, repeated, write_parquet
 from ..engine import data as D
 from ..engine.barriers import barrier, bn_seed, error_path
 from ..engine.checkpoints import load_torch
@@ -27,19 +24,12 @@ SCHEMA = BARRIER_SCHEMA  # one row per pair and point alpha (analysis.read, the 
 
 def _columns(condition: str, t: int, parent: int, rows: dict[str, list]) -> dict[str, pa.Array]:
     n = len(rows["alpha"])
-    cond = pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int8), pa.array([condition]))
-    return {"condition": cond,
+    return {"condition": repeated(condition, n),
             "t": pa.array(np.full(n, t, dtype=np.int32)),
             "parent": pa.array(np.full(n, parent, dtype=np.int16)),
             "child_a": pa.array(np.asarray(rows["child_a"], dtype=np.int16)),
             "child_b": pa.array(np.asarray(rows["child_b"], dtype=np.int16)),
             **{k: pa.array(np.asarray(rows[k], dtype=np.float64)) for k in ("alpha", "error", "barrier")}}
-
-
-def _write(table: pa.Table, path: str | Path, metadata: dict[str, str]) -> None:
-    table = table.replace_schema_metadata(metadata)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=["condition"])
 
 
 def _load_child(path, params: dict, child: int) -> dict:
@@ -83,5 +73,5 @@ def barrier_table(data_path: str, final_paths: Sequence[str], output_path: str, 
             f"({time.perf_counter() - clock:.2f} s)")
     table = pa.table(_columns(params["condition"], params["t"], params["parent"], rows), schema=SCHEMA)
     meta = {**provenance(params, device), "coupledsgd.bn_seed": str(bn_seed(params["seed"]))}
-    _write(table, output_path, meta)
+    write_parquet(table, output_path, meta, ["condition"])
     log(f"{len(states) * (len(states) - 1) // 2} pairs written to {output_path}")
