@@ -102,12 +102,13 @@ def run_figure(name: str, inputs: dict[str, str], png: str, pdf: str, log_path: 
                      f"{time.perf_counter() - start:.2f} s -> {png}, {pdf}")
 
 
-def check_claims(inputs: dict[str, str], output: str, settings: dict | None = None,
+def check_claims(inputs: dict[str, str], output: str, settings: dict,
                  log_path: str | None = None) -> None:
-    """Read the metric tables (inputs: table name -> path), check every claim, write claims.csv."""
+    """Read the metric tables (inputs: table name -> path), check every claim with `settings["bootstrap"]`
+    resamples (the validated config's `metrics` section), write claims.csv."""
     log = logger(log_path)
     tick = time.perf_counter()
-    n_boot = int((settings or {}).get("bootstrap", C.N_BOOT))
+    n_boot = int(settings["bootstrap"])
     table = C.claims_table({name: read_table(path) for name, path in inputs.items()}, n_boot)
     _write_csv(table, output)
     counts = table["verdict"].value_counts().to_dict()
