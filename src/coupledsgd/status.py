@@ -35,7 +35,7 @@ from .cost import schema_path
 from .core.config import _fill_defaults, job_shape
 from .core.grid import conditions, spawn_steps_of, training_jobs
 from .core.layout import Layout, resume_path
-from .work import benchmark_seconds, member_span, training_job_file
+from .work import benchmark_seconds, member_jobs, member_span
 
 
 def load_config(path: str | Path, schema: str | Path) -> dict:
@@ -85,13 +85,12 @@ def spent_seconds(config: dict, results: str | Path = "results") -> tuple[float,
 
 def member_step_rate(config: dict, results: str | Path = "results") -> float | None:
     """Member-steps per second of the finished train_members jobs (None before any has finished)."""
-    layout, shape = Layout(config["experiment"], results=str(results)), job_shape(config)
     steps = seconds = 0.0
-    for job in training_jobs(config):
-        s = benchmark_seconds(training_job_file(layout, job, shape))
+    for job in member_jobs(config, Layout(config["experiment"], results=str(results))):
+        s = benchmark_seconds(job.benchmark) if job.kind == "train_members" else None
         if s is not None:
             seconds += s
-            steps += sum(end - start for start, end in (member_span(config, m.condition, m.t) for m in job))
+            steps += job.member_steps
     return steps / seconds if seconds and steps else None
 
 
