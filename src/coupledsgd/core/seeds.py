@@ -11,7 +11,7 @@ import hashlib
 
 from .conditions import ROLES as STREAMS, Condition
 
-ROLES = ("init", "order", "aug", "reinit")
+ROLES = (*STREAMS, "reinit")  # the streams a member trains with, and its re-drawn parameters
 
 
 def derive(seed: int, role: str, parent: int, child: int | None = None) -> int:
