@@ -4,11 +4,10 @@ import pytest
 import yaml
 
 from coupledsgd.core.grid import members, parent_states
-from coupledsgd.core.config import validate
+from coupledsgd.core.config import SCHEMA, validate
 from coupledsgd.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
 
 
 def default():

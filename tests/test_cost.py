@@ -6,11 +6,10 @@ import pytest
 import yaml
 
 from coupledsgd import cost
-from coupledsgd.core.config import validate
+from coupledsgd.core.config import SCHEMA, validate
 from coupledsgd.engine.training import evaluation_steps
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
 
 
 def load(name):
@@ -82,8 +81,7 @@ def test_cifar10_grid_by_hand():
 
 
 def test_cli_prints_the_counts(capsys):
-    assert cost.main([str(ROOT / "configs/smoke.yaml"), "--images-per-second", "1000",
-                      "--schema", str(SCHEMA)]) == 0
+    assert cost.main([str(ROOT / "configs/smoke.yaml"), "--images-per-second", "1000"]) == 0
     out = capsys.readouterr().out
     assert "trainings: 36 (32 members + 4 parent states), and 6 barrier jobs" in out
     assert "SGD steps: 752 (members 736, parent states 16)" in out

@@ -20,8 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_a_killed_run_resumes_with_only_the_unfinished_jobs(tmp_path):
     copy_workflow(tmp_path)
-    config = validate(yaml.safe_load((tmp_path / "configs/smoke.yaml").read_text()),
-                      tmp_path / "workflow/schemas/config.schema.yaml")
+    config = validate(yaml.safe_load((tmp_path / "configs/smoke.yaml").read_text()))
     jobs = training_jobs(config)  # each a list of members trained together
     total = sum(len(j) for j in jobs)
     # Only the training part of the DAG: enough to interrupt, and half the time of the whole run.

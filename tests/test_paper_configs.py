@@ -24,12 +24,11 @@ import yaml
 
 from coupledsgd.core.grid import barrier_set
 from coupledsgd.core.grid import members, parent_states, training_jobs
-from coupledsgd.core.config import validate
+from coupledsgd.core.config import SCHEMA, validate
 
 from fixtures import copy_workflow, trust_fake_cifar10, write_fake_cifar10, write_fake_tinyimagenet
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
 PAPER = ["cifar10-resnet20", "tinyimagenet-resnet50", "tinyimagenet-vit"]
 ALL_CONDITIONS = ["no-coupling", "coupled-order", "coupled-to-t", "coupled-to-t-reset", "reinit-low", "reinit-high"]
 

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 from coupledsgd import status
+from coupledsgd.core.config import SCHEMA
 from test_cost import bench_file, touch
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
 
 
 def smoke():

@@ -261,12 +261,13 @@ def _hours(h: float) -> str:
     return f"{h:,.1f}" if h >= 10 else f"{h:.3g}"
 
 
-def schema_path(given: str | None) -> Path:
-    """The --schema given, or the repository's (`coupledsgd.core.config.SCHEMA`)."""
-    path = Path(given) if given else SCHEMA
-    if not path.is_file():
-        raise FileNotFoundError(f"config schema {path} not found: pass --schema")
-    return path
+def schema_path(given: str | None):
+    """The --schema given, or the package's (`coupledsgd.core.config.SCHEMA`)."""
+    if given is None:
+        return SCHEMA
+    if not Path(given).is_file():
+        raise FileNotFoundError(f"config schema {given} not found")
+    return Path(given)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images-per-second", type=float, default=None,
                         help="training images per second of one job on one device (the `examples/s` of a "
                              "training log); default: IMAGES_PER_SECOND for the config's model and device")
-    parser.add_argument("--schema", default=None, help="config schema (default: workflow/schemas/config.schema.yaml)")
+    parser.add_argument("--schema", default=None, help="config schema (default: the package's own)")
     parser.add_argument("--bench", default=str(BENCH), help=f"bench_gpu.py results (default: {BENCH})")
     args = parser.parse_args(argv)
     try:

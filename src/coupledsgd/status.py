@@ -32,16 +32,16 @@ from pathlib import Path
 import yaml
 
 from .cost import schema_path
-from .core.config import _fill_defaults, job_shape
+from .core.config import _fill_defaults, job_shape, load_schema
 from .core.grid import conditions, spawn_steps_of, training_jobs
 from .core.layout import Layout, resume_path
 from .work import benchmark_seconds, member_jobs, member_span
 
 
-def load_config(path: str | Path, schema: str | Path) -> dict:
+def load_config(path: str | Path, schema=None) -> dict:
     """The config with the schema's defaults filled in (not the full validation: the run did that)."""
     config = yaml.safe_load(Path(path).read_text())
-    _fill_defaults(config, yaml.safe_load(Path(schema).read_text()))
+    _fill_defaults(config, load_schema(schema))
     return config
 
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logs", default="logs", help="logs folder (default: logs)")
     parser.add_argument("--active", type=float, default=600.0,
                         help="a job whose log or checkpoint changed in the last ACTIVE seconds is running (default 600)")
-    parser.add_argument("--schema", default=None, help="config schema (default: workflow/schemas/config.schema.yaml)")
+    parser.add_argument("--schema", default=None, help="config schema (default: the package's own)")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.configfile, schema_path(args.schema))

@@ -9,7 +9,8 @@ from coupledsgd.core.grid import members
 from coupledsgd.core.layout import Layout
 
 try:
-    config = validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+    # The package's schema (coupledsgd/core/config.schema.yaml), the one the jobs' defaults come from.
+    config = validate(config)
 except ConfigError as e:
     sys.exit(f"Error in config: {e}")
 

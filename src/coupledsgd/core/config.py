@@ -7,7 +7,9 @@ Every error is a `ConfigError` whose message starts with the dotted key at fault
 from __future__ import annotations
 
 import copy
+import functools
 import os
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
@@ -16,8 +18,21 @@ from .conditions import REINIT_FAMILIES, expand, parse_condition
 from .errors import ConfigError
 from .registry import DATASETS, MODELS
 
-# The schema every config is checked against; the one place the defaults are written.
-SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
+# The schema every config is checked against; the one place the defaults are written. Package data,
+# so an installed package (wheel, non-editable, zipped) carries it; nothing reads it at import.
+SCHEMA = files(__package__) / "config.schema.yaml"
+
+
+@functools.cache
+def _package_schema() -> dict:
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def load_schema(schema=None) -> dict:
+    """The parsed schema: the package's (None), or the file at `schema` (a path or a resource)."""
+    if schema is None:
+        return copy.deepcopy(_package_schema())
+    return yaml.safe_load((Path(schema) if isinstance(schema, str) else schema).read_text())
 
 
 def _fill_defaults(node: dict, schema: dict) -> None:
@@ -28,9 +43,9 @@ def _fill_defaults(node: dict, schema: dict) -> None:
             _fill_defaults(node[key], sub)
 
 
-def defaults(schema_path: str | Path = SCHEMA) -> dict:
+def defaults(schema=None) -> dict:
     """The schema's defaults as a nested dict, a section for every object (the required ones too)."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = load_schema(schema)
     node = {key: {} for key, sub in schema["properties"].items() if sub.get("type") == "object"}
     _fill_defaults(node, schema)
     return node
@@ -47,11 +62,11 @@ def _key(error) -> str:
     return path or "(top level)"
 
 
-def validate(config: dict, schema_path: str | Path) -> dict:
-    """A validated copy of `config` with the schema's defaults filled in."""
+def validate(config: dict, schema=None) -> dict:
+    """A validated copy of `config` with the schema's defaults filled in (schema: `load_schema`'s)."""
     import jsonschema
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = load_schema(schema)
     config = copy.deepcopy(dict(config))
     _fill_defaults(config, schema)
     errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))

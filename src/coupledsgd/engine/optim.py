@@ -5,14 +5,17 @@ learning-rate schedule, and SGD with momentum as multi-tensor updates.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..core.config import defaults
 
-_TRAINING = defaults()["training"]  # the schema's defaults, the only place they are written
+# Marks a field left to the schema's default, read when an Hparams is made (never at import: the
+# schema is package data, and importing the engine must not depend on reading it).
+_SCHEMA: Any = object()
 
 
 @dataclass(frozen=True)
@@ -22,22 +25,27 @@ class Hparams:
     steps: int
     batch_size: int
     lr: float
-    momentum: float = _TRAINING["momentum"]
-    nesterov: bool = _TRAINING["nesterov"]
-    weight_decay: float = _TRAINING["weight_decay"]
-    schedule: str = _TRAINING["schedule"]                        # cosine | step | constant
-    milestones: tuple[int, ...] = tuple(_TRAINING["milestones"])  # steps at which `step` multiplies the rate by gamma
-    gamma: float = _TRAINING["gamma"]
-    warmup_steps: int = _TRAINING["warmup_steps"]
-    eval_every: int | None = _TRAINING["eval_every"]             # steps between evaluations; None = once per epoch
-    eval_batch_size: int = _TRAINING["eval_batch_size"]
+    momentum: float = _SCHEMA
+    nesterov: bool = _SCHEMA
+    weight_decay: float = _SCHEMA
+    schedule: str = _SCHEMA                    # cosine | step | constant
+    milestones: tuple[int, ...] = _SCHEMA      # steps at which `step` multiplies the rate by gamma
+    gamma: float = _SCHEMA
+    warmup_steps: int = _SCHEMA
+    eval_every: int | None = _SCHEMA           # steps between evaluations; None = once per epoch
+    eval_batch_size: int = _SCHEMA
+
+    def __post_init__(self):
+        training = None
+        for f in fields(self):
+            if getattr(self, f.name) is _SCHEMA:
+                training = training or defaults()["training"]
+                object.__setattr__(self, f.name, training[f.name])
+        object.__setattr__(self, "milestones", tuple(self.milestones))
 
     @classmethod
     def from_config(cls, section: dict) -> "Hparams":
-        known = {k: v for k, v in section.items() if k in cls.__dataclass_fields__}
-        if "milestones" in known:
-            known["milestones"] = tuple(known["milestones"])
-        return cls(**known)
+        return cls(**{k: v for k, v in section.items() if k in cls.__dataclass_fields__})
 
 
 def learning_rate(h: Hparams, position: int) -> float:

@@ -21,12 +21,9 @@ from pathlib import Path
 
 import torch
 
-from ..core.config import defaults
 from ..core.errors import ArtifactError, Interrupted
 from .checkpoints import load_torch, save_torch
 from .training import Hparams, Run, Trajectory
-
-_CHECKPOINT = defaults()["checkpoint"]  # the schema's cadence: every_seconds, every_steps
 
 
 def settings_hash(params: dict) -> str:
@@ -42,8 +39,8 @@ class Resume:
 
     FORMAT = 2  # runs and trajectories as lists; a file of another format is ignored
 
-    def __init__(self, path: str | Path, params: dict, every_steps: int | None = _CHECKPOINT["every_steps"],
-                 every_seconds: float | None = _CHECKPOINT["every_seconds"], log=lambda line: None):
+    def __init__(self, path: str | Path, params: dict, every_steps: int | None = None,
+                 every_seconds: float | None = None, log=lambda line: None):
         self.path, self.key = Path(path), settings_hash({**params, "resume_format": self.FORMAT})
         self.every_steps, self.every_seconds, self.log = every_steps, every_seconds, log
         self._last_step, self._last_time = None, time.perf_counter()
