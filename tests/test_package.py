@@ -1,0 +1,97 @@
+"""The package as a user installs it: a wheel in a fresh virtual environment, with no checkout and no
+editable install on its path, runs the `coupledsgd` command and the workflow.
+
+The environment is made without the system's site-packages and given them back as a plain path (a
+.pth line): the dependencies are found there, but the .pth files in that folder are not processed, so
+an editable install of the project (a .pth path or finder) cannot shadow the wheel.
+"""
+
+import os
+import shutil
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from fixtures import copy_workflow
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = yaml.safe_load((ROOT / "configs/smoke.yaml").read_text())
+# Every stage on the fewest jobs: one parent, two children (one pair), one condition, one spawn step.
+TINY = {**SMOKE, "experiment": "tiny", "data": {**SMOKE["data"], "n_train": 64},
+        "training": {**SMOKE["training"], "steps": 8, "batch_size": 16}, "ensemble": {"parents": 1, "children": 2},
+        "spawn_steps": [4], "conditions": ["coupled-to-t"]}
+
+
+def _build_wheel(tmp: Path) -> Path:
+    # From a copy: pip builds in the source tree (build/, *.egg-info), which must stay untouched.
+    source = tmp / "source"
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                    "-w", str(tmp / "dist"), str(source)], check=True, capture_output=True)
+    (wheel,) = (tmp / "dist").glob("coupledsgd-*.whl")
+    return wheel
+
+
+def _environment(tmp: Path, wheel: Path) -> dict:
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    packages = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                                   check=True, capture_output=True, text=True).stdout.strip())
+    (packages / "dependencies.pth").write_text("".join(f"{p}\n" for p in site.getsitepackages()))
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
+                    "--quiet", str(wheel)], check=True, capture_output=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    return {**env, "PATH": f"{venv / 'bin'}{os.pathsep}{env['PATH']}", "VIRTUAL_ENV": str(venv)}
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("package")
+    env = _environment(tmp, _build_wheel(tmp))
+    outside = tmp / "elsewhere"
+    outside.mkdir()
+    (outside / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    return env, outside
+
+
+def run(command, env, cwd):
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_the_installed_package_is_the_wheel_with_its_schema(installed):
+    env, outside = installed
+    out = run(["python", "-c", "import coupledsgd.core.config as c; print(c.__file__); print(c.SCHEMA.is_file())"],
+              env, outside)
+    where, schema = out.stdout.split()
+    assert Path(where).is_relative_to(Path(env["VIRTUAL_ENV"])), where
+    assert schema == "True"
+
+
+def test_the_command_runs_from_outside_the_checkout(installed):
+    env, outside = installed
+    status = run(["coupledsgd", "status", "--configfile", "tiny.yaml"], env, outside)
+    assert status.returncode == 0, status.stderr
+    assert "of 2 members" in status.stdout
+    cost = run(["coupledsgd", "cost", "tiny.yaml"], env, outside)
+    assert cost.returncode == 0, cost.stderr
+    assert "trainings: 3 (2 members + 1 parent states)" in cost.stdout
+
+
+def test_the_workflow_runs_on_the_installed_package(installed, tmp_path):
+    env, outside = installed
+    workdir = copy_workflow(tmp_path / "workflow")  # the workflow's files only: no src/ beside them
+    (workdir / "configs/tiny.yaml").write_text(yaml.safe_dump(TINY))
+    # `python -m snakemake`: the environment's interpreter, which the jobs' scripts run with too. Every
+    # kind of job up to the metric tables, and one figure: the twelve figure jobs would add a minute.
+    targets = ["results/tiny/metrics/members.parquet", "results/tiny/figures/fig1g_forgetting_per_epoch.png"]
+    out = run(["python", "-m", "snakemake", *targets, "--cores", "2", "--configfile", "configs/tiny.yaml"],
+              env, workdir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert all((workdir / target).is_file() for target in targets)
+    assert len(list((workdir / "results/tiny/predictions").rglob("*.parquet"))) == 2
