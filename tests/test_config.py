@@ -123,3 +123,39 @@ def test_several_vits_a_job_in_bf16_on_cuda_are_refused():
     config["job_shape"] = "children"
     with pytest.raises(ConfigError, match="^job_shape: children trains several ViTs"):
         validate(config, SCHEMA)
+
+
+def test_command_line_strings_take_the_schema_types():
+    # Snakemake hands `--config 'training={lr: 0.05, ...}'` over as strings (YAML's BaseLoader).
+    typed = with_change("training", {**default()["training"], "lr": 0.05, "warmup_steps": 10, "nesterov": False})
+    typed.update(seed=3, spawn_steps=[0, 6, 30, 60, 180], checkpoint={"every_seconds": None})
+    strings = with_change("training", {**{k: str(v) for k, v in default()["training"].items()},
+                                       "lr": "0.05", "warmup_steps": "10", "nesterov": "false"})
+    strings.update(seed="3", spawn_steps=["0", "6", "30", "60", "180"], checkpoint={"every_seconds": "null"})
+    from coupledsgd.core.config import config_hash
+
+    assert validate(strings) == validate(typed)
+    assert config_hash(validate(strings)) == config_hash(validate(typed))
+    assert validate(with_change("training.lr", "1e-3"))["training"]["lr"] == 0.001
+    assert validate(with_change("experiment", 2024))["experiment"] == "2024"
+
+
+def test_a_string_that_spells_no_number_is_quoted_as_typed():
+    with pytest.raises(ConfigError, match=r"^training\.lr: 'fast' is not of type 'number'$"):
+        validate(with_change("training.lr", "fast"))
+    with pytest.raises(ConfigError, match=r"^ensemble\.parents: '2\.5' is not of type 'integer'$"):
+        validate(with_change("ensemble.parents", "2.5"))
+
+
+@pytest.mark.parametrize("path, value, shown", [
+    ("training.lr", float("nan"), "nan"), ("training.lr", ".nan", "nan"), ("training.momentum", float("inf"), "inf"),
+    ("training.weight_decay", "-.inf", "-inf"), ("training.gamma", float("nan"), "nan"),
+    ("checkpoint.every_seconds", float("inf"), "inf"),
+])
+def test_numbers_must_be_finite(path, value, shown):
+    config = default()
+    config.setdefault("checkpoint", {})
+    *parents, last = path.split(".")
+    config[parents[0]][last] = value
+    with pytest.raises(ConfigError, match=rf"^{path}: {shown} is not a finite number$"):
+        validate(config)

@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from coupledsgd import status
 from coupledsgd.core.config import SCHEMA
 from test_cost import bench_file, touch
@@ -66,3 +68,27 @@ def test_command_line_without_torch(tmp_path):
                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert out.returncode == 0, out.stderr
     assert "of 32 members" in out.stdout
+
+
+def test_help_says_what_each_command_does_with_an_example(capsys):
+    assert status.cli(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "\n  status   where a run stands" in out and "\n  cost     what an experiment costs" in out
+    assert "\n  coupledsgd status --configfile " in out and "\n  coupledsgd cost configs/" in out
+    for command in ("status", "cost"):
+        with pytest.raises(SystemExit) as exited:
+            status.cli([command, "--help"])
+        assert exited.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: coupledsgd {command} ")
+        assert "example" in out and f"\n    coupledsgd {command} " in out
+    assert status.cli(["stats"]) == 2
+    assert "unknown command 'stats'" in capsys.readouterr().err
+
+
+def test_status_refuses_an_experiment_name_the_config_refuses(tmp_path, capsys):
+    config = tmp_path / "spaced.yaml"
+    config.write_text((ROOT / "configs/smoke.yaml").read_text().replace("experiment: smoke", "experiment: my exp"))
+    assert status.cli(["status", "--configfile", str(config)]) == 1
+    assert capsys.readouterr().err.strip() == (f"Error in config {config}: experiment: 'my exp' does not match "
+                                               "'^[A-Za-z0-9._-]+$'")

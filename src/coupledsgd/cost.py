@@ -271,7 +271,8 @@ def schema_path(given: str | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coupledsgd.cost", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="coupledsgd cost", description=__doc__.split("\n\n")[0],
+                                     epilog="examples:\n" + __doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?", default=None,
                         help="experiment config (YAML), e.g. configs/cifar10-resnet20.yaml; default config.yaml")
@@ -285,11 +286,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         path = Path(args.configfile or args.config or "config.yaml")
-        config = validate(yaml.safe_load(path.read_text()), schema_path(args.schema))
+        config = validate(yaml.safe_load(path.read_text()) or {}, schema_path(args.schema))
         print(report(config, estimate(config, args.images_per_second, Path(args.bench))))
         print(run_report(config, run_cost(config, args.results, args.images_per_second, Path(args.bench)),
                          args.results))
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except ConfigError as e:
+        print(f"Error in config {path}: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1
     return 0

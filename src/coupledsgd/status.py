@@ -32,17 +32,17 @@ from pathlib import Path
 import yaml
 
 from .cost import schema_path
-from .core.config import _fill_defaults, job_shape, load_schema
+from .core.config import conform, job_shape
+from .core.errors import ConfigError
 from .core.grid import conditions, spawn_steps_of, training_jobs
 from .core.layout import Layout, resume_path
 from .work import benchmark_seconds, member_jobs, member_span
 
 
 def load_config(path: str | Path, schema=None) -> dict:
-    """The config with the schema's defaults filled in (not the full validation: the run did that)."""
-    config = yaml.safe_load(Path(path).read_text())
-    _fill_defaults(config, load_schema(schema))
-    return config
+    """The config with the schema's defaults filled in, checked against the schema (`conform`): not the
+    checks of the machine that runs the jobs (cores, device, data), which this one need not be."""
+    return conform(yaml.safe_load(Path(path).read_text()) or {}, schema)
 
 
 def _recent(paths, since: float) -> bool:
@@ -132,6 +132,7 @@ def _duration(seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="coupledsgd status", description=__doc__.split("\n\n")[0],
+                                     epilog="example:\n" + __doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configfile", default="config.yaml", help="experiment config (default: config.yaml)")
     parser.add_argument("--results", default="results", help="results folder (default: results)")
@@ -143,18 +144,42 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.configfile, schema_path(args.schema))
         print(report(config, args.results, args.logs, args.active))
+    except ConfigError as e:
+        print(f"Error in config {args.configfile}: {e}", file=sys.stderr)
+        return 1
     except (OSError, KeyError, ValueError) as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1
     return 0
 
 
+USAGE = "usage: coupledsgd {status,cost} [options]   (coupledsgd COMMAND --help for its options)"
+HELP = f"""{USAGE}
+
+Reports on an experiment of the workflow, without torch; run it in the folder you run snakemake in.
+
+commands:
+  status   where a run stands: members done, running and left per condition and spawn step, the
+           time its finished jobs spent, and an estimate of the time left
+  cost     what an experiment costs before it runs (trainings, SGD steps, images, device-hours,
+           disk) and, once jobs have finished, what they spent and what the rest will take
+
+examples:
+  coupledsgd status --configfile configs/cifar10-resnet20.yaml
+  coupledsgd cost configs/cifar10-resnet20.yaml --images-per-second 9000
+"""
+
+
 def cli(argv: list[str] | None = None) -> int:
     """The `coupledsgd` command: `coupledsgd status ...`, `coupledsgd cost ...`."""
     argv = sys.argv[1:] if argv is None else argv
     commands = {"status": main, "cost": lambda a: __import__("coupledsgd.cost", fromlist=["main"]).main(a)}
+    if argv and argv[0] in ("-h", "--help"):
+        print(HELP)
+        return 0
     if not argv or argv[0] not in commands:
-        print("usage: coupledsgd {status,cost} [--configfile FILE] ...", file=sys.stderr)
+        unknown = f"coupledsgd: unknown command {argv[0]!r}\n" if argv else ""
+        print(f"{unknown}{USAGE}", file=sys.stderr)
         return 2
     return commands[argv[0]](argv[1:])
 

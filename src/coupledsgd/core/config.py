@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from .coerce import coerce, non_finite
 from .conditions import REINIT_FAMILIES, expand, parse_condition
 from .errors import ConfigError
 from .registry import DATASETS, MODELS
@@ -64,17 +65,31 @@ def _key(error) -> str:
 
 def validate(config: dict, schema=None) -> dict:
     """A validated copy of `config` with the schema's defaults filled in (schema: `load_schema`'s)."""
+    config = conform(config, schema)
+    _check(config)
+    return _sorted(config)
+
+
+def conform(config: dict, schema=None) -> dict:
+    """A copy of `config` with the schema's defaults filled in and its strings coerced to the schema's
+    types (`coerce`), checked against the schema, for finite numbers and for a usable experiment name:
+    every check that holds on any machine (not the data, the cores or the device)."""
     import jsonschema
 
     schema = load_schema(schema)
-    config = copy.deepcopy(dict(config))
+    config = coerce(copy.deepcopy(dict(config)), schema)
     _fill_defaults(config, schema)
+    found = non_finite(config)
+    if found:
+        raise ConfigError(f"{found[0]}: {found[1]} is not a finite number")
     errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]
         raise ConfigError(f"{_key(e)}: {e.message}")
-    _check(config)
-    return _sorted(config)
+    if config["experiment"] in (".", ".."):
+        raise ConfigError(f"experiment: {config['experiment']!r} is not a folder of its own under results/; "
+                          "choose a name")
+    return config
 
 
 def _sorted(node):
@@ -84,9 +99,6 @@ def _sorted(node):
 
 def _check(config: dict) -> None:
     """The constraints between keys that JSON schema cannot state."""
-    if config["experiment"] in (".", ".."):
-        raise ConfigError(f"experiment: {config['experiment']!r} is not a folder of its own under results/; "
-                          "choose a name")
     t = config["training"]
     reinit = any(name in REINIT_FAMILIES for name in config["conditions"])
     # Settings of conditions the experiment does not run are not checked against it.
