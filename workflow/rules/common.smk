@@ -5,6 +5,7 @@ from coupledsgd.analysis.figures import FIGURES
 from coupledsgd.core.conditions import parse_condition
 from coupledsgd.core.config import config_hash, job_shape, validate
 from coupledsgd.core.errors import ConfigError
+from coupledsgd.core.files import unwritable
 from coupledsgd.core.grid import members
 from coupledsgd.core.layout import Layout
 
@@ -18,6 +19,10 @@ except ConfigError as e:
 # with numbers for one file. Benchmark files (wall seconds in column `s`, memory, CPU time) are
 # written when a training or barrier job succeeds: `coupledsgd cost` and `coupledsgd status` read them.
 L = Layout(config["experiment"])
+# Snakemake makes its jobs' folders itself and ends in a traceback when it cannot: ask first.
+BLOCKED = unwritable(L.folders())
+if BLOCKED:
+    sys.exit(f"Error: {BLOCKED}")
 MEMBERS = members(config)
 CHILDREN = range(config["ensemble"]["children"])
 

@@ -17,6 +17,11 @@ class ArtifactError(UserError, RuntimeError):
     """A checkpoint or Parquet file is truncated, foreign or malformed; the message names the file."""
 
 
+class StorageError(UserError, OSError):
+    """The file system refused a write (no space left, permission denied, a file where a folder should
+    be, read-only); the message names the path and the reason."""
+
+
 class TrainingDiverged(UserError, RuntimeError):
     """A run's training loss became non-finite; the message names the run, the step and the rate."""
 

@@ -7,12 +7,14 @@ it gets the mode an ordinary open() would give it under the user's umask.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import StorageError
 from .layout import RESUME_SUFFIX, resumed_output
 
 
@@ -24,19 +26,53 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
+def refused(error: OSError, path: str | Path, doing: str = "cannot write") -> StorageError:
+    """`error`, raised on `path`, as one line naming the path (writers such as pyarrow's do not) and,
+    for a file where a folder should be, that file."""
+    path = Path(path)
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    if error.errno == errno.ENOTDIR:
+        blocking = next((p for p in reversed([path, *path.parents]) if p.exists() and not p.is_dir()), None)
+        reason = f"{blocking} is a file, not a folder" if blocking else reason
+    return StorageError(f"{doing} {path}: {reason}")
+
+
+def unwritable(folders) -> str | None:
+    """Why a file could not be written under one of `folders`, in one line, or None: a file where a
+    folder (or one above it) should be, or a nearest existing folder on a read-only file system or
+    without write permission. Snakemake creates its jobs' folders itself, before any job runs, and
+    ends in a traceback when it cannot; the workflow asks this first."""
+    for folder in map(Path, folders):
+        chain = [folder, *folder.parents]
+        blocking = next((p for p in reversed(chain) if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            return f"cannot write {folder}: {blocking} is a file, not a folder"
+        existing = next(p for p in chain if p.exists())
+        if not os.access(existing, os.W_OK | os.X_OK):
+            why = ("on a read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY
+                   else "not writable (permission denied)")
+            return f"cannot write {folder}: {existing} is {why}"
+    return None
+
+
 @contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds. The file
+    system's refusals (a full disk, a read-only one, ...) end as a `StorageError` naming `path`."""
+    path, tmp = Path(path), None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         yield Path(tmp)
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
+    except StorageError:
+        raise
+    except OSError as e:
+        raise refused(e, path) from e
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 

@@ -51,6 +51,13 @@ class Layout:
     def benchmarks(self) -> str:
         return f"{self.exp}/benchmarks"
 
+    def folders(self) -> list[str]:
+        """The folders that hold the experiment's files, checked before a run (`files.unwritable`)."""
+        results = ("parents", "children", "predictions", "trajectories", "barriers", "metrics", "figures")
+        logs = ("parents", "children", "barriers", "metrics", "figures")
+        return [self.exp, self.logs, self.benchmarks, *(f"{self.exp}/{name}" for name in results),
+                *(f"{self.logs}/{name}" for name in logs)]
+
     # data and parents
     @property
     def data(self) -> str:

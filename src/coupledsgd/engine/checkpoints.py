@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
@@ -10,9 +11,36 @@ from ..core.errors import ArtifactError
 from ..core.files import atomic_path
 
 
+class _Recorded(io.RawIOBase):
+    """A file for torch.save that keeps the OSError of a failed write: torch itself reports a full
+    disk as a RuntimeError ("unexpected pos") that names neither the error nor the file."""
+
+    def __init__(self, raw):
+        self.raw, self.error = raw, None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        view, done = memoryview(data), 0
+        try:
+            while done < len(view):
+                done += self.raw.write(view[done:])
+        except OSError as e:
+            self.error = e
+            raise
+        return done
+
+
 def save_torch(obj, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb", buffering=0) as raw:
+        out = _Recorded(raw)
+        try:
+            torch.save(obj, out)
+        except RuntimeError:
+            if out.error is None:
+                raise
+            raise out.error from None
 
 
 def load_torch(path: str | Path, what: str = "checkpoint", map_location="cpu") -> dict:

@@ -4,6 +4,7 @@ exit on a user error (`run_stage`). The workflow scripts call stages through `ru
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -12,7 +13,13 @@ from pathlib import Path
 import torch
 
 from ..core.errors import ConfigError, UserError
+from ..core.files import refused
 from . import devices
+
+
+# The file system's refusals a user fixes (space, permissions, the folder tree), not the code.
+_REFUSALS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
+             errno.EEXIST}
 
 
 def logger(path: str | Path | None):
@@ -20,7 +27,10 @@ def logger(path: str | Path | None):
     stream = open(path, "a", buffering=1) if path else sys.stderr
 
     def log(line: str) -> None:
-        stream.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+        try:
+            stream.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+        except OSError as e:
+            raise refused(e, path) from e
 
     return log
 
@@ -56,19 +66,27 @@ def setup(threads: int, device: str, jobs_per_device: int, log=lambda line: None
 
 
 def run_stage(stage, *args, exit_when_done: bool = True):
-    """Call `stage(*args)` (its last argument is its log file); a UserError ends the job with its
-    one-line message on stderr and in the log, and exit status 1.
+    """Call `stage(*args)` (its last argument is its log file); a UserError, or the file system's
+    refusal of a write (`_REFUSALS`), ends the job with its one-line message on stderr and in the
+    log (where the log can still be written), and exit status 1.
 
     On success the process ends at once: every output is already complete on disk (written
     atomically and closed), and tearing torch down at interpreter exit costs 0.7-1.4 s per job.
     """
     try:
         stage(*args)
-    except UserError as e:
+    except (UserError, OSError) as e:
+        if not isinstance(e, UserError):
+            if e.errno not in _REFUSALS:
+                raise
+            e = refused(e, e.filename, "on") if e.filename is not None else e
         line = f"{type(e).__name__}: {e}"
         if args and args[-1]:
-            with open(args[-1], "a") as log:
-                log.write(line + "\n")
+            try:
+                with open(args[-1], "a") as log:
+                    log.write(line + "\n")
+            except OSError:
+                pass  # the log's own disk refused it: the console line remains
         sys.exit(line)
     if exit_when_done:
         sys.stdout.flush()
