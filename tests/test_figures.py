@@ -23,22 +23,23 @@ ALL = ["no-coupling", "coupled-order", "coupled-to-t", "coupled-to-t-reset"] + [
 SECTION_4 = ["1a", "1b", "1c", "1d", "1e", "1f", "1g", "1h", "1i", "1j", "2", "3"]
 
 
-def _steps(cond):
+def _steps(cond, steps=STEPS, reinit_steps=REINIT_STEPS):
     if cond in ("no-coupling", "coupled-order"):
         return [0]
-    return REINIT_STEPS if cond.startswith("reinit") else STEPS
+    return reinit_steps if cond.startswith("reinit") else steps
 
 
-def synthetic_tables(conditions=ALL, seed=0):
+def synthetic_tables(conditions=ALL, seed=0, parents=PARENTS, children=CHILDREN, steps=STEPS,
+                     reinit_steps=REINIT_STEPS):
     """All five metric tables with the metrics stage's schemas, filled with plausible random values."""
     rng = np.random.default_rng(seed)
     members, ensembles, pairs, forgetting, barriers = [], [], [], [], []
     for cond in conditions:
-        for t in _steps(cond):
+        for t in _steps(cond, steps, reinit_steps):
             te = t / STEPS_PER_EPOCH
-            for p in range(PARENTS):
-                acc = 0.85 + 0.02 * rng.standard_normal(CHILDREN)
-                for c in range(CHILDREN):
+            for p in range(parents):
+                acc = 0.85 + 0.02 * rng.standard_normal(children)
+                for c in range(children):
                     members.append(dict(condition=cond, t=t, t_epoch=te, parent=p, child=c, accuracy=acc[c],
                                         nll=0.4 + 0.05 * rng.random(), brier=0.2 + 0.02 * rng.random(),
                                         ece=0.03 * rng.random(), mace=0.01 * rng.random()))
@@ -51,13 +52,13 @@ def synthetic_tables(conditions=ALL, seed=0):
                 gain = 0.03 * rng.random()
                 mm = 0.01 * rng.random()
                 ensembles.append(dict(
-                    condition=cond, t=t, t_epoch=te, parent=p, k=CHILDREN, ensemble_accuracy=acc.mean() + gain,
+                    condition=cond, t=t, t_epoch=te, parent=p, k=children, ensemble_accuracy=acc.mean() + gain,
                     mean_member_accuracy=acc.mean(), gain=gain, gain_ci_low=gain - 0.01, gain_ci_high=gain + 0.01,
                     ensemble_ece=0.02, ensemble_mace=mm, mean_member_mace=mm + 0.002, mace_improvement=0.002,
                     mace_improvement_ci_low=0.0, mace_improvement_ci_high=0.004, ensemble_nll=0.35,
                     sym_kl=0.1 * rng.random(), disagreement=0.1 * rng.random(),
-                    gain_by_size=[0.0] + [gain] * (CHILDREN - 1)))
-                for a, b in itertools.combinations(range(CHILDREN), 2):
+                    gain_by_size=[0.0] + [gain] * (children - 1)))
+                for a, b in itertools.combinations(range(children), 2):
                     pairs.append(dict(condition=cond, t=t, kind="same-parent", parent_a=p, child_a=a,
                                       parent_b=p, child_b=b, sym_kl=0.2 * rng.random(),
                                       disagreement=0.1 * rng.random()))
@@ -67,7 +68,7 @@ def synthetic_tables(conditions=ALL, seed=0):
                         for al, er in zip(alphas, err):
                             barriers.append(dict(condition=cond, t=t, parent=p, child_a=a, child_b=b, alpha=al,
                                                  error=er, barrier=err.max() - (err[0] + err[-1]) / 2))
-            for pa, pb in itertools.combinations(range(PARENTS), 2):
+            for pa, pb in itertools.combinations(range(parents), 2):
                 pairs.append(dict(condition=cond, t=t, kind="between-parents", parent_a=pa, child_a=None,
                                   parent_b=pb, child_b=None, sym_kl=0.3 * rng.random(),
                                   disagreement=0.1 * rng.random()))
@@ -367,3 +368,42 @@ def test_percent_figures_plot_the_realised_share(tables):
         assert lines["low layers"].get_xdata().tolist() == [24.9]
         assert lines["high layers"].get_xdata().tolist() == [25.3]
         assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "25"]
+
+
+def _draw_all(tables) -> dict:
+    return {name.split("_")[0]: fn(**{t: tables[t] for t in needed}) for name, (fn, needed, _) in F.FIGURES.items()}
+
+
+def _legend_title(fig) -> str:
+    return fig.legends[0].get_title().get_text()
+
+
+def _no_data(fig) -> str | None:
+    return getattr(fig, "coupledsgd_no_data", None)
+
+
+def test_one_parent_one_child_one_spawn_step_figures_say_what_the_grid_lacks():
+    figs = _draw_all(synthetic_tables(parents=1, children=1, steps=[8]))
+    # Every condition ran: the barrier, same-parent and between-parent figures lack pairs, not conditions.
+    assert _no_data(figs["fig3"]) == _no_data(figs["fig1e"]) == D.NO_PAIRS_OF_CHILDREN
+    assert "(ensemble.parents: 1)" in _no_data(figs["fig1f"])
+    # One unit has no sd: no legend claims a band over it, and runs are counted as runs.
+    assert "no-coupling (1 run, no sd)" in _legend_texts(figs["fig1g"])
+    assert {"coupled-to-t (1 parent, no sd)", "no-coupling (1 parent, no sd)"} <= set(_legend_texts(figs["fig1a"]))
+    assert _legend_title(figs["fig1i"]) == "1 parent, no sd"
+    assert [t.get_text() for t in figs["fig1a"].axes[0].get_xticklabels()] == ["8\n(1 ep)"]
+    for name, fig in figs.items():
+        assert not any("over 1 " in t or "parent pair" in t for t in _texts(fig)), (name, _texts(fig))
+        bands = [c for ax in fig.axes for c in ax.collections if "PolyCollection" in type(c).__name__]
+        assert not bands, name  # no band over one unit
+
+
+def test_one_parent_many_children_and_many_parents_one_child():
+    one_parent = _draw_all(synthetic_tables(parents=1, children=3))
+    assert "no-coupling (mean ± sd over 3 runs)" in _legend_texts(one_parent["fig1g"])
+    assert _no_data(one_parent["fig3"]) is None and _legend_title(one_parent["fig3"]) == "1 parent, no sd"
+    assert "(ensemble.parents: 1)" in _no_data(one_parent["fig1f"])
+    one_child = _draw_all(synthetic_tables(parents=3, children=1))
+    assert _no_data(one_child["fig3"]) == _no_data(one_child["fig1e"]) == D.NO_PAIRS_OF_CHILDREN
+    assert "coupled-to-t-reset ensembles (mean ± sd over 3 parent pairs)" in _legend_texts(one_child["fig1f"])
+    assert "no-coupling (mean ± sd over 3 runs)" in _legend_texts(one_child["fig1g"])

@@ -35,6 +35,7 @@ MAIN_COLOR = "C0"
 REF_COLOR = "0.25"
 NO_REINIT_COLOR = "0.1"
 T_STYLES = ("-", "--", ":", "-.")
+NO_PAIRS_OF_CHILDREN = "no data: ensembles of one child have no pairs of children\n(ensemble.children: 1)"
 
 
 def _mpl():
@@ -125,8 +126,14 @@ def band_line(ax, x, stats, label, color, marker="o", ls="-"):
 
 
 def unit_word(unit, n: int) -> str:
-    word = "parent pair" if len(unit) == 2 else ("run" if "child" in unit else "parent")
+    """'3 parents', '1 parent pair', '4 runs': n of the unit a band is over (a run: a (parent, child))."""
+    word = "run" if "child" in unit else ("parent pair" if len(unit) == 2 else "parent")
     return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def spread(unit, n: int) -> str:
+    """What a point and its band are over: 'mean ± sd over 3 parents'; one unit has no sd, so no band."""
+    return f"mean ± sd over {unit_word(unit, n)}" if n > 1 else f"{unit_word(unit, n)}, no sd"
 
 
 def _reference(ax, df, value, unit=("parent",), orientation="h", label=REFERENCE) -> bool:
@@ -137,7 +144,7 @@ def _reference(ax, df, value, unit=("parent",), orientation="h", label=REFERENCE
         return False
     m, sd, n = A.overall_stats(df, value, unit)
     line, span = (ax.axhline, ax.axhspan) if orientation == "h" else (ax.axvline, ax.axvspan)
-    line(m, color=REF_COLOR, ls="--", lw=1.2, label=f"{label} (mean ± sd over {unit_word(unit, n)})")
+    line(m, color=REF_COLOR, ls="--", lw=1.2, label=f"{label} ({spread(unit, n)})")
     if np.isfinite(sd) and sd > 0:
         span(m - sd, m + sd, color="0.5", alpha=0.15, linewidth=0)
     return True
@@ -163,8 +170,7 @@ def spawn_figure(df, *, condition, value, unit, ylabel, title, epochs, reference
     ts = [int(t) for t in stats["t"]]
     fig, ax = new()
     n = int(stats["n"].max())
-    band_line(ax, range(len(ts)), stats, f"{what or condition} (mean ± sd over {unit_word(unit, n)})",
-              MAIN_COLOR)
+    band_line(ax, range(len(ts)), stats, f"{what or condition} ({spread(unit, n)})", MAIN_COLOR)
     notes = []
     if reference and not _reference(ax, A.rows(df, REFERENCE), value, unit):
         notes.append(f"{REFERENCE} not in this experiment: no reference line")
@@ -209,10 +215,13 @@ def _no_reinit_markers(ax, df, steps, value, unit) -> list[str]:
     return notes
 
 
-def percent_figure(df, *, value, unit, ylabel, title, epochs, reference: bool, realised=None):
+def percent_figure(df, *, value, unit, ylabel, title, epochs, reference: bool, realised=None, why_empty=None):
     """`value` vs percent re-initialised (the share really re-drawn, see `aggregate.reinit_rows`; ticks
     at the requested percents), one line per side (and per re-init step), the coupled-to-t-reset members
-    at the same steps as the "no re-init" marker at 0%, and optionally the no-coupling level."""
+    at the same steps as the "no re-init" marker at 0%, and optionally the no-coupling level.
+    `why_empty` says why a table with no rows at all is empty (the grid has no pairs, say)."""
+    if df.empty and why_empty:
+        return no_data_figure(title, why_empty)
     rows = A.reinit_rows(df, realised)
     if rows.empty:
         return no_data_figure(title, "no data: conditions reinit-low-<pct> and reinit-high-<pct>\n"
@@ -231,7 +240,7 @@ def percent_figure(df, *, value, unit, ylabel, title, epochs, reference: bool, r
     ax.margins(x=0.08)
     ax.set_ylabel(ylabel)
     ax.set_title(f"{title}\nat spawn step t = {at}")
-    legend(fig, ax, notes, title=f"mean ± sd over {unit_word(unit, n)}")
+    legend(fig, ax, notes, title=spread(unit, n))
     return fig
 
 

@@ -130,8 +130,7 @@ def fig1e_kl_same_parent(pairs, ensembles=None):
                           ylabel="symmetric KL between children\n(test-set mean)",
                           title="(e) Symmetric KL, same parent", epochs=A.epoch_map(ensembles),
                           what=f"{RESET}, children of one parent",
-                          why_empty="no data: ensembles of one child have no pairs of children\n"
-                                    "(ensemble.children: 1)")
+                          why_empty=D.NO_PAIRS_OF_CHILDREN)
 
 
 @_figure("fig1f_kl_between_parents", ["pairs", "ensembles"], pairs=_PAIRS)
@@ -156,8 +155,8 @@ def fig1g_forgetting_per_epoch(forgetting):
     stats = A.forgetting_per_epoch(forgetting, REFERENCE)
     if stats is None:
         return D.no_data_figure(title, D.missing(REFERENCE))
-    runs = D.unit_word(("parent", "child"), int(stats["n"].max()))
-    return D.epoch_figure(stats, label=f"{REFERENCE} (mean ± sd over {runs})", title=title,
+    runs = D.spread(("parent", "child"), int(stats["n"].max()))
+    return D.epoch_figure(stats, label=f"{REFERENCE} ({runs})", title=title,
                           ylabel="forgetting events on the test set\n(per evaluation)")
 
 
@@ -218,7 +217,9 @@ def fig3_error_barrier(barriers, ensembles=None):
     """Error barrier on the linear path between two children vs percent re-initialised (low, high);
     the coupled-to-t-reset children at the re-init step are the "no re-init" marker at 0%. Each pair's
     barrier is averaged within its parent, then mean +-1 sd over parents."""
+    one_child = ensembles is not None and A.ensemble_size(ensembles) == 1
     return D.percent_figure(A.barrier_per_pair(barriers), value="barrier", unit=("parent",),
                             ylabel="error barrier between two children\n(max over path − mean of ends)",
                             title="Error barrier, re-initialising", epochs=A.epoch_map(ensembles),
-                            reference=False, realised=ensembles)
+                            reference=False, realised=ensembles,
+                            why_empty=D.NO_PAIRS_OF_CHILDREN if one_child else None)
