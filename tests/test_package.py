@@ -19,9 +19,9 @@ from fixtures import copy_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = yaml.safe_load((ROOT / "configs/smoke.yaml").read_text())
-# Every stage on the fewest jobs: one parent, two children (one pair), one condition, one spawn step.
+# The fewest jobs: one parent with one child (a degenerate grid: no pairs), one condition, one spawn step.
 TINY = {**SMOKE, "experiment": "tiny", "data": {**SMOKE["data"], "n_train": 64},
-        "training": {**SMOKE["training"], "steps": 8, "batch_size": 16}, "ensemble": {"parents": 1, "children": 2},
+        "training": {**SMOKE["training"], "steps": 8, "batch_size": 16}, "ensemble": {"parents": 1, "children": 1},
         "spawn_steps": [4], "conditions": ["coupled-to-t"]}
 
 
@@ -77,10 +77,10 @@ def test_the_command_runs_from_outside_the_checkout(installed):
     env, outside = installed
     status = run(["coupledsgd", "status", "--configfile", "tiny.yaml"], env, outside)
     assert status.returncode == 0, status.stderr
-    assert "of 2 members" in status.stdout
+    assert "of 1 members" in status.stdout
     cost = run(["coupledsgd", "cost", "tiny.yaml"], env, outside)
     assert cost.returncode == 0, cost.stderr
-    assert "trainings: 3 (2 members + 1 parent states)" in cost.stdout
+    assert "trainings: 2 (1 members + 1 parent states)" in cost.stdout
 
 
 def test_the_workflow_runs_on_the_installed_package(installed, tmp_path):
@@ -89,9 +89,12 @@ def test_the_workflow_runs_on_the_installed_package(installed, tmp_path):
     (workdir / "configs/tiny.yaml").write_text(yaml.safe_dump(TINY))
     # `python -m snakemake`: the environment's interpreter, which the jobs' scripts run with too. Every
     # kind of job up to the metric tables, and one figure: the twelve figure jobs would add a minute.
-    targets = ["results/tiny/metrics/members.parquet", "results/tiny/figures/fig1g_forgetting_per_epoch.png"]
+    targets = ["results/tiny/metrics/members.parquet", "results/tiny/figures/fig1e_kl_same_parent.png"]
     out = run(["python", "-m", "snakemake", *targets, "--cores", "2", "--configfile", "configs/tiny.yaml"],
               env, workdir)
     assert out.returncode == 0, out.stderr[-3000:]
     assert all((workdir / target).is_file() for target in targets)
-    assert len(list((workdir / "results/tiny/predictions").rglob("*.parquet"))) == 2
+    assert len(list((workdir / "results/tiny/predictions").rglob("*.parquet"))) == 1
+    # One child per parent: the same-parent figure says the grid has no pairs (not a missing condition).
+    log = (workdir / "logs/tiny/figures/fig1e_kl_same_parent.log").read_text()
+    assert "NO DATA (no data: ensembles of one child have no pairs of children\n(ensemble.children: 1))" in log

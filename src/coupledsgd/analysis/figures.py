@@ -217,7 +217,8 @@ def fig3_error_barrier(barriers, ensembles=None):
     """Error barrier on the linear path between two children vs percent re-initialised (low, high);
     the coupled-to-t-reset children at the re-init step are the "no re-init" marker at 0%. Each pair's
     barrier is averaged within its parent, then mean +-1 sd over parents."""
-    one_child = ensembles is not None and A.ensemble_size(ensembles) == 1
+    # One child per parent leaves no pairs; the grid's re-init conditions ran (else the usual note).
+    one_child = ensembles is not None and A.ensemble_size(ensembles) == 1 and not A.reinit_rows(ensembles).empty
     return D.percent_figure(A.barrier_per_pair(barriers), value="barrier", unit=("parent",),
                             ylabel="error barrier between two children\n(max over path − mean of ends)",
                             title="Error barrier, re-initialising", epochs=A.epoch_map(ensembles),
