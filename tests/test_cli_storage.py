@@ -102,3 +102,23 @@ def test_a_write_under_a_file_names_the_file_and_leaves_nothing(tmp_path):
             tmp.write_text("never")
     assert str(error.value) == f"cannot write {target}: {tmp_path}/predictions/no-coupling is a file, not a folder"
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["no-coupling", "predictions"]
+
+
+def test_a_refusal_outside_a_write_is_one_line_and_other_os_errors_keep_their_traceback(tmp_path):
+    from coupledsgd.jobs.runtime import run_stage
+
+    log = tmp_path / "job.log"
+
+    def denied(log_path):
+        raise PermissionError(13, "Permission denied", "results/x/children")
+
+    with pytest.raises(SystemExit) as exited:
+        run_stage(denied, str(log), exit_when_done=False)
+    line = "StorageError: cannot access results/x/children: Permission denied"
+    assert exited.value.code == line and log.read_text() == line + "\n"
+
+    def broken(log_path):
+        raise OSError(5, "Input/output error")
+
+    with pytest.raises(OSError, match="Input/output error"):
+        run_stage(broken, str(log), exit_when_done=False)

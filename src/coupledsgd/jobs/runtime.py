@@ -79,7 +79,7 @@ def run_stage(stage, *args, exit_when_done: bool = True):
         if not isinstance(e, UserError):
             if e.errno not in _REFUSALS:
                 raise
-            e = refused(e, e.filename, "on") if e.filename is not None else e
+            e = refused(e, e.filename, "cannot access") if e.filename is not None else e
         line = f"{type(e).__name__}: {e}"
         if args and args[-1]:
             try:
