@@ -30,7 +30,7 @@ def logger(path: str | Path | None):
         try:
             stream.write(f"{time.strftime('%H:%M:%S')} {line}\n")
         except OSError as e:
-            raise refused(e, path) from e
+            raise refused(e, path or "<stderr>") from e
 
     return log
 
