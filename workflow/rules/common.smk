@@ -42,7 +42,9 @@ def all_member_outputs(kind):
 
 def data_inputs(wildcards):
     """The arrays file of an arrays dataset: editing it reruns the experiment."""
-    return {"arrays": config["data"]["path"]} if config["data"]["name"] == ARRAYS else {}
+    return (
+        {"arrays": config["data"]["path"]} if config["data"]["name"] == ARRAYS else {}
+    )
 
 
 def gpu_request():
