@@ -134,6 +134,8 @@ MODULE_CASES = [
     ("import torch\ndef make(s, n): return torch.nn.Linear(15, n)", "m4:make", "fails on a batch of 4 inputs of shape (1, 16): RuntimeError"),
     ("import torch\ndef make(s, n): return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))",
      "m5:make", "maps a batch of 4 inputs of shape (1, 16) to (4, 3); expected logits of shape (4, 4)"),
+    ("import torch\ndef make(s, n):\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.1), "
+     "torch.nn.Linear(16, n))", "m6:make", "the model's training-mode forward pass is random (dropout"),
 ]
 
 

@@ -8,6 +8,8 @@ either kind's facts.
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import NamedTuple
 
 
@@ -56,10 +58,24 @@ def dataset(data: dict) -> Dataset:
     arrays at data.path, whose augmentation is the crop and flip the section states."""
     if data["name"] != ARRAYS:
         return DATASETS[data["name"]]
+    shape, n_train, n_test, classes = _arrays_facts(data["path"], *_version(data["path"]))
+    kind = {2: "signal", 3: "image"}.get(len(shape), "array")  # (C, L) signals, (C, H, W) images
+    return Dataset(kind, data.get("crop_pad") or 0, bool(data.get("flip")), n_train, n_test, shape, classes)
+
+
+def _version(path: str) -> tuple[int, int]:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return 0, 0  # read_arrays says what is wrong
+    return stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=4)
+def _arrays_facts(path: str, mtime_ns: int, size: int) -> tuple[tuple[int, ...], int, int, int]:
+    # Read and checked once per version of the file: the config check, the cost estimate and the
+    # progress report each ask.
     from .arrays import read_arrays
 
-    a = read_arrays(data["path"])
-    shape = tuple(a["x_train"].shape[1:])
-    kind = {2: "signal", 3: "image"}.get(len(shape), "array")  # (C, L) signals, (C, H, W) images
-    return Dataset(kind, data.get("crop_pad") or 0, bool(data.get("flip")), len(a["y_train"]),
-                   len(a["y_test"]), shape, int(a["y_train"].max()) + 1)
+    a = read_arrays(path)
+    return tuple(a["x_train"].shape[1:]), len(a["y_train"]), len(a["y_test"]), int(a["y_train"].max()) + 1

@@ -57,7 +57,23 @@ def _forward(model: nn.Module, x: torch.Tensor, classes: int, what: str) -> list
     if shape != (len(x), classes):
         raise ConfigError(f"model.name: the model maps {what} to {shape}; expected logits of shape "
                           f"{(len(x), classes)} ({classes} classes)")
+    _check_deterministic(model, x)
     return list(seen)
+
+
+def _check_deterministic(model: nn.Module, x: torch.Tensor) -> None:
+    """Every random draw of a run comes from its seeded streams (init, order, aug, reinit); a forward
+    pass that draws from torch's global generator (dropout, noise layers) would make runs depend on
+    what else ran in the process, and children of one parent differ before their spawn step."""
+    outs = []
+    for seed in (1, 2):
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed)
+            outs.append(model(x))
+    if not torch.equal(*outs):
+        raise ConfigError("model.name: the model's training-mode forward pass is random (dropout or another "
+                          "draw from torch's global generator): runs here draw only from their seeded "
+                          "streams; set its dropout to 0")
 
 
 def _check_walk(model: nn.Module, order: list[str]) -> None:
