@@ -171,8 +171,8 @@ def job_shape(config: dict) -> str:
     # Measured (bench/RESULTS.md): grouped cnn1d and CIFAR ResNets are faster per member on either
     # device; on a GPU ResNet-50's grouped convolutions are slower than one member alone, and the
     # ViT's attention under vmap fails in bf16; on the CPU the ResNets' gain does not reproduce.
-    # A model given by import path has no grouped version, and stacked members under vmap train no
-    # faster than one after another on the CPU (bench/RESULTS.md): it trains one member a job.
+    # A model given by import path has no grouped version; stacked under vmap its members trained
+    # 0.6-1.4x as fast as one after another on the CPU, by size (bench/RESULTS.md): one member a job.
     model = config["model"]["name"]
     if model == "cnn1d" or (config["device"] == "cuda" and model in ("resnet8", "resnet20")):
         return "condition"
