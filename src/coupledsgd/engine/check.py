@@ -13,7 +13,7 @@ from torch import nn
 
 from ..core.conditions import REINIT_FAMILIES
 from ..core.config import job_shape
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, described
 from ..core.registry import dataset
 from .models import build_model, parameter_owners, parameter_units
 
@@ -22,8 +22,9 @@ BATCH = 4  # inputs of the check's batch: BatchNorm needs more than one in train
 
 def check_model(config: dict) -> None:
     """Build the configured model and run it on one batch: a ConfigError naming model.name where it
-    cannot be imported or built, fails on the inputs, returns logits of another shape, cannot be
-    walked for re-initialisation (where the experiment re-initialises), or fails as stacked members."""
+    cannot be imported or built, fails on the inputs, returns logits of another shape, draws random
+    numbers in its forward pass, cannot be walked for re-initialisation (where the experiment
+    re-initialises), or fails as stacked members (where a job trains several)."""
     name, kwargs = config["model"]["name"], config["model"].get("kwargs", {})
     facts = dataset(config["data"])
     model = build_model(name, facts.shape, facts.classes, 0, kwargs)
@@ -48,8 +49,7 @@ def _forward(model: nn.Module, x: torch.Tensor, classes: int, what: str) -> list
         with torch.no_grad():
             out = model(x)
     except Exception as e:
-        raise ConfigError(f"model.name: the model fails on {what}: {type(e).__name__}: "
-                          f"{' '.join(str(e).split())}") from None
+        raise ConfigError(f"model.name: the model fails on {what}: {described(e)}") from None
     finally:
         for h in hooks:
             h.remove()
@@ -105,7 +105,7 @@ def _check_members(model: nn.Module, x: torch.Tensor, classes: int, shape: str, 
             out = net(torch.cat([x, x], 1))
     except Exception as e:
         raise ConfigError(f"job_shape: {shape} trains members as one network under torch.func.vmap, and the "
-                          f"model fails there on {what}: {type(e).__name__}: {' '.join(str(e).split())}; "
+                          f"model fails there on {what}: {described(e)}; "
                           "use job_shape: member") from None
     if tuple(out.shape) != (len(x), 2 * classes):
         raise ConfigError(f"job_shape: {shape}: the model's members under vmap give {tuple(out.shape)}; "

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, described
 from ..core.registry import MODELS, is_custom_model
 
 
@@ -178,10 +178,6 @@ def _working_directory_importable():
             sys.path.remove(cwd)
 
 
-def _one_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {' '.join(str(e).split())}"
-
-
 def custom_model(name: str, in_shape: tuple[int, ...], num_classes: int, kwargs: dict) -> nn.Module:
     """callable(in_shape, num_classes, **kwargs) for `name` "package.module:callable"; every way this
     fails is a one-line ConfigError naming model.name."""
@@ -191,14 +187,14 @@ def custom_model(name: str, in_shape: tuple[int, ...], num_classes: int, kwargs:
         try:
             module = importlib.import_module(module_name)
         except Exception as e:  # the module's own error, whatever it raises while importing
-            raise ConfigError(f"model.name: cannot import {module_name!r}: {_one_line(e)}") from None
+            raise ConfigError(f"model.name: cannot import {module_name!r}: {described(e)}") from None
         make = getattr(module, attr, None)
         if not callable(make):
             raise ConfigError(f"model.name: module {module_name!r} has no callable {attr!r}")
         try:
             model = make(in_shape, num_classes, **kwargs)
         except Exception as e:
-            raise ConfigError(f"model.name: {call} failed: {_one_line(e)}") from None
+            raise ConfigError(f"model.name: {call} failed: {described(e)}") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model.name: {call} returned {type(model).__name__}, not a torch.nn.Module")
     return model
