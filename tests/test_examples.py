@@ -194,5 +194,6 @@ def test_bad_models_and_arrays_stop_snakemake_before_any_job_in_one_line(runs):
         assert result.returncode != 0
         lines = [line for line in (result.stdout + result.stderr).splitlines() if "Error in config:" in line]
         expected = message.replace("examples/bad.npz", f"examples/bad{i}.npz")
-        assert len(lines) == 1 and lines[0].startswith(f"Error in config: {expected}"), (i, lines, result.stderr[-1500:])
+        assert len(lines) == 1 and lines[0].startswith(f"Error in config: {expected}"), (i, lines,
+                                                                                         result.stderr[-1500:])
         assert not (runs / f"results/bad{i}").exists() and not (runs / f"logs/bad{i}").exists()
