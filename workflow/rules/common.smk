@@ -3,15 +3,22 @@ from pathlib import Path
 
 from coupledsgd.analysis.figures import FIGURES
 from coupledsgd.core.conditions import parse_condition
-from coupledsgd.core.config import config_hash, job_shape, validate
+from coupledsgd.core.config import config_hash, job_shape, needs_model_check, validate
 from coupledsgd.core.errors import ConfigError
 from coupledsgd.core.files import unwritable
 from coupledsgd.core.grid import members
 from coupledsgd.core.layout import Layout
+from coupledsgd.core.registry import ARRAYS
 
 try:
     # The package's schema (coupledsgd/core/config.schema.yaml), the one the jobs' defaults come from.
     config = validate(config)
+    if needs_model_check(config):
+        # A model of the user's own (or any model on arrays data) is built and run on one batch
+        # before any job; this imports torch, which planning a built-in experiment never does.
+        from coupledsgd.engine.check import check_model
+
+        check_model(config)
 except ConfigError as e:
     sys.exit(f"Error in config: {e}")
 
@@ -37,6 +44,13 @@ wildcard_constraints:
 def all_member_outputs(kind):
     """`kind` (final, predictions, trajectory) of every member of the grid."""
     return [L.member_file(kind, m.condition, m.t, m.parent, m.child) for m in MEMBERS]
+
+
+def data_inputs(wildcards):
+    """The arrays file of an arrays dataset: editing it reruns the experiment."""
+    return (
+        {"arrays": config["data"]["path"]} if config["data"]["name"] == ARRAYS else {}
+    )
 
 
 def gpu_request():

@@ -17,7 +17,7 @@ import yaml
 from .coerce import coerce, non_finite
 from .conditions import REINIT_FAMILIES, expand, parse_condition
 from .errors import ConfigError
-from .registry import DATASETS, MODELS
+from .registry import ARRAYS, MODELS, dataset, is_custom_model
 
 # The schema every config is checked against; the one place the defaults are written. Package data,
 # so an installed package (wheel, non-editable, zipped) carries it; nothing reads it at import.
@@ -63,6 +63,14 @@ def _key(error) -> str:
     return path or "(top level)"
 
 
+def _message(error) -> str:
+    if error.validator == "anyOf":  # model.name: a registry name or an import path
+        forms = [f"one of {', '.join(map(str, sub['enum']))}" if "enum" in sub else f"of the form {sub['pattern']}"
+                 for sub in error.validator_value]
+        return f"{error.instance!r} is neither {' nor '.join(forms)}"
+    return error.message
+
+
 def validate(config: dict, schema=None) -> dict:
     """A validated copy of `config` with the schema's defaults filled in (schema: `load_schema`'s)."""
     config = conform(config, schema)
@@ -85,7 +93,7 @@ def conform(config: dict, schema=None) -> dict:
     errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]
-        raise ConfigError(f"{_key(e)}: {e.message}")
+        raise ConfigError(f"{_key(e)}: {_message(e)}")
     if config["experiment"] in (".", ".."):
         raise ConfigError(f"experiment: {config['experiment']!r} is not a folder of its own under results/; "
                           "choose a name")
@@ -137,12 +145,18 @@ def _check(config: dict) -> None:
 
 def _check_data_and_model(config: dict) -> None:
     data, model, batch = config["data"], config["model"]["name"], config["training"]["batch_size"]
-    kind, takes = DATASETS[data["name"]].kind, MODELS[model].takes
-    if kind != takes:
-        fitting = ", ".join(name for name, m in MODELS.items() if m.takes == kind)
+    _check_arrays_keys(data)
+    facts = dataset(data)
+    if "kwargs" in config["model"] and not is_custom_model(model):
+        raise ConfigError(f"model.kwargs: model {model!r} takes no arguments; only a model given as "
+                          "'package.module:callable' does")
+    kind = facts.kind
+    if not is_custom_model(model) and MODELS[model].takes != kind:
+        takes = MODELS[model].takes
+        fitting = ", ".join(name for name, m in MODELS.items() if m.takes == kind) or "none built in"
         raise ConfigError(f"model.name: {model!r} takes {takes} inputs, but dataset {data['name']!r} holds "
                           f"{kind}s; models for it: {fitting}")
-    n, available = data.get("n_train"), DATASETS[data["name"]].n_train
+    n, available = data.get("n_train"), facts.n_train
     if n is not None and n > available:
         raise ConfigError(f"data.n_train: {n} exceeds the {available:,} training examples of {data['name']!r}")
     if n is not None and n < batch:
@@ -150,6 +164,30 @@ def _check_data_and_model(config: dict) -> None:
     if n is None and available < batch:
         raise ConfigError(f"training.batch_size: {batch} is more than the {available:,} training examples of "
                           f"{data['name']!r}")
+    if data.get("crop_pad") or data.get("flip"):
+        key = "data.crop_pad" if data.get("crop_pad") else "data.flip"
+        if kind != "image":
+            raise ConfigError(f"{key}: random crops and flips are for images (channels, height, width); the "
+                              f"inputs are {facts.shape}")
+
+
+def _check_arrays_keys(data: dict) -> None:
+    """data.path, crop_pad and flip belong to arrays datasets; the registered ones fix their own."""
+    if data["name"] == ARRAYS:
+        if not data.get("path"):
+            raise ConfigError("data.path: dataset 'arrays' needs the .npz file that holds x_train, y_train, "
+                              "x_test, y_test")
+        return
+    for key in ("path", "crop_pad", "flip"):
+        if data.get(key) is not None:
+            raise ConfigError(f"data.{key}: only for data.name 'arrays'; dataset {data['name']!r} fixes its own "
+                              "files and augmentation")
+
+
+def needs_model_check(config: dict) -> bool:
+    """Whether the model must be built and run once before any job (`engine.check.check_model`): a
+    model of the user's own, or any model on arrays data."""
+    return is_custom_model(config["model"]["name"]) or config["data"]["name"] == ARRAYS
 
 
 def job_shape(config: dict) -> str:
@@ -160,6 +198,8 @@ def job_shape(config: dict) -> str:
     # Measured (bench/RESULTS.md): grouped cnn1d and CIFAR ResNets are faster per member on either
     # device; on a GPU ResNet-50's grouped convolutions are slower than one member alone, and the
     # ViT's attention under vmap fails in bf16; on the CPU the ResNets' gain does not reproduce.
+    # A model given by import path has no grouped version; stacked under vmap its members trained
+    # 0.6-1.4x as fast as one after another on the CPU, by size (bench/RESULTS.md): one member a job.
     model = config["model"]["name"]
     if model == "cnn1d" or (config["device"] == "cuda" and model in ("resnet8", "resnet20")):
         return "condition"

@@ -28,3 +28,8 @@ class TrainingDiverged(UserError, RuntimeError):
 
 class Interrupted(UserError, RuntimeError):
     """A job was asked to stop (SIGTERM, SIGINT) and saved its in-job checkpoint first."""
+
+
+def described(e: BaseException) -> str:
+    """An exception as one line, "Type: message", for a UserError that reports a foreign failure."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"

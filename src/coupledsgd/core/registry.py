@@ -1,14 +1,20 @@
 """What the experiment core knows of each dataset and model without building them (no torch): the
 config check, the cost estimate and the engine's loaders read these one tables.
+
+Besides the registered names, a model may be any importable callable ("package.module:callable",
+`is_custom_model`) and a dataset the arrays of an .npz file (`ARRAYS`, `data.path`); `dataset` gives
+either kind's facts.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import NamedTuple
 
 
 class Dataset(NamedTuple):
-    kind: str             # image | signal: which models take it
+    kind: str             # image | signal (| array: other shapes of arrays data): which models take it
     crop_pad: int         # augmentation: random crop after padding by this many pixels (0: none)
     flip: bool            # augmentation: random horizontal flips
     n_train: int
@@ -37,3 +43,39 @@ MODELS = {
     "resnet50": Model("image", "torchvision ResNet-50 with a 3x3 stride-1 stem, no max-pool (64x64 inputs)"),
     "vit": Model("image", "torchvision VisionTransformer, 8x8 patches, 6 layers, width 256 (64x64 inputs)"),
 }
+
+
+ARRAYS = "arrays"  # data.name of a dataset read from data.path (core.arrays)
+
+
+def is_custom_model(name: str) -> bool:
+    """A model given by import path ("package.module:callable") rather than by a registry name."""
+    return ":" in name
+
+
+def dataset(data: dict) -> Dataset:
+    """The facts of the configured dataset (the `data` section): the registry's, or those of the
+    arrays at data.path, whose augmentation is the crop and flip the section states."""
+    if data["name"] != ARRAYS:
+        return DATASETS[data["name"]]
+    shape, n_train, n_test, classes = _arrays_facts(data["path"], *_version(data["path"]))
+    kind = {2: "signal", 3: "image"}.get(len(shape), "array")  # (C, L) signals, (C, H, W) images
+    return Dataset(kind, data.get("crop_pad") or 0, bool(data.get("flip")), n_train, n_test, shape, classes)
+
+
+def _version(path: str) -> tuple[int, int]:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return 0, 0  # read_arrays says what is wrong
+    return stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=4)
+def _arrays_facts(path: str, mtime_ns: int, size: int) -> tuple[tuple[int, ...], int, int, int]:
+    # Read and checked once per version of the file: the config check, the cost estimate and the
+    # progress report each ask.
+    from .arrays import read_arrays
+
+    a = read_arrays(path)
+    return tuple(a["x_train"].shape[1:]), len(a["y_train"]), len(a["y_test"]), int(a["y_train"].max()) + 1

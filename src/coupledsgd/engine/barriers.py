@@ -134,7 +134,8 @@ def error_path(state_a: dict, state_b: dict, data: D.DeviceData, points: int = 1
         raise ValueError(f"points: {points} is fewer than the two endpoints")
     _check_pair(state_a, state_b)
     device = data.x_train.device
-    model = build_model(state_a["model_name"], state_a["in_shape"], state_a["num_classes"], 0).to(device)
+    model = build_model(state_a["model_name"], state_a["in_shape"], state_a["num_classes"], 0,
+                        state_a.get("model_kwargs")).to(device)
     batches = bn_batch_indices(seed, data.n_train, batch_size, bn_batches) if recompute_bn else []
     alphas = np.linspace(0.0, 1.0, points)
     errors = np.empty(points, dtype=np.float64)

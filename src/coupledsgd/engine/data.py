@@ -12,11 +12,12 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..core.errors import ConfigError
-from ..core.registry import DATASETS
+from ..core.registry import ARRAYS, DATASETS
 
 
 # name -> (input kind, random-crop padding, horizontal flip): the augmentation each dataset admits.
@@ -51,8 +52,20 @@ def _digits() -> dict:
     return {"x_train": x[idx_train], "y_train": y[idx_train], "x_test": x[idx_test], "y_test": y[idx_test]}
 
 
-def read_source(name: str, root: str | None = None, download: bool = False) -> dict:
-    """Raw tensors of a registered dataset: x_train, y_train, x_test, y_test."""
+def _arrays(path: str) -> dict:
+    from ..core.arrays import read_arrays
+
+    # Inputs keep uint8 (normalised like the built-in images) or become float32.
+    as_tensor = lambda a: torch.from_numpy(a if a.dtype == np.uint8 else a.astype(np.float32))
+    a = read_arrays(path)
+    return {"x_train": as_tensor(a["x_train"]), "y_train": torch.from_numpy(a["y_train"].astype(np.int64)),
+            "x_test": as_tensor(a["x_test"]), "y_test": torch.from_numpy(a["y_test"].astype(np.int64))}
+
+
+def read_source(name: str, root: str | None = None, download: bool = False, path: str | None = None) -> dict:
+    """Raw tensors of a registered dataset, or of the arrays at `path`: x_train, y_train, x_test, y_test."""
+    if name == ARRAYS:
+        return _arrays(path)
     if name == "mnist1d":
         return _mnist1d()
     if name == "digits":
@@ -69,11 +82,14 @@ def read_source(name: str, root: str | None = None, download: bool = False) -> d
 
 
 def prepare(name: str, path: str | Path, root: str | None = None, download: bool = False,
-            n_train: int | None = None) -> dict:
-    """Decode a dataset once and save the tensors (first `n_train` training examples) to `path`."""
-    if name not in DATASETS:
-        raise ConfigError(f"data.name: unknown dataset {name!r}; known: {', '.join(DATASETS)}")
-    raw = read_source(name, root, download)
+            n_train: int | None = None, arrays: str | None = None, crop_pad: int = 0, flip: bool = False) -> dict:
+    """Decode a dataset once and save the tensors (first `n_train` training examples) to `path`.
+
+    For `name` arrays, the .npz file `arrays`, with the augmentation `crop_pad` and `flip` stored
+    alongside (the registered datasets' come from the registry)."""
+    if name not in DATASETS and name != ARRAYS:
+        raise ConfigError(f"data.name: unknown dataset {name!r}; known: {', '.join(DATASETS)}, {ARRAYS}")
+    raw = read_source(name, root, download, arrays)
     if n_train is not None:
         if n_train > len(raw["y_train"]):
             raise ConfigError(f"data.n_train: {n_train} exceeds the {len(raw['y_train'])} training "
@@ -81,10 +97,14 @@ def prepare(name: str, path: str | Path, root: str | None = None, download: bool
         raw["x_train"], raw["y_train"] = raw["x_train"][:n_train], raw["y_train"][:n_train]
     x = raw["x_train"].double()
     dims = [0] + list(range(2, x.dim()))
-    # Per-channel statistics of the training split, stored with the data so every job agrees.
+    # Per-channel statistics of the training split, stored with the data so every job agrees. A
+    # constant channel (possible in arrays data) is only centred.
+    std = x.std(dims)
     cache = {**{k: raw[k].contiguous() for k in ("x_train", "y_train", "x_test", "y_test")},
-             "mean": x.mean(dims).float(), "std": x.std(dims).float(), "name": name,
+             "mean": x.mean(dims).float(), "std": torch.where(std > 0, std, 1.0).float(), "name": name,
              "num_classes": int(max(raw["y_train"].max(), raw["y_test"].max())) + 1}
+    if name == ARRAYS:
+        cache["augment"] = (int(crop_pad or 0), bool(flip))
     from .checkpoints import save_torch
     save_torch(cache, path)
     return cache
@@ -118,7 +138,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", augment: bool = T
     view = (1, -1) + (1,) * (cache["x_train"].dim() - 2)
     mean, std = cache["mean"].view(view).to(device), cache["std"].view(view).to(device)
     norm = lambda x: (x.to(device).float() - mean) / std
-    _, pad, flip = DATASETS[cache["name"]][:3]
+    pad, flip = cache["augment"] if cache["name"] == ARRAYS else DATASETS[cache["name"]][1:3]
     return DeviceData(norm(cache["x_train"]), cache["y_train"].to(device), norm(cache["x_test"]),
                       cache["y_test"].to(device), cache["num_classes"],
                       crop_pad=pad if augment else 0, flip=flip and augment)

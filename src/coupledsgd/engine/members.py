@@ -7,7 +7,9 @@ member i owns the i-th block of k of every channel dimension:
 - cnn1d, resnet8/20: the registry's own classes built with `k` (grouped convolutions, BatchNorm over
   k x C channels, a batched linear head, option-A shortcuts padded per member);
 - resnet50: `GroupedResNet50`, torchvision's ResNet-50 (3x3 stem) with the same parameter names;
-- vit: `Vmapped`, the members' stacked parameters under `torch.func.vmap`.
+- vit, and any model given by import path: `Vmapped`, the members' stacked parameters and buffers
+  under `torch.func.vmap` (`functional_call` with each member's own buffers, which BatchNorm updates
+  in place, so each member's running statistics move as in its solo run).
 
 Inputs are channel-stacked, (B, k x C, ...), with member i's minibatch the i-th block; outputs are
 (B, k x classes). Every network tensor T of a solo tensor of shape s satisfies

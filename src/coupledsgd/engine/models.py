@@ -13,12 +13,17 @@ the same parameters, initialisation and arithmetic.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import os
+import sys
+
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..core.errors import ConfigError
-from ..core.registry import MODELS
+from ..core.errors import ConfigError, described
+from ..core.registry import MODELS, is_custom_model
 
 
 def _conv_bn(conv: nn.Module, channels: int, dims: int) -> list[nn.Module]:
@@ -144,16 +149,63 @@ def _build(name: str, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     raise ConfigError(f"model.name: unknown model {name!r}; known: {', '.join(MODELS)}")
 
 
-def build_model(name: str, in_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:
-    """A freshly initialised model on the CPU; the same seed gives the same weights."""
-    if name not in MODELS:
+def build_model(name: str, in_shape: tuple[int, ...], num_classes: int, seed: int,
+                kwargs: dict | None = None) -> nn.Module:
+    """A freshly initialised model on the CPU; the same seed gives the same weights.
+
+    `name` is a registry name, or "package.module:callable" for a model of the user's own (`custom_model`)."""
+    if not is_custom_model(name) and name not in MODELS:
         raise ConfigError(f"model.name: unknown model {name!r}; known: {', '.join(MODELS)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        if is_custom_model(name):
+            return custom_model(name, tuple(in_shape), num_classes, kwargs or {})
         return _build(name, tuple(in_shape), num_classes)
 
 
+@contextlib.contextmanager
+def _working_directory_importable():
+    # The working directory (where the workflow runs, and its jobs) on the module search path while a
+    # model of the user's own is imported and built, as `python -m` would have it.
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if added:
+            sys.path.remove(cwd)
+
+
+def custom_model(name: str, in_shape: tuple[int, ...], num_classes: int, kwargs: dict) -> nn.Module:
+    """callable(in_shape, num_classes, **kwargs) for `name` "package.module:callable"; every way this
+    fails is a one-line ConfigError naming model.name."""
+    module_name, attr = name.split(":", 1)
+    call = f"{name}({in_shape}, {num_classes}{''.join(f', {k}={v!r}' for k, v in kwargs.items())})"
+    with _working_directory_importable():
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as e:  # the module's own error, whatever it raises while importing
+            raise ConfigError(f"model.name: cannot import {module_name!r}: {described(e)}") from None
+        make = getattr(module, attr, None)
+        if not callable(make):
+            raise ConfigError(f"model.name: module {module_name!r} has no callable {attr!r}")
+        try:
+            model = make(in_shape, num_classes, **kwargs)
+        except Exception as e:
+            raise ConfigError(f"model.name: {call} failed: {described(e)}") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model.name: {call} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
+
+
+def parameter_owners(model: nn.Module) -> list[str]:
+    """The names of the modules that own parameters themselves, in registration order."""
+    return [name for name, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
 
 
 def parameter_units(model: nn.Module) -> list[list[str]]:
@@ -161,8 +213,11 @@ def parameter_units(model: nn.Module) -> list[list[str]]:
 
     A unit is a module that owns parameters (a convolution, a linear layer, an attention block, an
     embedding); a normalisation layer joins the unit before it. Registration order is forward order
-    for every model in the registry.
+    for every model in the registry; a model of the user's own whose order differs states its units
+    itself, in a method `reinit_units()` (`engine.check` says so at config time).
     """
+    if callable(getattr(model, "reinit_units", None)):
+        return _stated_units(model)
     units: list[list[str]] = []
     for name, module in model.named_modules():
         if not any(True for _ in module.parameters(recurse=False)):
@@ -171,6 +226,18 @@ def parameter_units(model: nn.Module) -> list[list[str]]:
             units[-1].append(name)
         else:
             units.append([name])
+    return units
+
+
+def _stated_units(model: nn.Module) -> list[list[str]]:
+    units = [list(u) for u in model.reinit_units()]
+    named = [n for u in units for n in u]
+    owners = parameter_owners(model)
+    if sorted(named) != sorted(owners):
+        extra, missing = sorted(set(named) - set(owners)), sorted(set(owners) - set(named))
+        raise ConfigError(f"model.name: reinit_units() must list every module that owns parameters once "
+                          f"(missing: {', '.join(missing) or '-'}; not owning parameters or repeated: "
+                          f"{', '.join(extra) or ', '.join(n for n in named if named.count(n) > 1) or '-'})")
     return units
 
 

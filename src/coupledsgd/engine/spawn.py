@@ -145,10 +145,10 @@ def redraw(model: nn.Module, fresh: nn.Module, side: str, percent: float) -> Rei
 
 
 def reinitialise(model: nn.Module, model_name: str, num_classes: int, in_shape, seed: int,
-                 side: str, percent: float) -> Reinitialised:
+                 side: str, percent: float, model_kwargs: dict | None = None) -> Reinitialised:
     """Re-draw `percent`% of the parameters (see `redraw`) with the model's own initialiser: the
     values of a fresh model built from `seed`."""
-    return redraw(model, build_model(model_name, in_shape, num_classes, seed), side, percent)
+    return redraw(model, build_model(model_name, in_shape, num_classes, seed, model_kwargs), side, percent)
 
 
 def spawn(parent: Run, condition: Condition, seeds: dict[str, int]) -> Run:
@@ -166,5 +166,6 @@ def spawn(parent: Run, condition: Condition, seeds: dict[str, int]) -> Run:
         child.schedule_start = parent.step
     if condition.side:
         child.info.update(reinitialise(child.model, child.model_name, child.num_classes, child.in_shape,
-                                       seeds["reinit"], condition.side, condition.percent).info())
+                                       seeds["reinit"], condition.side, condition.percent,
+                                       child.model_kwargs).info())
     return child

@@ -49,34 +49,37 @@ class Run:
     schedule_start: int = 0
     start: int = 0                    # the step this run began at: 0, or its spawn step
     info: dict = field(default_factory=dict)
+    model_kwargs: dict = field(default_factory=dict)  # model.kwargs of a model given by import path
 
     @property
     def end(self) -> int:
         return self.schedule_start + self.hparams.steps
 
     @classmethod
-    def fresh(cls, model_name, in_shape, num_classes, hparams: Hparams, seeds: dict, device="cpu") -> "Run":
-        model = build_model(model_name, in_shape, num_classes, seeds["init"]).to(device)
+    def fresh(cls, model_name, in_shape, num_classes, hparams: Hparams, seeds: dict, device="cpu",
+              model_kwargs: dict | None = None) -> "Run":
+        model = build_model(model_name, in_shape, num_classes, seeds["init"], model_kwargs).to(device)
         return cls(model_name, tuple(in_shape), num_classes, model, SGD(model, hparams),
-                   hparams, dict(seeds))
+                   hparams, dict(seeds), model_kwargs=dict(model_kwargs or {}))
 
     def state_dict(self) -> dict:
         return {"model_name": self.model_name, "in_shape": list(self.in_shape),
                 "num_classes": self.num_classes, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "step": self.step,
                 "schedule_start": self.schedule_start, "start": self.start, "seeds": dict(self.seeds),
-                "info": dict(self.info)}
+                "info": dict(self.info), "model_kwargs": dict(self.model_kwargs)}
 
     @classmethod
     def from_state(cls, state: dict, hparams: Hparams, device="cpu") -> "Run":
-        model = build_model(state["model_name"], state["in_shape"], state["num_classes"], 0)
+        kwargs = state.get("model_kwargs", {})
+        model = build_model(state["model_name"], state["in_shape"], state["num_classes"], 0, kwargs)
         model.load_state_dict(state["model"])
         model.to(device)
         optimizer = SGD(model, hparams)
         optimizer.load_state_dict(state["optimizer"])
         return cls(state["model_name"], tuple(state["in_shape"]), state["num_classes"], model, optimizer,
                    hparams, dict(state["seeds"]), state["step"], state["schedule_start"], state["start"],
-                   dict(state["info"]))
+                   dict(state["info"]), dict(kwargs))
 
 
 @dataclass(frozen=True)
@@ -196,8 +199,8 @@ class Members:
 def _check_runs(runs: list[Run]) -> None:
     r0 = runs[0]
     for r in runs[1:]:
-        if (r.hparams, r.model_name, r.in_shape, r.num_classes) != (r0.hparams, r0.model_name, r0.in_shape,
-                                                                   r0.num_classes):
+        if ((r.hparams, r.model_name, r.in_shape, r.num_classes, r.model_kwargs)
+                != (r0.hparams, r0.model_name, r0.in_shape, r0.num_classes, r0.model_kwargs)):
             raise ValueError("runs trained together must share hparams and model")
         if (r.step, r.schedule_start, r.start) != (r0.step, r0.schedule_start, r0.start):
             raise ValueError("runs trained together must share start step, current step and schedule")

@@ -24,7 +24,8 @@ from .runtime import logger, setup
 def prepare_data(settings: dict, output: str, log_path: str | None = None) -> None:
     """Decode the configured dataset once for the whole experiment."""
     log = logger(log_path)
-    cache = D.prepare(settings["name"], output, settings["root"], settings["download"], settings["n_train"])
+    cache = D.prepare(settings["name"], output, settings["root"], settings["download"], settings["n_train"],
+                      settings.get("path"), settings.get("crop_pad") or 0, bool(settings.get("flip")))
     log(f"{settings['name']}: {len(cache['y_train'])} training and {len(cache['y_test'])} test examples, "
         f"{cache['num_classes']} classes, input {tuple(cache['x_train'].shape[1:])}")
 
@@ -63,7 +64,7 @@ def parent_state(data_path: str, output: str, params: dict, log_path: str | None
         run = restored[0][0]
     else:
         run = Run.fresh(params["model"]["name"], data.in_shape, data.num_classes, h,
-                        parent_seeds(params["seed"], params["parent"]), device)
+                        parent_seeds(params["seed"], params["parent"]), device, params["model"].get("kwargs"))
         run.info = {"parent": params["parent"], "config_hash": params["config_hash"]}
     train([run], data, params["t"], log=log, checkpoint=resume, accel=Accel.for_device(device, params.get("cuda")))
     save_torch({**run.state_dict(), "provenance": provenance(_job_settings(params), device)}, output)
@@ -89,7 +90,8 @@ def _start_member(data: D.DeviceData, parent: dict | None, params: dict, p: int,
         if "reinitialised" in run.info and c == 0:
             log(f"re-initialised modules: {', '.join(run.info['reinitialised'])}")
     else:
-        run = Run.fresh(params["model"]["name"], data.in_shape, data.num_classes, h, seeds, device)
+        run = Run.fresh(params["model"]["name"], data.in_shape, data.num_classes, h, seeds, device,
+                        params["model"].get("kwargs"))
         run.info = {"parent": p, "condition": condition.name, "config_hash": params["config_hash"]}
     run.info["child"] = c
     return run
