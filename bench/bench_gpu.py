@@ -83,7 +83,9 @@ def plan_for(model: str, device: torch.device, tiny: bool) -> Plan:
     dataset = DATASETS[config["data"]["name"]]
     batch, n_train = training["batch_size"], dataset.n_train
     accel = Accel.for_device(device, {k: cuda[k] for k in ACCEL_KEYS})
-    plan = Plan(model, dataset.shape, dataset.classes, batch, 50000 if dataset.n_train > 50000 else n_train,
+    # 20,000 synthetic training examples: the batches' plan is the jobs', and every jobs=N worker
+    # makes its own copy in seconds.
+    plan = Plan(model, dataset.shape, dataset.classes, batch, min(n_train, 20000),
                 2000, dataset.n_test, dataset.crop_pad if config["data"].get("augment", True) else 0,
                 dataset.flip and config["data"].get("augment", True),
                 training["eval_every"] or D.steps_per_epoch(n_train, batch), training["eval_batch_size"],
@@ -199,7 +201,10 @@ def worker(args) -> int:
 
     def ready():
         (folder / f"{args.worker}.ready").touch()
+        start = time.perf_counter()
         while len(list(folder.glob("*.ready"))) < args.workers:
+            if time.perf_counter() - start > 120:  # a sibling died: do not hold the device
+                raise SystemExit(f"worker {args.worker}: the other jobs never became ready")
             time.sleep(0.05)
 
     rate = loop_rate(plan, data, fresh_runs(plan, data, 1, device), plan.accel, device, ready)

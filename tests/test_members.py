@@ -278,7 +278,7 @@ def test_cuda_graph_captures_never_fall_back(name, k):
 
 @pytest.mark.parametrize("name", ["resnet8", "vit"])
 def test_members_train_in_channels_last_layout(name):
-    # the cuda: defaults; the stacked ViT's 5-d patch weights have no channels-last layout
+    # the cuda: defaults; the stacked ViT's weights are at most 3-d, so channels-last leaves them as they are
     data = random_images(n_train=64, size=16)
     h = Hparams(steps=2, batch_size=16, lr=0.05)
     runs = [Run.fresh(name, data.in_shape, 10, h, parent_seeds(0, p)) for p in range(2)]
