@@ -310,7 +310,9 @@ def test_graph_capture_records_no_autograd_history_before_its_warm_up(mnist1d):
     from coupledsgd.engine import training
 
     class History(TorchFunctionMode):
-        started, ops = False, []
+        def __init__(self):
+            super().__init__()
+            self.started, self.ops = False, []
 
         def __torch_function__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
@@ -328,5 +330,6 @@ def test_graph_capture_records_no_autograd_history_before_its_warm_up(mnist1d):
 
     x, y = training.MemberBatches(mnist1d, [r.seeds["order"] for r in runs], [r.seeds["aug"] for r in runs], 32)(0)
     with history:
-        training.GraphedStep(forward, group.optimizer, Accel(graphs=True), group.state_tensors(), D.stack_channels(x), y)
+        training.GraphedStep(forward, group.optimizer, Accel(graphs=True), group.state_tensors(),
+                             D.stack_channels(x), y)
     assert history.started and history.ops == []
