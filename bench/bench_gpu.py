@@ -236,6 +236,8 @@ def routes(plan: Plan, device, jobs: tuple[int, ...], jobs_only: bool) -> list[t
 def merge(paths: list[str], out: str) -> None:
     """One result file of the rows of several (one process per model, as bench/gpu_check.sh runs them)."""
     results = [json.loads(Path(p).read_text()) for p in paths if Path(p).is_file()]
+    if not results:
+        raise SystemExit(f"bench_gpu.py --merge: none of {', '.join(paths)} exists")
     merged = {**results[0], "rows": [row for r in results for row in r["rows"]]}
     Path(out).write_text(json.dumps(merged, indent=2) + "\n")
 
