@@ -118,11 +118,11 @@ def test_auto_job_shape_follows_the_measurements(device, model, shape):
     assert job_shape({"job_shape": "auto", "device": device, "model": {"name": model}}) == shape
 
 
-def test_several_vits_a_job_in_bf16_on_cuda_are_refused():
+def test_several_vits_a_job_in_bf16_on_cuda_are_accepted():
+    # the stacked ViT (members.StackedViT) runs without vmap, whose bf16 attention failed on CUDA
     config = yaml.safe_load((ROOT / "configs/tinyimagenet-vit.yaml").read_text())
     config["job_shape"] = "children"
-    with pytest.raises(ConfigError, match="^job_shape: children trains several ViTs"):
-        validate(config, SCHEMA)
+    assert validate(config, SCHEMA)["job_shape"] == "children"
 
 
 def test_command_line_strings_take_the_schema_types():

@@ -3,7 +3,7 @@ members trained alone, for every model in the registry.
 
 float64, on this CPU: cnn1d and the CIFAR ResNets agree to rounding (a grouped convolution and a batched
 head sum in another order than k solo ones, and the loss of k members is one reduction: up to about
-1e-13 of a tensor's scale after 20 steps); resnet50 and the vmapped ViT likewise, over fewer steps
+1e-13 of a tensor's scale after 20 steps); resnet50 and the stacked ViT likewise, over fewer steps
 (resnet50 costs ~1 s a step here). float32: the same rounding, amplified by training (NOTES: ~1e-6
 after a step or two), so they are compared after 2 steps.
 """
@@ -227,7 +227,7 @@ def test_cuda_step_loop_never_waits_for_the_host(graphs):
     batches = training.MemberBatches(data, [r.seeds["order"] for r in runs], [r.seeds["aug"] for r in runs], 64)
     x, y = batches(10)  # epoch 1's plan, as the loop makes it at the epoch's first step
     members = training.Members(runs)
-    forward = accel.forward_of(members.net)
+    forward = members.bind(accel)
     step = (training.GraphedStep(forward, members.optimizer, accel, members.state_tensors(), D.stack_channels(x), y)
             if graphs else training.EagerStep(forward, members.optimizer, accel))
     torch.cuda.synchronize()
@@ -261,11 +261,75 @@ def test_cuda_graph_training_matches_eager_training(monkeypatch):
         assert_close(tensors(e), tensors(g), 1e-3)
 
 
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("name,k", [("resnet8", 1), ("resnet8", 3), ("vit", 1), ("vit", 3)])
+def test_cuda_graph_captures_never_fall_back(name, k):
+    # the cuda: defaults with graphs, three calls of train on the same runs as bench_gpu.py makes them
+    data = random_images(n_train=256, size=16 if name == "vit" else 32)
+    data = D.DeviceData(data.x_train.cuda(), data.y_train.cuda(), data.x_test.cuda(), data.y_test.cuda(), 10, 4, True)
+    h = Hparams(steps=50, batch_size=32, lr=0.05)
+    runs = [Run.fresh(name, data.in_shape, 10, h, parent_seeds(0, p), "cuda") for p in range(k)]
+    lines = []
+    for until in (2, 4, 6):
+        train(runs, data, until, accel=Accel(bf16=True, channels_last=True, graphs=True), log=lines.append)
+    assert [line for line in lines if "cuda.graphs" in line] == []
+
+
 @pytest.mark.parametrize("name", ["resnet8", "vit"])
 def test_members_train_in_channels_last_layout(name):
-    # the cuda: defaults; the stacked ViT's 5-d patch weights have no channels-last layout
+    # the cuda: defaults; the stacked ViT's weights are at most 3-d, so channels-last leaves them as they are
     data = random_images(n_train=64, size=16)
     h = Hparams(steps=2, batch_size=16, lr=0.05)
     runs = [Run.fresh(name, data.in_shape, 10, h, parent_seeds(0, p)) for p in range(2)]
     train(runs, data, accel=Accel(channels_last=True))
     assert all(r.step == 2 for r in runs)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_momentum_buffers_take_the_parameters_memory_format(k):
+    # channels-last parameters with contiguous momentum would push the multi-tensor update off its
+    # fast path on CUDA; a solo run's own buffers (k = 1) are converted in place of the old ones
+    data = random_images(n_train=64, size=8)
+    h = Hparams(steps=2, batch_size=16, lr=0.05)
+    runs = [Run.fresh("resnet8", data.in_shape, 10, h, parent_seeds(0, p)) for p in range(k)]
+    from coupledsgd.engine.training import Members
+
+    members = Members(runs)
+    members.bind(Accel(channels_last=True))
+    pairs = list(zip(members.optimizer.params, members.optimizer.buffers))
+    assert sum(not p.is_contiguous() for p, _ in pairs) >= 7  # the 4-d convolution weights
+    assert all(p.stride() == b.stride() for p, b in pairs)
+    assert all(torch.equal(b, torch.zeros_like(b)) for _, b in pairs)
+
+
+def test_graph_capture_records_no_autograd_history_before_its_warm_up(mnist1d):
+    """Autograd history of a parameter made before the warm-up (on CUDA: on the default stream) keeps
+    the parameter's gradient accumulator bound to that stream through the capture, which then fails."""
+    from torch.overrides import TorchFunctionMode
+    from coupledsgd.engine import training
+
+    class History(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.started, self.ops = False, []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if not self.started and isinstance(out, torch.Tensor) and out.grad_fn is not None:
+                self.ops.append(func.__name__)
+            return out
+
+    runs = members(mnist1d, "no-coupling", torch.float32, k=2)
+    group = training.Members(runs)
+    net, history = group.bind(Accel(graphs=True)), History()
+
+    def forward(x):
+        history.started = True
+        return net(x)
+
+    x, y = training.MemberBatches(mnist1d, [r.seeds["order"] for r in runs], [r.seeds["aug"] for r in runs], 32)(0)
+    with history:
+        training.GraphedStep(forward, group.optimizer, Accel(graphs=True), group.state_tensors(),
+                             D.stack_channels(x), y)
+    assert history.started and history.ops == []

@@ -7,9 +7,11 @@ member i owns the i-th block of k of every channel dimension:
 - cnn1d, resnet8/20: the registry's own classes built with `k` (grouped convolutions, BatchNorm over
   k x C channels, a batched linear head, option-A shortcuts padded per member);
 - resnet50: `GroupedResNet50`, torchvision's ResNet-50 (3x3 stem) with the same parameter names;
-- vit, and any model given by import path: `Vmapped`, the members' stacked parameters and buffers
-  under `torch.func.vmap` (`functional_call` with each member's own buffers, which BatchNorm updates
-  in place, so each member's running statistics move as in its solo run).
+- vit: `StackedViT`, torchvision's VisionTransformer with each member's weights stacked and applied
+  by batched matrix products, attention over the k x B sequences;
+- any model given by import path: `Vmapped`, the members' stacked parameters and buffers under
+  `torch.func.vmap` (`functional_call` with each member's own buffers, which BatchNorm updates in
+  place, so each member's running statistics move as in its solo run).
 
 Inputs are channel-stacked, (B, k x C, ...), with member i's minibatch the i-th block; outputs are
 (B, k x classes). Every network tensor T of a solo tensor of shape s satisfies
@@ -23,8 +25,9 @@ import copy
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
-from .models import CNN1d, CifarResNet, Head
+from .models import VIT, VIT_EPS, CNN1d, CifarResNet, Head
 
 
 class Bottleneck(nn.Module):
@@ -73,6 +76,103 @@ class GroupedResNet50(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
+class Linears(nn.Module):
+    """k linear layers: weight (k, out, in) (member i's nn.Linear weight is weight[i]), bias (k, out).
+    Input (k, ..., in), member i's rows the i-th; output (k, ..., out)."""
+
+    def __init__(self, k: int, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(k, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(k, out_features))
+
+    def forward(self, x):
+        k = x.shape[0]
+        out = torch.baddbmm(self.bias.unsqueeze(1), x.reshape(k, -1, x.shape[-1]), self.weight.transpose(1, 2))
+        return out.view(*x.shape[:-1], -1)
+
+
+class LayerNorms(nn.Module):
+    """k LayerNorms over the last dimension, each with its member's affine parameters (k, d)."""
+
+    def __init__(self, k: int, d: int):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.empty(k, d)), nn.Parameter(torch.empty(k, d))
+
+    def forward(self, x):
+        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+        return torch.addcmul(self.bias.view(shape), F.layer_norm(x, x.shape[-1:], eps=VIT_EPS), self.weight.view(shape))
+
+
+class Attention(nn.Module):
+    """nn.MultiheadAttention's self-attention (batch first, no dropout) for k members: the k x B
+    sequences go through one scaled_dot_product_attention, so members never attend across."""
+
+    def __init__(self, k: int, d: int, heads: int):
+        super().__init__()
+        self.in_proj_weight = nn.Parameter(torch.empty(k, 3 * d, d))
+        self.in_proj_bias = nn.Parameter(torch.empty(k, 3 * d))
+        self.out_proj = Linears(k, d, d)
+        self.heads = heads
+
+    def forward(self, x):  # x: (k, B, L, d)
+        k, b, n, d = x.shape
+        qkv = torch.baddbmm(self.in_proj_bias.unsqueeze(1), x.reshape(k, b * n, d), self.in_proj_weight.transpose(1, 2))
+        q, key, value = qkv.view(k * b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, key, value)  # (k x B, heads, L, d / heads)
+        return self.out_proj(out.transpose(1, 2).reshape(k, b, n, d))
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, k: int, d: int, heads: int, mlp: int):
+        super().__init__()
+        self.ln_1, self.self_attention = LayerNorms(k, d), Attention(k, d, heads)
+        self.ln_2 = LayerNorms(k, d)
+        self.mlp = nn.ModuleDict({"0": Linears(k, d, mlp), "3": Linears(k, mlp, d)})  # torchvision's indices
+
+    def forward(self, x):
+        x = self.self_attention(self.ln_1(x)) + x
+        return x + self.mlp["3"](F.gelu(self.mlp["0"](self.ln_2(x))))
+
+
+class Encoder(nn.Module):
+    def __init__(self, k: int, tokens: int, d: int, layers: int, heads: int, mlp: int):
+        super().__init__()
+        self.pos_embedding = nn.Parameter(torch.empty(k, tokens, d))
+        self.layers = nn.ModuleDict({f"encoder_layer_{i}": EncoderBlock(k, d, heads, mlp) for i in range(layers)})
+        self.ln = LayerNorms(k, d)
+
+    def forward(self, x):  # x: (k, B, L, d)
+        x = x + self.pos_embedding.unsqueeze(1)
+        for layer in self.layers.values():
+            x = layer(x)
+        return self.ln(x)
+
+
+class StackedViT(nn.Module):
+    """The registry's vit (torchvision VisionTransformer, `models.VIT`) for k members, without vmap:
+    the same parameter names, each tensor the members' solo tensors stacked (k, ...), the patch
+    projection as a batched matrix product over the members' flattened patches."""
+
+    def __init__(self, in_channels: int, image_size: int, num_classes: int, k: int):
+        super().__init__()
+        d, p = VIT["hidden_dim"], VIT["patch_size"]
+        self.k, self.patch, tokens = k, p, (image_size // p) ** 2 + 1
+        self.class_token = nn.Parameter(torch.empty(k, 1, d))
+        self.conv_proj = Linears(k, in_channels * p * p, d)
+        self.encoder = Encoder(k, tokens, d, VIT["num_layers"], VIT["num_heads"], VIT["mlp_dim"])
+        self.heads = nn.ModuleDict({"head": Linears(k, d, num_classes)})
+
+    def forward(self, x):  # x: (B, k x C, H, W)
+        b, k, p = x.shape[0], self.k, self.patch
+        nh, nw = x.shape[2] // p, x.shape[3] // p
+        # Member i's patches in torchvision's token order (row-major) and weight order (C, p, p).
+        patches = x.reshape(b, k, -1, nh, p, nw, p).permute(1, 0, 3, 5, 2, 4, 6).reshape(k, b * nh * nw, -1)
+        tokens = self.conv_proj(patches).view(k, b, nh * nw, -1)
+        x = torch.cat([self.class_token.unsqueeze(1).expand(k, b, 1, -1), tokens], dim=2)
+        out = self.heads["head"](self.encoder(x)[:, :, 0])  # (k, B, classes)
+        return out.transpose(0, 1).reshape(b, -1)
+
+
 class Vmapped(nn.Module):
     """k copies of any model: stacked parameters and buffers (k, *solo shape), `vmap` over the members.
 
@@ -118,6 +218,8 @@ def member_network(name: str, in_shape: tuple[int, ...], num_classes: int, k: in
             return CifarResNet(c, num_classes, blocks_per_stage=3 if name == "resnet20" else 1, k=k)
         if name == "resnet50":
             return GroupedResNet50(c, num_classes, k)
+        if name == "vit":
+            return StackedViT(c, in_shape[-1], num_classes, k)
     return Vmapped(copy.deepcopy(solo).to("meta"), k)
 
 

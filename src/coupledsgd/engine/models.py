@@ -126,12 +126,15 @@ def _resnet50(in_channels: int, num_classes: int) -> nn.Module:
     return model
 
 
+# A ViT sized for 64x64 inputs: 8x8 patches give 64 tokens (members.StackedViT reads the same sizes).
+VIT = {"patch_size": 8, "num_layers": 6, "num_heads": 8, "hidden_dim": 256, "mlp_dim": 512}
+VIT_EPS = 1e-6  # torchvision's LayerNorm epsilon for the ViT
+
+
 def _vit(image_size: int, num_classes: int) -> nn.Module:
     from torchvision.models.vision_transformer import VisionTransformer
 
-    # A ViT sized for 64x64 inputs: 8x8 patches give 64 tokens.
-    return VisionTransformer(image_size=image_size, patch_size=8, num_layers=6, num_heads=8,
-                             hidden_dim=256, mlp_dim=512, num_classes=num_classes)
+    return VisionTransformer(image_size=image_size, num_classes=num_classes, **VIT)
 
 
 def _build(name: str, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:

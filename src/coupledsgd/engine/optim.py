@@ -104,6 +104,13 @@ class SGD:
         graph replays): p - lr * d rounded in two steps instead of one."""
         torch._foreach_sub_(self.params, torch._foreach_mul(self._directions(), lr))
 
+    def follow_layouts(self) -> None:
+        """Give each momentum buffer its parameter's memory format (channels-last where the parameter
+        is): a multi-tensor update over tensors of mixed layouts leaves its fast path on CUDA."""
+        for i, (p, buf) in enumerate(zip(self.params, self.buffers)):
+            if buf.stride() != p.stride():
+                self.buffers[i] = torch.empty_like(p).copy_(buf)
+
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None

@@ -56,10 +56,14 @@ class GraphedStep:
         self.forward, self.optimizer, self.accel = forward, optimizer, accel
         self.x, self.y = x.clone(), y.clone()
         self.lr = torch.zeros((), dtype=optimizer.params[0].dtype, device=x.device)
-        saved = [t.clone() for t in state]
+        # Warm-up and capture on one side stream: an autograd node remembers the stream it was made
+        # on, and a capture whose backward waits on the default stream fails. A parameter's gradient
+        # accumulator lives as long as any autograd history of the parameter, so nothing before the
+        # warm-up may record history: a copy of a parameter made with autograd on (a clone) would make
+        # its accumulator here, on the default stream, and keep it alive through the capture.
+        with torch.no_grad():
+            saved = [t.clone() for t in state]
         cuda = x.device.type == "cuda"
-        # Warm-up and capture on one side stream: autograd remembers the stream a parameter's
-        # gradient accumulator was made on, and a capture that has to wait on another stream fails.
         stream = torch.cuda.Stream() if cuda else None
         if cuda:
             stream.wait_stream(torch.cuda.current_stream())
@@ -78,9 +82,9 @@ class GraphedStep:
                 with torch.cuda.graph(self.graph, stream=stream):
                     self.out = self._body()
             except RuntimeError as error:
-                # torch 2.11 on an H200 refused some captures (a gradient accumulator bound to the
-                # default stream). Nothing captured ran, so the step runs uncaptured: the same
-                # kernels and the same tensor-lr arithmetic as a replay.
+                # A refused capture (bench_gpu.py counts it as an error) costs a job speed only:
+                # nothing captured ran, so the step runs uncaptured, with the same kernels and the
+                # same tensor-lr arithmetic as a replay.
                 self.graph, self.failure = None, str(error).splitlines()[0]
                 self.optimizer.zero_grad()
             torch.cuda.current_stream().wait_stream(stream)

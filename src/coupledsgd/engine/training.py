@@ -182,6 +182,13 @@ class Members:
         buffers = [torch.stack([r.optimizer.buffers[j] for r in runs]).view_as(p) for j, p in enumerate(params)]
         self.net, self.optimizer = net, SGD(params, r0.hparams, r0.optimizer.decay, buffers)
 
+    def bind(self, accel: "Accel") -> Callable[[torch.Tensor], torch.Tensor]:
+        """The network's forward under `accel` (channels-last, compiled), with the momentum buffers
+        in the layout `accel` gave the parameters."""
+        forward = accel.forward_of(self.net)
+        self.optimizer.follow_layouts()
+        return forward
+
     def state_tensors(self) -> list[torch.Tensor]:
         """Every tensor a training step changes: parameters, buffers, momentum."""
         return [*named_tensors(self.net).values(), *self.optimizer.buffers]
@@ -228,7 +235,7 @@ def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate:
     report_at, eval_at = _report_and_eval_steps(r0, until, data.n_train, evaluate)
     trajectories = trajectories if trajectories is not None else [Trajectory() for _ in runs]
     members = Members(runs)
-    forward = accel.forward_of(members.net)
+    forward = members.bind(accel)
     members.net.train()
     batches = MemberBatches(data, [r.seeds["order"] for r in runs], [r.seeds["aug"] for r in runs], h.batch_size)
     step_fn, step = None, r0.step
