@@ -3,7 +3,8 @@
 
 - member files (docs/design.md, "Measurements"): `read_predictions`, `read_trajectory`, each one
   member's (condition, t, parent, child) as `core.parquet.KEY_COLUMNS`, with the steps per epoch and
-  config hash of the config that wrote it;
+  config hash of the config that wrote it; `read_member_file`, the same for a predictions file without
+  its logits (what grouping the members needs, so that the analysis reads one group's logits at a time);
 - barrier tables (docs/design.md, "Error barriers"): `read_barriers`, checked against `BARRIER_SCHEMA`,
   whose rows are keyed by `BARRIER_KEYS` (a pair of children of one parent);
 - metric tables (docs/design.md, "Results layout"): `read_table`, a DataFrame that remembers its file.
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..core.errors import ArtifactError
@@ -67,6 +69,24 @@ class Predictions:
 
 
 @dataclass(frozen=True, eq=False)
+class MemberFile:
+    """A predictions file's member and provenance, read without its logits (`read_member_file`)."""
+
+    path: str
+    condition: str
+    t: int
+    parent: int
+    child: int
+    steps_per_epoch: int
+    config_hash: str
+    reinit_percent: float = float("nan")
+
+    @property
+    def key(self) -> tuple[str, int, int, int]:
+        return self.condition, self.t, self.parent, self.child
+
+
+@dataclass(frozen=True, eq=False)
 class MemberTrajectory:
     """One member's test-set correctness at its evaluation points, as read back from its file."""
 
@@ -99,8 +119,15 @@ def open_parquet(path, kind: str = "member", reader=pq.read_table):
 def _one_key(table: pa.Table, path) -> dict:
     key = {}
     for c in KEY_COLUMNS:
-        values = table.column(c).unique().to_pylist()
-        if len(values) != 1 or values[0] is None:
+        col = table.column(c)
+        if c == "condition":
+            values = col.unique().to_pylist()
+            one = len(values) == 1 and values[0] is not None
+        else:  # min = max without nulls: one value, without hashing a column of millions of rows
+            bounds = pc.min_max(col)
+            one = col.null_count == 0 and bounds["min"].as_py() == bounds["max"].as_py()
+            values = [bounds["min"].as_py()] if one else col.unique().to_pylist()
+        if not one:
             raise ArtifactError(f"{path}: column {c} must hold one value, holds {values[:5]}")
         key[c] = values[0] if c == "condition" else int(values[0])
     return key
@@ -136,10 +163,10 @@ def _check_origin(table: pa.Table, path) -> None:
                                     f"says {meta.decode() if meta is not None else None!r}")
 
 
-def read_member_table(path, required) -> tuple[pa.Table, dict, int, str]:
-    """A member file: the table, its key (condition, t, parent, child: one value each), its steps per
-    epoch and the hash of the config that produced it."""
-    table = open_parquet(path, "member")
+def read_member_table(path, required, columns=None) -> tuple[pa.Table, dict, int, str]:
+    """A member file (only `columns` of it, if given): the table, its key (condition, t, parent, child:
+    one value each), its steps per epoch and the hash of the config that produced it."""
+    table = open_parquet(path, "member", reader=_column_reader(columns) if columns else pq.read_table)
     missing = [c for c in required if c not in table.column_names]
     if missing:
         raise ArtifactError(f"{path}: missing column(s) {', '.join(missing)}")
@@ -150,6 +177,27 @@ def read_member_table(path, required) -> tuple[pa.Table, dict, int, str]:
     config_hash = _metadata(table, path, HASH_KEY).decode()
     _check_origin(table, path)
     return table, key, spe, config_hash
+
+
+def _column_reader(columns):
+    """A reader of those of `columns` the file has (the schema metadata comes along)."""
+    def read(path):
+        f = pq.ParquetFile(path)
+        return f.read(columns=[c for c in columns if c in f.schema_arrow.names])
+    return read
+
+
+def _reinit_percent(table: pa.Table) -> float:
+    raw = (table.schema.metadata or {}).get(REINIT_KEY)
+    return float(raw) if raw is not None else float("nan")
+
+
+def read_member_file(path) -> MemberFile:
+    """A predictions file's member, steps per epoch, config hash and re-initialised share, checked as
+    `read_predictions` checks them, without reading its logits."""
+    table, key, spe, config_hash = read_member_table(path, KEY_COLUMNS, (*KEY_COLUMNS, *ORIGIN_COLUMNS))
+    return MemberFile(str(path), key["condition"], key["t"], key["parent"], key["child"], spe, config_hash,
+                      _reinit_percent(table))
 
 
 def _int_column(table, name, path) -> np.ndarray:
@@ -195,10 +243,8 @@ def read_predictions(path) -> Predictions:
     ids = ids[order]
     if np.any(ids[1:] == ids[:-1]):
         raise ArtifactError(f"{path}: example_id {ids[1:][ids[1:] == ids[:-1]][0]} appears twice")
-    reinit = (table.schema.metadata or {}).get(REINIT_KEY)
     return Predictions(str(path), key["condition"], key["t"], key["parent"], key["child"], ids,
-                       labels[order], log_softmax(logits[order]), spe, config_hash,
-                       float(reinit) if reinit is not None else float("nan"))
+                       labels[order], log_softmax(logits[order]), spe, config_hash, _reinit_percent(table))
 
 
 def read_trajectory(path) -> MemberTrajectory:
@@ -211,15 +257,23 @@ def read_trajectory(path) -> MemberTrajectory:
         raise ArtifactError(f"{path}: column correct must be bool without nulls (is {col.type}, "
                             f"{col.null_count} nulls)")
     correct = col.to_numpy()
-    order = np.lexsort((ids, steps))
-    points, counts = np.unique(steps, return_counts=True)
+    if not _in_point_order(steps, ids):  # jobs write points in order, examples in order within each
+        order = np.lexsort((ids, steps))
+        steps, ids, correct = steps[order], ids[order], correct[order]
+    starts = np.flatnonzero(np.r_[True, steps[1:] != steps[:-1]])
+    points, counts = steps[starts], np.diff(np.r_[starts, len(steps)])
     n = table.num_rows // len(points)
-    ids = ids[order].reshape(-1)
     if np.any(counts != n) or np.any(ids.reshape(len(points), n) != ids[:n]) or np.any(ids[1:n] == ids[:n - 1]):
         raise ArtifactError(f"{path}: evaluation points must each hold the same examples once "
                             f"({len(points)} points, rows per point {sorted(set(counts.tolist()))})")
     return MemberTrajectory(str(path), key["condition"], key["t"], key["parent"], key["child"], points,
-                            correct[order].reshape(len(points), n), spe, config_hash)
+                            correct.reshape(len(points), n), spe, config_hash)
+
+
+def _in_point_order(steps: np.ndarray, ids: np.ndarray) -> bool:
+    """Rows sorted by step, and by example id (strictly) within a step."""
+    later = steps[1:] > steps[:-1]
+    return bool(np.all(later | (steps[1:] == steps[:-1]) & (ids[1:] > ids[:-1])))
 
 
 def read_barriers(path) -> pa.Table:
