@@ -266,7 +266,7 @@ def main():
     ap.add_argument("shape", choices=sorted(SHAPES))
     ap.add_argument("--groups", type=int, default=None, help="keep the first G (condition, t) groups")
     ap.add_argument("--dir", type=Path, default=None, help="keep (and reuse) the fabricated files here")
-    ap.add_argument("--stages", default="metrics,barriers,claims,figures")
+    ap.add_argument("--stages", default="metrics,barriers,claims,figures", help='"" to fabricate only')
     args = ap.parse_args()
     config_path, accuracy, target_s, target_mb = SHAPES[args.shape]
     config = validate(yaml.safe_load((ROOT / config_path).read_text()), SCHEMA)
@@ -290,6 +290,8 @@ def main():
               f"{DATASETS[config['data']['name']].classes} classes, evaluations {fab['evaluations'][0]}-"
               f"{fab['evaluations'][-1]}, mean accuracy {fab['accuracy']:.3f}, {len(fab['barriers'])} barrier "
               f"tables (fabricated in {fab['seconds']:.0f} s)", flush=True)
+        if not args.stages:
+            return  # --stages "": fabricate only
         stages = run_stages(args.stages.split(","), fab["layout"], fab, config, root)
         total = sum(s["wall_s"] for s in stages.values())
         peak = max(s["peak_mb"] for s in stages.values())

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..core.errors import ArtifactError
@@ -116,21 +115,30 @@ def open_parquet(path, kind: str = "member", reader=pq.read_table):
         raise ArtifactError(f"{path}: not a readable Parquet {noun} ({type(e).__name__}: {e})") from None
 
 
-def _one_key(table: pa.Table, path) -> dict:
+def _one_key(table: pa.Table, path, constants: dict) -> dict:
     key = {}
     for c in KEY_COLUMNS:
-        col = table.column(c)
-        if c == "condition":
-            values = col.unique().to_pylist()
-            one = len(values) == 1 and values[0] is not None
-        else:  # min = max without nulls: one value, without hashing a column of millions of rows
-            bounds = pc.min_max(col)
-            one = col.null_count == 0 and bounds["min"].as_py() == bounds["max"].as_py()
-            values = [bounds["min"].as_py()] if one else col.unique().to_pylist()
-        if not one:
+        if c in constants:
+            values = [constants[c]]
+        else:
+            values = table.column(c).unique().to_pylist()
+        if len(values) != 1 or values[0] is None:
             raise ArtifactError(f"{path}: column {c} must hold one value, holds {values[:5]}")
         key[c] = values[0] if c == "condition" else int(values[0])
     return key
+
+
+def _constant(f: pq.ParquetFile, name: str):
+    """The one value of column `name` when every row group's statistics show it (min = max, no nulls),
+    else None: then the column is read and checked. Jobs' files carry statistics, so a trajectory's
+    key columns (millions of rows) are never decoded."""
+    index, values = f.schema_arrow.get_field_index(name), set()
+    for g in range(f.metadata.num_row_groups):
+        st = f.metadata.row_group(g).column(index).statistics
+        if st is None or not st.has_min_max or not st.has_null_count or st.null_count or st.min != st.max:
+            return None
+        values.add(st.min.decode() if isinstance(st.min, bytes) else st.min)
+    return values.pop() if len(values) == 1 else None
 
 
 def _metadata(table: pa.Table, path, key: bytes) -> bytes:
@@ -152,12 +160,12 @@ def _steps_per_epoch(table: pa.Table, path) -> int:
     return spe
 
 
-def _check_origin(table: pa.Table, path) -> None:
+def _check_origin(table: pa.Table, path, constants: dict) -> None:
     """The origin columns are optional (files of older versions lack them), but must not disagree."""
     for name in ORIGIN_COLUMNS:
         meta = (table.schema.metadata or {}).get(f"coupledsgd.{name}".encode())
-        if name in table.column_names:
-            values = table.column(name).unique().to_pylist()
+        if name in table.column_names or name in constants:
+            values = [constants[name]] if name in constants else table.column(name).unique().to_pylist()
             if values != [meta.decode() if meta is not None else None]:
                 raise ArtifactError(f"{path}: column {name} holds {values[:5]}, but the schema metadata "
                                     f"says {meta.decode() if meta is not None else None!r}")
@@ -165,26 +173,29 @@ def _check_origin(table: pa.Table, path) -> None:
 
 def read_member_table(path, required, columns=None) -> tuple[pa.Table, dict, int, str]:
     """A member file (only `columns` of it, if given): the table, its key (condition, t, parent, child:
-    one value each), its steps per epoch and the hash of the config that produced it."""
-    table = open_parquet(path, "member", reader=_column_reader(columns) if columns else pq.read_table)
-    missing = [c for c in required if c not in table.column_names]
+    one value each), its steps per epoch and the hash of the config that produced it. Key and origin
+    columns that the statistics show to hold one value are not read (`_constant`)."""
+    table, constants, rows = open_parquet(path, "member", reader=lambda p: _read_member(p, columns))
+    missing = [c for c in required if c not in table.column_names and c not in constants]
     if missing:
         raise ArtifactError(f"{path}: missing column(s) {', '.join(missing)}")
-    if table.num_rows == 0:
+    if rows == 0:
         raise ArtifactError(f"{path}: no rows")
-    key = _one_key(table, path)
+    key = _one_key(table, path, constants)
     spe = _steps_per_epoch(table, path)
     config_hash = _metadata(table, path, HASH_KEY).decode()
-    _check_origin(table, path)
+    _check_origin(table, path, constants)
     return table, key, spe, config_hash
 
 
-def _column_reader(columns):
-    """A reader of those of `columns` the file has (the schema metadata comes along)."""
-    def read(path):
-        f = pq.ParquetFile(path)
-        return f.read(columns=[c for c in columns if c in f.schema_arrow.names])
-    return read
+def _read_member(path, columns) -> tuple[pa.Table, dict, int]:
+    """The file's `columns` (all if None) it has, less the constant key and origin columns (`_constant`),
+    those constants, and the number of rows."""
+    f = pq.ParquetFile(path)
+    names = f.schema_arrow.names
+    constants = {c: v for c in (*KEY_COLUMNS, *ORIGIN_COLUMNS) if c in names and (v := _constant(f, c)) is not None}
+    wanted = [c for c in (columns or names) if c in names and c not in constants]
+    return f.read(columns=wanted), constants, f.metadata.num_rows
 
 
 def _reinit_percent(table: pa.Table) -> float:
