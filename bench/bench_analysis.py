@@ -31,6 +31,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -197,18 +198,30 @@ def _barrier_table(path, config, condition, t, parent, rng, accuracy_of) -> None
 # Stages
 
 
-def run_process(code: str, cwd: Path) -> dict:
-    """Run `python -c code`; its wall seconds, CPU seconds and peak resident set (MB)."""
+def rule_threads(rule: str) -> int:
+    """The `threads:` of a workflow rule (workflow/rules/*.smk), 1 if it declares none."""
+    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        m = re.search(rf"^rule {rule}:\n((?:[ \t]+.*\n|\n)*)", smk.read_text(), re.M)
+        if m:
+            found = re.search(r"^\s+threads:\s*(\d+)\s*$", m.group(1), re.M)
+            return int(found.group(1)) if found else 1
+    raise KeyError(f"no rule {rule} in workflow/rules")
+
+
+def run_process(code: str, cwd: Path, threads: int) -> dict:
+    """Run `python -c code` with the thread settings Snakemake gives a job of `threads` threads;
+    its wall seconds, CPU seconds and peak resident set (MB)."""
     tick = time.perf_counter()
+    env = {**os.environ, **{k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, env=env)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - tick
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"stage failed:\n{code[:300]} ...\n{out[-3000:]}")
     return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-            "peak_mb": round(usage.ru_maxrss / 1024)}  # ru_maxrss is in KiB on Linux
+            "peak_mb": round(usage.ru_maxrss / 1024), "threads": threads}  # ru_maxrss: KiB on Linux
 
 
 def stage_code(stage: str, layout: Layout, fab: dict, config: dict, extra=None) -> str:
@@ -236,8 +249,7 @@ def stage_code(stage: str, layout: Layout, fab: dict, config: dict, extra=None) 
         args = (extra, inputs, layout.figure(extra, "png"), layout.figure(extra, "pdf"),
                 str(logs / "figures" / f"{extra}.log"))
         fn = "run_figure"
-    return ("import os; os.environ.setdefault('OMP_NUM_THREADS', '1')\n"
-            f"from coupledsgd.jobs.analysis import {fn}\nfrom coupledsgd.jobs.runtime import run_stage\n"
+    return (f"from coupledsgd.jobs.analysis import {fn}\nfrom coupledsgd.jobs.runtime import run_stage\n"
             f"run_stage({fn}, *{args!r})\n")
 
 
@@ -246,12 +258,13 @@ def run_stages(stages: list[str], layout: Layout, fab: dict, config: dict, cwd: 
     out = {}
     for stage in stages:
         if stage != "figures":
-            out[stage] = run_process(stage_code(stage, layout, fab, config), cwd)
+            out[stage] = run_process(stage_code(stage, layout, fab, config), cwd, rule_threads(stage))
             print(f"  {stage}: {out[stage]}", flush=True)
             continue
         from coupledsgd.analysis.figures import FIGURES
 
-        per = {name: run_process(stage_code("figure", layout, fab, config, name), cwd) for name in FIGURES}
+        per = {name: run_process(stage_code("figure", layout, fab, config, name), cwd, rule_threads("figure"))
+               for name in FIGURES}
         out["figures"] = {"wall_s": round(sum(r["wall_s"] for r in per.values()), 2),
                           "cpu_s": round(sum(r["cpu_s"] for r in per.values()), 2),
                           "peak_mb": max(r["peak_mb"] for r in per.values()),

@@ -1,3 +1,5 @@
+# Reads the members' files one (condition, t) group at a time; most of its time goes to the MACE bootstrap's
+# matrix products, which use the job's threads (Snakemake sets OPENBLAS_NUM_THREADS to them).
 rule metrics:
     input:
         predictions=all_member_outputs("predictions"),
@@ -14,7 +16,7 @@ rule metrics:
         L.analysis_log("metrics"),
     conda:
         "../../envs/coupledsgd.yaml"
-    threads: 1
+    threads: 2
     params:
         settings=config["metrics"],
     script:

@@ -275,7 +275,8 @@ def draw_counts(weights) -> np.ndarray:
     whose sums stay below 2^24 are exact in float32. Other weights stay float64."""
     weights = np.asarray(weights, dtype=np.float64)
     counts = weights.astype(np.float32)
-    exact = np.array_equal(counts, weights) and weights.sum(axis=1).max(initial=0) < 1 << 24
+    exact = (np.array_equal(counts, weights) and np.array_equal(counts, np.floor(counts))
+             and np.abs(weights).sum(axis=1).max(initial=0) < 1 << 24)
     return counts if exact else weights
 
 
