@@ -211,12 +211,14 @@ def read_member_file(path) -> MemberFile:
                       _reinit_percent(table))
 
 
-def _int_column(table, name, path) -> np.ndarray:
+def _int_column(table, name, path, dtype=np.int64) -> np.ndarray:
+    """The column as integers of `dtype` (None: as stored, no copy for a trajectory's millions of rows)."""
     col = table.column(name)
     if col.null_count or not pa.types.is_integer(col.type):
         raise ArtifactError(f"{path}: column {name} must be integers without nulls (is {col.type}, "
                             f"{col.null_count} nulls)")
-    return col.to_numpy().astype(np.int64)
+    values = col.to_numpy()
+    return values if dtype is None else values.astype(dtype)
 
 
 def _logits(table: pa.Table, path, ids) -> np.ndarray:
@@ -261,8 +263,8 @@ def read_predictions(path) -> Predictions:
 def read_trajectory(path) -> MemberTrajectory:
     """Read and check one trajectory file: every evaluation point holds the same examples once."""
     table, key, spe, config_hash = read_member_table(path, TRAJECTORY_COLUMNS)
-    steps = _int_column(table, "step", path)
-    ids = _int_column(table, "example_id", path)
+    steps = _int_column(table, "step", path, None)
+    ids = _int_column(table, "example_id", path, None)
     col = table.column("correct")
     if col.null_count or not pa.types.is_boolean(col.type):
         raise ArtifactError(f"{path}: column correct must be bool without nulls (is {col.type}, "
@@ -277,8 +279,8 @@ def read_trajectory(path) -> MemberTrajectory:
     if np.any(counts != n) or np.any(ids.reshape(len(points), n) != ids[:n]) or np.any(ids[1:n] == ids[:n - 1]):
         raise ArtifactError(f"{path}: evaluation points must each hold the same examples once "
                             f"({len(points)} points, rows per point {sorted(set(counts.tolist()))})")
-    return MemberTrajectory(str(path), key["condition"], key["t"], key["parent"], key["child"], points,
-                            correct.reshape(len(points), n), spe, config_hash)
+    return MemberTrajectory(str(path), key["condition"], key["t"], key["parent"], key["child"],
+                            points.astype(np.int64), correct.reshape(len(points), n), spe, config_hash)
 
 
 def _in_point_order(steps: np.ndarray, ids: np.ndarray) -> bool:
