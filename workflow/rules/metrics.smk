@@ -1,5 +1,5 @@
-# Reads the members' files one (condition, t) group at a time; most of its time goes to the MACE bootstrap's
-# matrix products, which use the job's threads (Snakemake sets OPENBLAS_NUM_THREADS to them).
+# Reads the members' files one (condition, t) group at a time and computes a group's networks side by side on
+# the job's threads (the tables do not depend on their number); most of its time goes to the MACE bootstrap.
 rule metrics:
     input:
         predictions=all_member_outputs("predictions"),

@@ -29,6 +29,8 @@ the percentile interval of the per-resample mean over parents. How each statisti
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from itertools import combinations
 
 import numpy as np
@@ -247,21 +249,24 @@ def _forgetting_per_member(forgetting: pd.DataFrame, epochs) -> pd.DataFrame:
 # All tables
 
 
-def _group_rows(condition, t, spe, parents, weights, settings, out) -> None:
+def _group_rows(condition, t, spe, parents, weights, settings, out, pmap=map) -> None:
     """Append the member, ensemble, pair and summary rows of one (condition, t) group to `out`.
-    weights: (B, N) draw counts and `metrics.draw_counts` of them, by N (made at first need)."""
+    weights: (B, N) draw counts and `metrics.draw_counts` of them, by N (made at first need).
+    pmap: the map that computes the members, then the ensembles, side by side (`parallel_map`)."""
     base = {"condition": condition, "t": t}
+    n = len(next(iter(parents.values()))[0].labels)
+    if n not in weights:
+        w = M.bootstrap_weights(n, settings["bootstrap"])
+        weights[n] = (w, M.draw_counts(w))
+    w, counts = weights[n]
+    done = iter(list(pmap(lambda m: member_metrics(m, settings, w, counts), [m for ms in parents.values() for m in ms])))
+    per_parent = {q: list(zip(*(next(done) for _ in ms))) for q, ms in parents.items()}  # q: (rows, boots)
+    ensembles = list(pmap(lambda q: ensemble_metrics(parents[q], list(per_parent[q][0]), w, settings,
+                                                     per_parent[q][1], counts), parents))
     ens_lp, group_rows, boots = {}, [], []
-    for parent, ms in parents.items():
-        n = len(ms[0].labels)
-        if n not in weights:
-            w = M.bootstrap_weights(n, settings["bootstrap"])
-            weights[n] = (w, M.draw_counts(w))
-        w, counts = weights[n]
-        rows, member_boots = zip(*(member_metrics(m, settings, w, counts) for m in ms))
+    for (parent, ms), (row, boot, pairs, ens_lp[parent]) in zip(parents.items(), ensembles):
         out["members"] += [{**base, "parent": parent, "child": m.child, "t_epoch": t / spe, **r,
-                            "reinit_percent": m.reinit_percent} for m, r in zip(ms, rows)]
-        row, boot, pairs, ens_lp[parent] = ensemble_metrics(ms, list(rows), w, settings, member_boots, counts)
+                            "reinit_percent": m.reinit_percent} for m, r in zip(ms, per_parent[parent][0])]
         group_rows.append(row)
         boots.append(boot)
         out["ensembles"].append({**base, "parent": parent, "k": len(ms), "t_epoch": t / spe, **row,
@@ -273,6 +278,25 @@ def _group_rows(condition, t, spe, parents, weights, settings, out) -> None:
                 **_pair(ens_lp[a], ens_lp[b])} for a, b in combinations(ens_lp, 2)]
     out["pairs"] += between
     out["summary"].append(_summary_row(condition, t, spe, parents, group_rows, boots, between))
+
+
+@contextmanager
+def parallel_map(threads: int):
+    """A map over `threads` threads (the builtin map for one), with the BLAS library held to one thread.
+
+    Networks are computed side by side (numpy releases the GIL in its sorts, ufuncs and products),
+    each product on one core: every number is summed in the order a single-threaded run sums it, so
+    the tables are the same, bit for bit, whatever the job's threads or the machine's cores. A
+    multi-threaded BLAS product splits its sums differently and moved MACE intervals by up to 1e-13
+    (relative)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        if threads <= 1:
+            yield map
+            return
+        with ThreadPoolExecutor(threads) as pool:
+            yield pool.map
 
 
 def _flag_diverged(members: list[dict], first: dict, n: int, classes: int) -> None:
@@ -298,11 +322,12 @@ def _summary(rows: list[dict], members: list[dict], forgetting: pd.DataFrame, ep
     return summary[SUMMARY_COLUMNS]
 
 
-def compute_tables(members: list[MemberFile], trajectories, settings: dict, log=None) -> dict[str, pd.DataFrame]:
+def compute_tables(members: list[MemberFile], trajectories, settings: dict, log=None,
+                   threads: int = 1) -> dict[str, pd.DataFrame]:
     """All metric tables: {"members", "ensembles", "pairs", "forgetting", "summary"} as DataFrames.
 
     members: the predictions files (`read.read_member_file`), whose logits are read group by group;
-    trajectories: any iterable of `MemberTrajectory`, used once each.
+    trajectories: any iterable of `MemberTrajectory`, used once each; threads: `parallel_map`'s.
     settings: the config's `metrics` section (bootstrap, ece_bins, mace_bins, forgetting_epochs)."""
     log = log or (lambda line: None)
     if not members:
@@ -312,14 +337,15 @@ def compute_tables(members: list[MemberFile], trajectories, settings: dict, log=
     weights: dict[int, tuple] = {}
     out = {"members": [], "ensembles": [], "pairs": [], "summary": []}
     shape = None
-    for (condition, t), parents in group_members(members).items():
-        tick = time.perf_counter()
-        group = read_group(condition, t, parents)
-        shape = shape or next(iter(group.values()))[0].log_probs.shape
-        _group_rows(condition, t, spe, group, weights, settings, out)
-        del group
-        log(f"{condition} t={t}: {len(parents)} parents, {sum(map(len, parents.values()))} members, "
-            f"{time.perf_counter() - tick:.2f} s")
+    with parallel_map(threads) as pmap:
+        for (condition, t), parents in group_members(members).items():
+            tick = time.perf_counter()
+            group = read_group(condition, t, parents)
+            shape = shape or next(iter(group.values()))[0].log_probs.shape
+            _group_rows(condition, t, spe, group, weights, settings, out, pmap)
+            del group
+            log(f"{condition} t={t}: {len(parents)} parents, {sum(map(len, parents.values()))} members, "
+                f"{time.perf_counter() - tick:.2f} s")
     rows, pairs = out["members"], out["pairs"]
     _flag_diverged(rows, first, *shape)
     return {

@@ -38,7 +38,7 @@ def _write_csv(df, path) -> None:
 
 
 def metric_tables(prediction_paths, trajectory_paths, output_paths: dict, settings: dict,
-                  log_path: str | None = None) -> None:
+                  log_path: str | None = None, *, threads: int = 1) -> None:
     """Read every member's predictions and trajectory, compute the metric tables, and write them.
 
     The predictions files are read twice: their keys first, to group them, then one group's logits at a
@@ -46,14 +46,15 @@ def metric_tables(prediction_paths, trajectory_paths, output_paths: dict, settin
 
     settings: the validated config's `metrics` section (every key filled from the schema).
     output_paths: {"members", "ensembles", "pairs", "forgetting"} -> .parquet, {"summary"} -> .csv;
-    each written atomically.
+    each written atomically. threads: the job's, over which the networks of a group are computed side
+    by side (the tables do not depend on it: `tables.parallel_map`).
     """
     log = logger(log_path)
     tick = time.perf_counter()
     predictions = [read_member_file(p) for p in prediction_paths]
     log(f"read the members of {len(predictions)} prediction files in {time.perf_counter() - tick:.2f} s")
     trajectories = (read_trajectory(p) for p in trajectory_paths)
-    tables = T.compute_tables(predictions, trajectories, settings, log)
+    tables = T.compute_tables(predictions, trajectories, settings, log, threads)
     log(f"read {len(prediction_paths)} prediction and {len(trajectory_paths)} trajectory files and computed "
         f"the tables in {time.perf_counter() - tick:.2f} s")
     spe = T.steps_per_epoch(predictions)
