@@ -259,14 +259,17 @@ def _group_rows(condition, t, spe, parents, weights, settings, out, pmap=map) ->
         w = M.bootstrap_weights(n, settings["bootstrap"])
         weights[n] = (w, M.draw_counts(w))
     w, counts = weights[n]
-    done = iter(list(pmap(lambda m: member_metrics(m, settings, w, counts), [m for ms in parents.values() for m in ms])))
-    per_parent = {q: list(zip(*(next(done) for _ in ms))) for q, ms in parents.items()}  # q: (rows, boots)
-    ensembles = list(pmap(lambda q: ensemble_metrics(parents[q], list(per_parent[q][0]), w, settings,
-                                                     per_parent[q][1], counts), parents))
+    results = pmap(lambda m: member_metrics(m, settings, w, counts), [m for ms in parents.values() for m in ms])
+    member_rows, member_boots = {}, {}  # by parent, in child order
+    for q, ms in parents.items():
+        got = [next(results) for _ in ms]
+        member_rows[q], member_boots[q] = [r for r, _ in got], [b for _, b in got]
+    ensembles = list(pmap(lambda q: ensemble_metrics(parents[q], member_rows[q], w, settings, member_boots[q],
+                                                     counts), parents))
     ens_lp, group_rows, boots = {}, [], []
     for (parent, ms), (row, boot, pairs, ens_lp[parent]) in zip(parents.items(), ensembles):
         out["members"] += [{**base, "parent": parent, "child": m.child, "t_epoch": t / spe, **r,
-                            "reinit_percent": m.reinit_percent} for m, r in zip(ms, per_parent[parent][0])]
+                            "reinit_percent": m.reinit_percent} for m, r in zip(ms, member_rows[parent])]
         group_rows.append(row)
         boots.append(boot)
         out["ensembles"].append({**base, "parent": parent, "k": len(ms), "t_epoch": t / spe, **row,
