@@ -1,7 +1,7 @@
 # Reads the members' files one (condition, t) group at a time and computes a group's networks side by side on
 # the job's threads (the tables do not depend on their number); most of its time goes to the MACE bootstrap.
 # Its memory is one group's (bench/bench_analysis.py, bench/RESULTS.md): 0.4 GB at the CIFAR-10 config's
-# shape, 1.3-1.5 GB at Tiny-ImageNet's (15 members x 10,000 examples x 200 classes per group).
+# shape, 0.9-1.3 GB at Tiny-ImageNet's (15 members x 10,000 examples x 200 classes per group).
 rule metrics:
     input:
         predictions=all_member_outputs("predictions"),
