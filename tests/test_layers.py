@@ -55,3 +55,9 @@ def test_planning_the_default_experiment_never_imports_torch(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "imported while planning" not in result.stderr
+
+
+def test_the_analysis_jobs_never_import_torch():
+    """The metrics, claims, barriers-table and figure jobs start without torch (3-4 s and ~600 MB each)."""
+    code = "import sys, coupledsgd.jobs.analysis; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

@@ -160,3 +160,29 @@ def test_diverged_means_at_chance_or_ending_below_the_start():
     assert M.diverged(0.76, 0.80, 1000, 10)          # 0.76 < 0.80 - 0.03795
     assert not M.diverged(0.77, 0.80, 1000, 10)
     assert not M.diverged(0.95, 0.10, 1000, 10)
+
+
+def _mace_by_loops(p, y, n_bins):
+    """MACE as its definition reads: per class, per np.array_split bin of the stable sort."""
+    per_class = []
+    for j in range(p.shape[1]):
+        order = np.argsort(p[:, j], kind="stable")
+        per_class.append(np.mean([abs((y[i] == j).mean() - p[i, j].mean())
+                                  for i in np.array_split(order, min(n_bins, len(y)))]))
+    return float(np.mean(per_class))
+
+
+def test_mace_and_its_bootstrap_equal_the_loop_over_bins_bit_for_bit():
+    rng = np.random.default_rng(5)
+    for n, c, bins in ((7, 3, 15), (301, 4, 15), (1000, 10, 15)):
+        p = rng.dirichlet(np.full(c, 0.3), size=n)
+        p[: n // 3] = p[0]  # ties: the stable sort keeps them in example order
+        y = rng.integers(0, c, n)
+        lp = np.log(p)
+        assert M.mace(lp, y, bins) == _mace_by_loops(np.exp(lp), y, bins)
+        w = M.bootstrap_weights(n, 40)
+        # The draw counts summed in float32 (exact for integers) give what float64 gives.
+        point, boot = M.mace_and_bootstrap(lp, y, w, bins)
+        assert M.draw_counts(w).dtype == np.float32 and point == M.mace(lp, y, bins)
+        np.testing.assert_array_equal(boot, M.mace_bootstrap(lp, y, w, bins, counts=w))
+    assert M.draw_counts(np.full((2, 3), 0.5)).dtype == np.float64  # not counts: no float32 shortcut

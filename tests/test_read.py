@@ -57,3 +57,24 @@ def test_a_barrier_table_is_checked_against_its_schema(tmp_path):
     pq.write_table(pa.table({"x": [1]}), tmp_path / "foreign.parquet")
     with pytest.raises(ArtifactError, match="foreign.parquet: not a barrier table"):
         R.read_barriers(tmp_path / "foreign.parquet")
+
+
+def test_a_trajectory_reads_the_same_shuffled_or_without_statistics(tmp_path):
+    """Jobs write points in order, with column statistics; a file in another row order, or without
+    statistics (its key columns then read and checked row by row), holds the same trajectory."""
+    correct = np.random.default_rng(0).random((3, 5)) < 0.5
+    write_trajectory(tmp_path / "t.parquet", KEY, [8, 16, 24], correct, META)
+    table = pq.read_table(tmp_path / "t.parquet")
+    shuffled = table.take(np.random.default_rng(1).permutation(table.num_rows))
+    pq.write_table(shuffled, tmp_path / "s.parquet", write_statistics=False)
+    for name in ("t.parquet", "s.parquet"):
+        tr = R.read_trajectory(tmp_path / name)
+        assert tr.key == ("coupled-to-t", 8, 1, 0) and tr.steps.tolist() == [8, 16, 24]
+        assert tr.correct.tolist() == correct.tolist()
+    assert R.read_member_file(tmp_path / "s.parquet").key == tr.key
+    # One row of another parent: the statistics no longer show one value, so the column is read.
+    parent = table.column("parent").to_numpy().copy()
+    parent[4] = 2
+    pq.write_table(table.set_column(2, "parent", pa.array(parent)), tmp_path / "m.parquet")
+    with pytest.raises(ArtifactError, match=r"m.parquet: column parent must hold one value, holds \[1, 2\]"):
+        R.read_trajectory(tmp_path / "m.parquet")

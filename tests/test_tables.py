@@ -237,6 +237,22 @@ def test_intervals_bracket_estimates_on_a_larger_ensemble(tmp_path):
     assert s.gain_ci_high - s.gain_ci_low < np.mean(e.gain_ci_high - e.gain_ci_low)
 
 
+def test_the_tables_do_not_depend_on_the_jobs_threads(tmp_path):
+    """Networks computed side by side, each product on one core: the same tables, bit for bit."""
+    probs, y = _random_members(np.random.default_rng(2), 300, 12, 3, parents=3)
+    written = [_write_member(tmp_path, cond, 8, p, c, pr, y) for cond in (COND, "coupled-to-t-reset")
+               for (p, c), pr in probs.items()]
+    preds, trajs = [a for a, _ in written], [b for _, b in written]
+    tables = []
+    for threads in (1, 2):
+        out = _outputs(tmp_path / f"threads{threads}")
+        metric_tables(preds, trajs, out, SETTINGS, None, threads=threads)
+        tables.append({k: pd.read_csv(v) if v.endswith(".csv") else pd.read_parquet(v) for k, v in out.items()})
+    for name in tables[0]:
+        pd.testing.assert_frame_equal(tables[0][name], tables[1][name], check_exact=True)
+    assert len(tables[0]["summary"]) == 2 and len(tables[0]["members"]) == 18
+
+
 def test_mace_bootstrap_with_unit_weights_is_metrics_mace():
     rng = np.random.default_rng(0)
     for n, c, bins in ((7, 3, 15), (100, 4, 15), (101, 10, 7)):

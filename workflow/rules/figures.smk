@@ -20,7 +20,7 @@ rule figure:
         "../../envs/coupledsgd.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=750,  # 0.24-0.26 GB measured at the paper configs' shape (bench/RESULTS.md)
     params:
         caption=lambda wc: FIGURE_CAPTIONS[wc.name],
     script:

@@ -1,3 +1,7 @@
+# Reads the members' files one (condition, t) group at a time and computes a group's networks side by side on
+# the job's threads (the tables do not depend on their number); most of its time goes to the MACE bootstrap.
+# Its memory is one group's (bench/bench_analysis.py, bench/RESULTS.md): 0.4 GB at the CIFAR-10 config's
+# shape, 0.9-1.3 GB at Tiny-ImageNet's (15 members x 10,000 examples x 200 classes per group).
 rule metrics:
     input:
         predictions=all_member_outputs("predictions"),
@@ -14,7 +18,9 @@ rule metrics:
         L.analysis_log("metrics"),
     conda:
         "../../envs/coupledsgd.yaml"
-    threads: 1
+    threads: 2
+    resources:
+        mem_mb=3000,
     params:
         settings=config["metrics"],
     script:

@@ -92,24 +92,52 @@ def ece(log_probs, labels, n_bins: int = 15) -> float:
     return float(np.sum(count[full] / conf.size * np.abs(acc_b - conf_b)))
 
 
+def _sizes(n: int, k: int) -> list[int]:
+    """The sizes of np.array_split(range(n), k): the first n % k parts one larger."""
+    return [n // k + (b < n % k) for b in range(k)]
+
+
+def _class_bins(p: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each class's equal-mass bins: (order, bins), order[:, j] the stable ascending sort of p[:, j]
+    and bins[i, j] the bin of example i in class j (np.array_split of that order into k parts)."""
+    n, c = p.shape
+    order = np.argsort(p, axis=0, kind="stable")
+    bins = np.empty((n, c), dtype=np.intp)
+    np.put_along_axis(bins, order, np.repeat(np.arange(k), _sizes(n, k))[:, None], axis=0)
+    return order, bins
+
+
+def _bin_means(sorted_rows: np.ndarray, k: int) -> np.ndarray:
+    """(C, k) means of the k np.array_split parts of each row of a (C, N) array.
+
+    Each part is reduced along its own contiguous stretch of the row, so its sum is the one
+    np.mean of that part alone gives (numpy's pairwise summation), bit for bit."""
+    c, n = sorted_rows.shape
+    q, r = divmod(n, k)
+    big = sorted_rows[:, :r * (q + 1)].reshape(c, r, q + 1).mean(axis=-1)
+    small = sorted_rows[:, r * (q + 1):].reshape(c, k - r, q).mean(axis=-1)
+    return np.concatenate([big, small], axis=1)
+
+
+def _mace_of_sorted(p: np.ndarray, labels, order: np.ndarray, k: int) -> float:
+    p_sorted = np.ascontiguousarray(np.take_along_axis(p, order, axis=0).T)
+    hit_sorted = np.ascontiguousarray((np.asarray(labels)[order] == np.arange(p.shape[1])).T)
+    gaps = np.abs(_bin_means(hit_sorted, k) - _bin_means(p_sorted, k))
+    return float(np.mean(gaps.mean(axis=1)))
+
+
 def mace(log_probs, labels, n_bins: int = 15) -> float:
     """Classwise adaptive calibration error (ACE, Nixon et al. 2019).
 
     For each class j: sort examples by p_j ascending (stable), split that order into
     k = min(n_bins, N) equal-mass bins with np.array_split (so the larger bins come first),
     take |mean_b 1[y = j] - mean_b p_j| per bin and average over the k bins; then average
-    over the C classes.
+    over the C classes. All classes at once: one sort per class, no loop over bins.
     """
     p = np.exp(np.asarray(log_probs, dtype=np.float64))
-    n, c = p.shape
-    onehot = np.asarray(labels)[:, None] == np.arange(c)
-    k = min(n_bins, n)
-    per_class = []
-    for j in range(c):
-        order = np.argsort(p[:, j], kind="stable")
-        gaps = [abs(onehot[i, j].mean() - p[i, j].mean()) for i in np.array_split(order, k)]
-        per_class.append(np.mean(gaps))
-    return float(np.mean(per_class))
+    k = min(n_bins, p.shape[0])
+    order, _ = _class_bins(p, k)
+    return _mace_of_sorted(p, labels, order, k)
 
 
 def symmetric_kl_per_example(log_p, log_q) -> np.ndarray:
@@ -242,7 +270,17 @@ def percentile_ci(stats, level: float = LEVEL) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def mace_bootstrap(log_probs, labels, weights, n_bins: int = 15) -> np.ndarray:
+def draw_counts(weights) -> np.ndarray:
+    """`weights` as float32, the exact type for summing draw counts (`mace_bootstrap`): integers
+    whose sums stay below 2^24 are exact in float32. Other weights stay float64."""
+    weights = np.asarray(weights, dtype=np.float64)
+    counts = weights.astype(np.float32)
+    exact = (np.array_equal(counts, weights) and np.array_equal(counts, np.floor(counts))
+             and np.abs(weights).sum(axis=1).max(initial=0) < 1 << 24)
+    return counts if exact else weights
+
+
+def mace_bootstrap(log_probs, labels, weights, n_bins: int = 15, counts=None) -> np.ndarray:
     """(B,) MACE of each resample, the resamples given as (B, N) draw counts (`bootstrap_weights`).
 
     The simplification: the equal-mass bins are those of the full test set (exactly as in
@@ -252,29 +290,40 @@ def mace_bootstrap(log_probs, labels, weights, n_bins: int = 15) -> np.ndarray:
     leaves empty are dropped, and gaps are averaged over bins, then classes. With all weights 1
     this is `mace` exactly. Re-sorting every resample instead would re-form the bins with
     exactly equal mass; the two differ only by the bins' random mass, which the percentile
-    interval barely sees, and the fixed bins turn all B resamples of all classes into one matrix
-    product W @ D, D the (N, C x bins x 2) indicator matrix of (residual, count) per bin: ~100x
-    faster than B x C sorts.
+    interval barely sees, and the fixed bins turn all B resamples of all classes into matrix
+    products W @ D, D the (N, C x bins) matrix of each example's residual in its bin: ~100x faster
+    than B x C sorts. `counts`: `draw_counts(weights)`, passed by callers that reuse it.
     """
+    return mace_and_bootstrap(log_probs, labels, weights, n_bins, counts)[1]
+
+
+def mace_and_bootstrap(log_probs, labels, weights, n_bins: int = 15, counts=None) -> tuple[float, np.ndarray]:
+    """`mace` and `mace_bootstrap` of one network from one sort of each class's probabilities."""
     p = np.exp(np.asarray(log_probs, dtype=np.float64))
-    n, c = p.shape
+    k = min(n_bins, p.shape[0])
+    order, bins = _class_bins(p, k)
     weights = np.asarray(weights, dtype=np.float64)
-    k = min(n_bins, n)
-    bin_of_rank = np.repeat(np.arange(k), [n // k + (b < n % k) for b in range(k)])
+    counts = draw_counts(weights) if counts is None else counts
+    return _mace_of_sorted(p, labels, order, k), _mace_resamples(p, labels, bins, weights, counts, k)
+
+
+def _mace_resamples(p, labels, bins, weights, counts, k: int) -> np.ndarray:
+    """The cost is B x N x C x k multiply-adds, in two products per block of classes: the residuals
+    in float64, the bins' draw counts in `counts`' type (float32: exact, twice as fast)."""
+    n, c = p.shape
     resid = (np.asarray(labels)[:, None] == np.arange(c)) - p
-    rows = np.arange(n)
+    rows = np.arange(n)[:, None]
     total = np.zeros(weights.shape[0])
-    chunk = max(1, (1 << 22) // (n * 2 * k))  # classes per product: D stays under 32 MiB
+    chunk = max(1, (1 << 22) // (n * 2 * k))  # classes per product: the designs stay under 32 MiB
     for j0 in range(0, c, chunk):
-        js = range(j0, min(c, j0 + chunk))
-        design = np.zeros((n, len(js), 2, k))
-        for jj, j in enumerate(js):
-            b = np.empty(n, dtype=np.int64)
-            b[np.argsort(p[:, j], kind="stable")] = bin_of_rank
-            design[rows, jj, 0, b] = resid[:, j]
-            design[rows, jj, 1, b] = 1.0
-        out = (weights @ design.reshape(n, -1)).reshape(-1, len(js), 2, k)
-        num, den = out[:, :, 0], out[:, :, 1]
+        js = np.arange(j0, min(c, j0 + chunk))
+        at = (rows, np.arange(len(js))[None, :], bins[:, js])
+        design = np.zeros((n, len(js), k))
+        design[at] = resid[:, js]
+        member = np.zeros((n, len(js), k), dtype=counts.dtype)
+        member[at] = 1
+        num = (weights @ design.reshape(n, -1)).reshape(-1, len(js), k)
+        den = (counts @ member.reshape(n, -1)).reshape(-1, len(js), k).astype(np.float64)
         full = den > 0
         gaps = np.abs(num) / np.where(full, den, 1.0) * full
         total += np.sum(gaps.sum(-1) / full.sum(-1), axis=1)

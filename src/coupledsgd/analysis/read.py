@@ -3,7 +3,8 @@
 
 - member files (docs/design.md, "Measurements"): `read_predictions`, `read_trajectory`, each one
   member's (condition, t, parent, child) as `core.parquet.KEY_COLUMNS`, with the steps per epoch and
-  config hash of the config that wrote it;
+  config hash of the config that wrote it; `read_member_file`, the same for a predictions file without
+  its logits (what grouping the members needs, so that the analysis reads one group's logits at a time);
 - barrier tables (docs/design.md, "Error barriers"): `read_barriers`, checked against `BARRIER_SCHEMA`,
   whose rows are keyed by `BARRIER_KEYS` (a pair of children of one parent);
 - metric tables (docs/design.md, "Results layout"): `read_table`, a DataFrame that remembers its file.
@@ -67,6 +68,24 @@ class Predictions:
 
 
 @dataclass(frozen=True, eq=False)
+class MemberFile:
+    """A predictions file's member and provenance, read without its logits (`read_member_file`)."""
+
+    path: str
+    condition: str
+    t: int
+    parent: int
+    child: int
+    steps_per_epoch: int
+    config_hash: str
+    reinit_percent: float = float("nan")
+
+    @property
+    def key(self) -> tuple[str, int, int, int]:
+        return self.condition, self.t, self.parent, self.child
+
+
+@dataclass(frozen=True, eq=False)
 class MemberTrajectory:
     """One member's test-set correctness at its evaluation points, as read back from its file."""
 
@@ -96,14 +115,30 @@ def open_parquet(path, kind: str = "member", reader=pq.read_table):
         raise ArtifactError(f"{path}: not a readable Parquet {noun} ({type(e).__name__}: {e})") from None
 
 
-def _one_key(table: pa.Table, path) -> dict:
+def _one_key(table: pa.Table, path, constants: dict) -> dict:
     key = {}
     for c in KEY_COLUMNS:
-        values = table.column(c).unique().to_pylist()
+        if c in constants:
+            values = [constants[c]]
+        else:
+            values = table.column(c).unique().to_pylist()
         if len(values) != 1 or values[0] is None:
             raise ArtifactError(f"{path}: column {c} must hold one value, holds {values[:5]}")
         key[c] = values[0] if c == "condition" else int(values[0])
     return key
+
+
+def _constant(f: pq.ParquetFile, name: str):
+    """The one value of column `name` when every row group's statistics show it (min = max, no nulls),
+    else None: then the column is read and checked. Jobs' files carry statistics, so a trajectory's
+    key columns (millions of rows) are never decoded."""
+    index, values = f.schema_arrow.get_field_index(name), set()
+    for g in range(f.metadata.num_row_groups):
+        st = f.metadata.row_group(g).column(index).statistics
+        if st is None or not st.has_min_max or not st.has_null_count or st.null_count or st.min != st.max:
+            return None
+        values.add(st.min.decode() if isinstance(st.min, bytes) else st.min)
+    return values.pop() if len(values) == 1 else None
 
 
 def _metadata(table: pa.Table, path, key: bytes) -> bytes:
@@ -125,39 +160,65 @@ def _steps_per_epoch(table: pa.Table, path) -> int:
     return spe
 
 
-def _check_origin(table: pa.Table, path) -> None:
+def _check_origin(table: pa.Table, path, constants: dict) -> None:
     """The origin columns are optional (files of older versions lack them), but must not disagree."""
     for name in ORIGIN_COLUMNS:
         meta = (table.schema.metadata or {}).get(f"coupledsgd.{name}".encode())
-        if name in table.column_names:
-            values = table.column(name).unique().to_pylist()
+        if name in table.column_names or name in constants:
+            values = [constants[name]] if name in constants else table.column(name).unique().to_pylist()
             if values != [meta.decode() if meta is not None else None]:
                 raise ArtifactError(f"{path}: column {name} holds {values[:5]}, but the schema metadata "
                                     f"says {meta.decode() if meta is not None else None!r}")
 
 
-def read_member_table(path, required) -> tuple[pa.Table, dict, int, str]:
-    """A member file: the table, its key (condition, t, parent, child: one value each), its steps per
-    epoch and the hash of the config that produced it."""
-    table = open_parquet(path, "member")
-    missing = [c for c in required if c not in table.column_names]
+def read_member_table(path, required, columns=None) -> tuple[pa.Table, dict, int, str]:
+    """A member file (only `columns` of it, if given): the table, its key (condition, t, parent, child:
+    one value each), its steps per epoch and the hash of the config that produced it. Key and origin
+    columns that the statistics show to hold one value are not read (`_constant`)."""
+    table, constants, rows = open_parquet(path, "member", reader=lambda p: _read_member(p, columns))
+    missing = [c for c in required if c not in table.column_names and c not in constants]
     if missing:
         raise ArtifactError(f"{path}: missing column(s) {', '.join(missing)}")
-    if table.num_rows == 0:
+    if rows == 0:
         raise ArtifactError(f"{path}: no rows")
-    key = _one_key(table, path)
+    key = _one_key(table, path, constants)
     spe = _steps_per_epoch(table, path)
     config_hash = _metadata(table, path, HASH_KEY).decode()
-    _check_origin(table, path)
+    _check_origin(table, path, constants)
     return table, key, spe, config_hash
 
 
-def _int_column(table, name, path) -> np.ndarray:
+def _read_member(path, columns) -> tuple[pa.Table, dict, int]:
+    """The file's `columns` (all if None) it has, less the constant key and origin columns (`_constant`),
+    those constants, and the number of rows."""
+    f = pq.ParquetFile(path)
+    names = f.schema_arrow.names
+    constants = {c: v for c in (*KEY_COLUMNS, *ORIGIN_COLUMNS) if c in names and (v := _constant(f, c)) is not None}
+    wanted = [c for c in (columns or names) if c in names and c not in constants]
+    return f.read(columns=wanted), constants, f.metadata.num_rows
+
+
+def _reinit_percent(table: pa.Table) -> float:
+    raw = (table.schema.metadata or {}).get(REINIT_KEY)
+    return float(raw) if raw is not None else float("nan")
+
+
+def read_member_file(path) -> MemberFile:
+    """A predictions file's member, steps per epoch, config hash and re-initialised share, checked as
+    `read_predictions` checks them, without reading its logits."""
+    table, key, spe, config_hash = read_member_table(path, KEY_COLUMNS, (*KEY_COLUMNS, *ORIGIN_COLUMNS))
+    return MemberFile(str(path), key["condition"], key["t"], key["parent"], key["child"], spe, config_hash,
+                      _reinit_percent(table))
+
+
+def _int_column(table, name, path, dtype=np.int64) -> np.ndarray:
+    """The column as integers of `dtype` (None: as stored, no copy for a trajectory's millions of rows)."""
     col = table.column(name)
     if col.null_count or not pa.types.is_integer(col.type):
         raise ArtifactError(f"{path}: column {name} must be integers without nulls (is {col.type}, "
                             f"{col.null_count} nulls)")
-    return col.to_numpy().astype(np.int64)
+    values = col.to_numpy()
+    return values if dtype is None else values.astype(dtype)
 
 
 def _logits(table: pa.Table, path, ids) -> np.ndarray:
@@ -195,31 +256,37 @@ def read_predictions(path) -> Predictions:
     ids = ids[order]
     if np.any(ids[1:] == ids[:-1]):
         raise ArtifactError(f"{path}: example_id {ids[1:][ids[1:] == ids[:-1]][0]} appears twice")
-    reinit = (table.schema.metadata or {}).get(REINIT_KEY)
     return Predictions(str(path), key["condition"], key["t"], key["parent"], key["child"], ids,
-                       labels[order], log_softmax(logits[order]), spe, config_hash,
-                       float(reinit) if reinit is not None else float("nan"))
+                       labels[order], log_softmax(logits[order]), spe, config_hash, _reinit_percent(table))
 
 
 def read_trajectory(path) -> MemberTrajectory:
     """Read and check one trajectory file: every evaluation point holds the same examples once."""
     table, key, spe, config_hash = read_member_table(path, TRAJECTORY_COLUMNS)
-    steps = _int_column(table, "step", path)
-    ids = _int_column(table, "example_id", path)
+    steps = _int_column(table, "step", path, None)
+    ids = _int_column(table, "example_id", path, None)
     col = table.column("correct")
     if col.null_count or not pa.types.is_boolean(col.type):
         raise ArtifactError(f"{path}: column correct must be bool without nulls (is {col.type}, "
                             f"{col.null_count} nulls)")
     correct = col.to_numpy()
-    order = np.lexsort((ids, steps))
-    points, counts = np.unique(steps, return_counts=True)
+    if not _in_point_order(steps, ids):  # jobs write points in order, examples in order within each
+        order = np.lexsort((ids, steps))
+        steps, ids, correct = steps[order], ids[order], correct[order]
+    starts = np.flatnonzero(np.r_[True, steps[1:] != steps[:-1]])
+    points, counts = steps[starts], np.diff(np.r_[starts, len(steps)])
     n = table.num_rows // len(points)
-    ids = ids[order].reshape(-1)
     if np.any(counts != n) or np.any(ids.reshape(len(points), n) != ids[:n]) or np.any(ids[1:n] == ids[:n - 1]):
         raise ArtifactError(f"{path}: evaluation points must each hold the same examples once "
                             f"({len(points)} points, rows per point {sorted(set(counts.tolist()))})")
-    return MemberTrajectory(str(path), key["condition"], key["t"], key["parent"], key["child"], points,
-                            correct[order].reshape(len(points), n), spe, config_hash)
+    return MemberTrajectory(str(path), key["condition"], key["t"], key["parent"], key["child"],
+                            points.astype(np.int64), correct.reshape(len(points), n), spe, config_hash)
+
+
+def _in_point_order(steps: np.ndarray, ids: np.ndarray) -> bool:
+    """Rows sorted by step, and by example id (strictly) within a step."""
+    later = steps[1:] > steps[:-1]
+    return bool(np.all(later | (steps[1:] == steps[:-1]) & (ids[1:] > ids[:-1])))
 
 
 def read_barriers(path) -> pa.Table:

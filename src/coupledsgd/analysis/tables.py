@@ -3,6 +3,10 @@ the figures and claims read (docs/design.md, "Measurements"). Table assembly onl
 by `read`, every number comes from the pure functions of `metrics` (float64, log_softmax of the stored
 logits), and the job that writes the tables is `jobs.analysis.metric_tables`.
 
+Memory. The members arrive as `read.MemberFile`s (key and provenance, no logits) and the trajectories
+one at a time: the logits of one (condition, t) group are read, turned into float64 log-probabilities,
+used and dropped before the next group's, so the peak is one group's, whatever the grid.
+
 Settings are the validated config's `metrics` section (bootstrap, ece_bins, mace_bins,
 forgetting_epochs), every key filled from the config schema: this module has no defaults of its own.
 
@@ -18,12 +22,15 @@ the percentile interval of the per-resample mean over parents. How each statisti
 
 - accuracy gain is a mean over examples of d_i = 1[ensemble right on i] - mean_m 1[member m right on
   i], so the gain of every resample at once is W @ d / N, W the (B, N) matrix of draw counts;
-- MACE: see `metrics.mace_bootstrap` (bins fixed by the full test set, all resamples in one matrix product).
+- MACE: see `metrics.mace_bootstrap` (bins fixed by the full test set, all resamples in a few matrix
+  products; the draw counts as float32, `metrics.draw_counts`, converted once for the experiment).
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from itertools import combinations
 
 import numpy as np
@@ -32,7 +39,7 @@ import pyarrow as pa
 
 from . import metrics as M
 from ..core.errors import ArtifactError
-from .read import MemberTrajectory, Predictions
+from .read import MemberFile, MemberTrajectory, Predictions, read_predictions
 
 _f64, _i16, _i32 = pa.float64(), pa.int16(), pa.int32()
 
@@ -101,54 +108,67 @@ def _unique_members(items) -> None:
         seen[x.key] = x.path
 
 
-def group_predictions(predictions: list[Predictions]) -> dict[tuple[str, int], dict[int, list[Predictions]]]:
-    """{(condition, t): {parent: members in child order}}, groups in order of first appearance.
+def group_members(members: list[MemberFile]) -> dict[tuple[str, int], dict[int, list[MemberFile]]]:
+    """{(condition, t): {parent: members in child order}}, groups in order of first appearance."""
+    _unique_members(members)
+    groups: dict = {}
+    for m in members:
+        groups.setdefault((m.condition, m.t), {}).setdefault(m.parent, []).append(m)
+    return {key: {q: sorted(parents[q], key=lambda m: m.child) for q in sorted(parents)}
+            for key, parents in groups.items()}
+
+
+def read_group(condition: str, t: int, parents: dict[int, list[MemberFile]]) -> dict[int, list[Predictions]]:
+    """The predictions of one group's members, {parent: in child order}.
 
     Every member of a (condition, t) group must hold the same test set as the group's first member
     (same example ids, labels and number of classes), since ensembles and between-parent pairs
     compare them example by example.
     """
-    _unique_members(predictions)
-    groups: dict = {}
-    for p in predictions:
-        groups.setdefault((p.condition, p.t), {}).setdefault(p.parent, []).append(p)
-    for (condition, t), parents in groups.items():
-        groups[(condition, t)] = parents = {q: sorted(parents[q], key=lambda m: m.child) for q in sorted(parents)}
-        ref = next(iter(parents.values()))[0]
-        for m in (m for members in parents.values() for m in members):
-            what = None
-            if m.log_probs.shape[1] != ref.log_probs.shape[1]:
-                what = f"{m.log_probs.shape[1]} classes, not {ref.log_probs.shape[1]}"
-            elif not np.array_equal(m.example_id, ref.example_id):
-                what = "example ids differ"
-            elif not np.array_equal(m.labels, ref.labels):
-                what = f"labels differ on {int(np.sum(m.labels != ref.labels))} examples"
-            if what:
-                raise ArtifactError(f"{m.path}: {what} from {ref.path} (every member of {condition} t={t} "
-                                    "must be evaluated on the same test set)")
-    return groups
+    group = {q: [read_predictions(m.path) for m in ms] for q, ms in parents.items()}
+    ref = next(iter(group.values()))[0]
+    for m in (m for members in group.values() for m in members):
+        what = None
+        if m.log_probs.shape[1] != ref.log_probs.shape[1]:
+            what = f"{m.log_probs.shape[1]} classes, not {ref.log_probs.shape[1]}"
+        elif not np.array_equal(m.example_id, ref.example_id):
+            what = "example ids differ"
+        elif not np.array_equal(m.labels, ref.labels):
+            what = f"labels differ on {int(np.sum(m.labels != ref.labels))} examples"
+        if what:
+            raise ArtifactError(f"{m.path}: {what} from {ref.path} (every member of {condition} t={t} "
+                                "must be evaluated on the same test set)")
+    return group
 
 
 # ---------------------------------------------------------------------------------------------------
 # Rows
 
 
-def member_metrics(m: Predictions, settings: dict) -> dict:
-    """accuracy, nll, brier, ece, mace of one member (settings: the config's `metrics`)."""
+def member_metrics(m: Predictions, settings: dict, weights=None, counts=None):
+    """accuracy, nll, brier, ece, mace of one member (settings: the config's `metrics`); with the
+    (B, N) resample `weights`, also its MACE under each resample: (row, (B,) array)."""
     s = settings
     lp, y = m.log_probs, m.labels
-    return {"accuracy": M.accuracy(lp, y), "nll": M.nll(lp, y), "brier": M.brier(lp, y),
-            "ece": M.ece(lp, y, s["ece_bins"]), "mace": M.mace(lp, y, s["mace_bins"])}
+    row = {"accuracy": M.accuracy(lp, y), "nll": M.nll(lp, y), "brier": M.brier(lp, y),
+           "ece": M.ece(lp, y, s["ece_bins"])}
+    if weights is None:
+        return {**row, "mace": M.mace(lp, y, s["mace_bins"])}
+    row["mace"], boot = M.mace_and_bootstrap(lp, y, weights, s["mace_bins"], counts)
+    return row, boot
 
 
 def _pair(lp_a, lp_b) -> dict:
     return {"sym_kl": M.symmetric_kl(lp_a, lp_b), "disagreement": M.disagreement(lp_a, lp_b)}
 
 
-def ensemble_metrics(members: list[Predictions], member_rows: list[dict], weights, settings: dict):
-    """One ensemble's row (without keys) and its bootstrap statistics {"gain": (B,), "mace_improvement": (B,)}.
+def ensemble_metrics(members: list[Predictions], member_rows: list[dict], weights, settings: dict,
+                     member_boots=None, counts=None):
+    """One ensemble's row (without keys), its bootstrap statistics {"gain": (B,), "mace_improvement": (B,)}
+    and the pairs of its members {(a, b): {"sym_kl", "disagreement"}} (a < b, positions in `members`).
 
-    member_rows are member_metrics of the members; weights the (B, N) draw counts.
+    member_rows are member_metrics of the members; weights the (B, N) draw counts; member_boots the
+    members' MACE under each resample, if already computed (`member_metrics` with weights).
     """
     s = settings
     lp = np.stack([m.log_probs for m in members])
@@ -162,35 +182,48 @@ def ensemble_metrics(members: list[Predictions], member_rows: list[dict], weight
     boot_gain = weights @ d / len(y)
     row["gain_ci_low"], row["gain_ci_high"] = M.percentile_ci(boot_gain)
     row["ensemble_ece"] = M.ece(ens, y, s["ece_bins"])
-    row["ensemble_mace"] = M.mace(ens, y, s["mace_bins"])
+    row["ensemble_mace"], ens_boot = M.mace_and_bootstrap(ens, y, weights, s["mace_bins"], counts)
     row["mean_member_mace"] = mean["mace"]
     row["mace_improvement"] = mean["mace"] - row["ensemble_mace"]
-    boot_mace = np.mean([M.mace_bootstrap(x, y, weights, s["mace_bins"]) for x in lp], axis=0) \
-        - M.mace_bootstrap(ens, y, weights, s["mace_bins"])
+    if member_boots is None:
+        member_boots = [M.mace_bootstrap(x, y, weights, s["mace_bins"], counts) for x in lp]
+    boot_mace = np.mean(member_boots, axis=0) - ens_boot
     row["mace_improvement_ci_low"], row["mace_improvement_ci_high"] = M.percentile_ci(boot_mace)
     row["ensemble_nll"] = M.nll(ens, y)
-    pairs = [_pair(lp[a], lp[b]) for a, b in combinations(range(len(lp)), 2)]
-    row["sym_kl"] = float(np.mean([q["sym_kl"] for q in pairs])) if pairs else float("nan")
-    row["disagreement"] = float(np.mean([q["disagreement"] for q in pairs])) if pairs else float("nan")
+    pairs = {(a, b): _pair(lp[a], lp[b]) for a, b in combinations(range(len(lp)), 2)}
+    row["sym_kl"] = float(np.mean([q["sym_kl"] for q in pairs.values()])) if pairs else float("nan")
+    row["disagreement"] = float(np.mean([q["disagreement"] for q in pairs.values()])) if pairs else float("nan")
     row.update(mean_member_ece=mean["ece"], mean_member_nll=mean["nll"], ensemble_brier=M.brier(ens, y),
                mean_member_brier=mean["brier"], gain_by_size=M.gain_by_size(lp, y).tolist())
-    return row, {"gain": boot_gain, "mace_improvement": boot_mace}
+    return row, {"gain": boot_gain, "mace_improvement": boot_mace}, pairs, ens
 
 
-def forgetting_table(trajectories: list[MemberTrajectory]) -> pd.DataFrame:
-    """One row per member and evaluation point; epoch counts from the member's first point."""
-    _unique_members(trajectories)
-    parts = []
+def forgetting_rows(tr: MemberTrajectory) -> pd.DataFrame:
+    """One member's rows: one per evaluation point; epoch counts from the member's first point."""
+    events = M.forgetting_events(tr.correct)
+    e = len(tr.steps)
+    return pd.DataFrame({
+        "condition": [tr.condition] * e, "t": tr.t, "parent": tr.parent, "child": tr.child,
+        "step": tr.steps, "epoch": (tr.steps - tr.steps[0]) / tr.steps_per_epoch,
+        "accuracy": tr.correct.mean(axis=1), "events": events, "cumulative_events": np.cumsum(events)})
+
+
+def forgetting_table(trajectories) -> tuple[pd.DataFrame, list[MemberFile], dict]:
+    """The forgetting table of the trajectories (any iterable: each is used once and dropped), each
+    one's member and provenance, and each member's accuracy at its first evaluation."""
+    parts, seen, first, paths = [], [], {}, {}
     for tr in trajectories:
-        events = M.forgetting_events(tr.correct)
-        e = len(tr.steps)
-        parts.append(pd.DataFrame({
-            "condition": [tr.condition] * e, "t": tr.t, "parent": tr.parent, "child": tr.child,
-            "step": tr.steps, "epoch": (tr.steps - tr.steps[0]) / tr.steps_per_epoch,
-            "accuracy": tr.correct.mean(axis=1), "events": events, "cumulative_events": np.cumsum(events)}))
+        if tr.key in paths:
+            raise ArtifactError(f"{tr.path}: member {tr.key} is also in {paths[tr.key]}")
+        paths[tr.key] = tr.path
+        seen.append(MemberFile(tr.path, tr.condition, tr.t, tr.parent, tr.child, tr.steps_per_epoch,
+                               tr.config_hash))
+        if len(tr.steps):
+            first[tr.key] = float(tr.correct[0].mean())
+        parts.append(forgetting_rows(tr))
     if not parts:
-        return _empty(FORGETTING_SCHEMA)
-    return _typed(pd.concat(parts, ignore_index=True), FORGETTING_SCHEMA)
+        return _empty(FORGETTING_SCHEMA), seen, first
+    return _typed(pd.concat(parts, ignore_index=True), FORGETTING_SCHEMA), seen, first
 
 
 def _empty(schema: pa.Schema) -> pd.DataFrame:
@@ -216,36 +249,62 @@ def _forgetting_per_member(forgetting: pd.DataFrame, epochs) -> pd.DataFrame:
 # All tables
 
 
-def _group_rows(condition, t, spe, parents, weights, settings, out) -> None:
-    """Append the member, ensemble, pair and summary rows of one (condition, t) group to `out`."""
+def _group_rows(condition, t, spe, parents, weights, settings, out, pmap=map) -> None:
+    """Append the member, ensemble, pair and summary rows of one (condition, t) group to `out`.
+    weights: (B, N) draw counts and `metrics.draw_counts` of them, by N (made at first need).
+    pmap: the map that computes the members, then the ensembles, side by side (`parallel_map`)."""
     base = {"condition": condition, "t": t}
+    n = len(next(iter(parents.values()))[0].labels)
+    if n not in weights:
+        w = M.bootstrap_weights(n, settings["bootstrap"])
+        weights[n] = (w, M.draw_counts(w))
+    w, counts = weights[n]
+    results = pmap(lambda m: member_metrics(m, settings, w, counts), [m for ms in parents.values() for m in ms])
+    member_rows, member_boots = {}, {}  # by parent, in child order
+    for q, ms in parents.items():
+        got = [next(results) for _ in ms]
+        member_rows[q], member_boots[q] = [r for r, _ in got], [b for _, b in got]
+    ensembles = list(pmap(lambda q: ensemble_metrics(parents[q], member_rows[q], w, settings, member_boots[q],
+                                                     counts), parents))
     ens_lp, group_rows, boots = {}, [], []
-    for parent, ms in parents.items():
-        rows = [member_metrics(m, settings) for m in ms]
+    for (parent, ms), (row, boot, pairs, ens_lp[parent]) in zip(parents.items(), ensembles):
         out["members"] += [{**base, "parent": parent, "child": m.child, "t_epoch": t / spe, **r,
-                            "reinit_percent": m.reinit_percent} for m, r in zip(ms, rows)]
-        n = len(ms[0].labels)
-        if n not in weights:
-            weights[n] = M.bootstrap_weights(n, settings["bootstrap"])
-        row, boot = ensemble_metrics(ms, rows, weights[n], settings)
+                            "reinit_percent": m.reinit_percent} for m, r in zip(ms, member_rows[parent])]
         group_rows.append(row)
         boots.append(boot)
         out["ensembles"].append({**base, "parent": parent, "k": len(ms), "t_epoch": t / spe, **row,
                                  "reinit_percent": float(np.mean([m.reinit_percent for m in ms]))})
-        for a, b in combinations(ms, 2):
-            out["pairs"].append({**base, "kind": "same-parent", "parent_a": parent, "child_a": a.child,
-                                 "parent_b": parent, "child_b": b.child, **_pair(a.log_probs, b.log_probs)})
-        ens_lp[parent] = M.ensemble_log_probs(np.stack([m.log_probs for m in ms]))
+        for (a, b), pair in pairs.items():
+            out["pairs"].append({**base, "kind": "same-parent", "parent_a": parent, "child_a": ms[a].child,
+                                 "parent_b": parent, "child_b": ms[b].child, **pair})
     between = [{**base, "kind": "between-parents", "parent_a": a, "child_a": -1, "parent_b": b, "child_b": -1,
                 **_pair(ens_lp[a], ens_lp[b])} for a, b in combinations(ens_lp, 2)]
     out["pairs"] += between
     out["summary"].append(_summary_row(condition, t, spe, parents, group_rows, boots, between))
 
 
-def _flag_diverged(members: list[dict], predictions, trajectories) -> None:
-    """Each member row's `diverged`: at chance, or ending below where its trajectory started."""
-    first = {tr.key: float(tr.correct[0].mean()) for tr in trajectories if len(tr.steps)}
-    n, classes = predictions[0].log_probs.shape
+@contextmanager
+def parallel_map(threads: int):
+    """A map over `threads` threads (the builtin map for one), with the BLAS library held to one thread.
+
+    Networks are computed side by side (numpy releases the GIL in its sorts, ufuncs and products),
+    each product on one core: every number is summed in the order a single-threaded run sums it, so
+    the tables are the same, bit for bit, whatever the job's threads or the machine's cores. A
+    multi-threaded BLAS product splits its sums differently and moved MACE intervals by up to 1e-13
+    (relative)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        if threads <= 1:
+            yield map
+            return
+        with ThreadPoolExecutor(threads) as pool:
+            yield pool.map
+
+
+def _flag_diverged(members: list[dict], first: dict, n: int, classes: int) -> None:
+    """Each member row's `diverged`: at chance, or ending below where its trajectory started
+    (`first`: each member's accuracy at its first evaluation)."""
     for row in members:
         key = (row["condition"], row["t"], row["parent"], row["child"])
         row["diverged"] = M.diverged(row["accuracy"], first.get(key, 1.0 / classes), n, classes)
@@ -266,31 +325,38 @@ def _summary(rows: list[dict], members: list[dict], forgetting: pd.DataFrame, ep
     return summary[SUMMARY_COLUMNS]
 
 
-def compute_tables(predictions: list[Predictions], trajectories: list[MemberTrajectory],
-                   settings: dict, log=None) -> dict[str, pd.DataFrame]:
+def compute_tables(members: list[MemberFile], trajectories, settings: dict, log=None,
+                   threads: int = 1) -> dict[str, pd.DataFrame]:
     """All metric tables: {"members", "ensembles", "pairs", "forgetting", "summary"} as DataFrames.
 
+    members: the predictions files (`read.read_member_file`), whose logits are read group by group;
+    trajectories: any iterable of `MemberTrajectory`, used once each; threads: `parallel_map`'s.
     settings: the config's `metrics` section (bootstrap, ece_bins, mace_bins, forgetting_epochs)."""
     log = log or (lambda line: None)
-    if not predictions:
+    if not members:
         raise ArtifactError("no prediction files given")
-    spe = steps_per_epoch(list(predictions) + list(trajectories))
-    weights: dict[int, np.ndarray] = {}
+    forgetting, seen, first = forgetting_table(trajectories)
+    spe = steps_per_epoch(list(members) + seen)
+    weights: dict[int, tuple] = {}
     out = {"members": [], "ensembles": [], "pairs": [], "summary": []}
-    for (condition, t), parents in group_predictions(predictions).items():
-        tick = time.perf_counter()
-        _group_rows(condition, t, spe, parents, weights, settings, out)
-        log(f"{condition} t={t}: {len(parents)} parents, {sum(map(len, parents.values()))} members, "
-            f"{time.perf_counter() - tick:.2f} s")
-    forgetting = forgetting_table(trajectories)
-    members, pairs = out["members"], out["pairs"]
-    _flag_diverged(members, predictions, trajectories)
+    shape = None
+    with parallel_map(threads) as pmap:
+        for (condition, t), parents in group_members(members).items():
+            tick = time.perf_counter()
+            group = read_group(condition, t, parents)
+            shape = shape or next(iter(group.values()))[0].log_probs.shape
+            _group_rows(condition, t, spe, group, weights, settings, out, pmap)
+            del group
+            log(f"{condition} t={t}: {len(parents)} parents, {sum(map(len, parents.values()))} members, "
+                f"{time.perf_counter() - tick:.2f} s")
+    rows, pairs = out["members"], out["pairs"]
+    _flag_diverged(rows, first, *shape)
     return {
-        "members": _typed(pd.DataFrame(members), MEMBERS_SCHEMA) if members else _empty(MEMBERS_SCHEMA),
+        "members": _typed(pd.DataFrame(rows), MEMBERS_SCHEMA) if rows else _empty(MEMBERS_SCHEMA),
         "ensembles": _typed(pd.DataFrame(out["ensembles"]), ENSEMBLES_SCHEMA),
         "pairs": _typed(pd.DataFrame(pairs), PAIRS_SCHEMA) if pairs else _empty(PAIRS_SCHEMA),
         "forgetting": forgetting,
-        "summary": _summary(out["summary"], members, forgetting, settings["forgetting_epochs"]),
+        "summary": _summary(out["summary"], rows, forgetting, settings["forgetting_epochs"]),
     }
 
 

@@ -19,7 +19,7 @@ from ..analysis import draw as D
 from ..analysis import figures as F
 from ..analysis import metrics as M
 from ..analysis import tables as T
-from ..analysis.read import (BARRIER_SCHEMA, HASH_KEY, SPE_KEY, read_barriers, read_predictions, read_table,
+from ..analysis.read import (BARRIER_SCHEMA, HASH_KEY, SPE_KEY, read_barriers, read_member_file, read_table,
                              read_trajectory)
 from ..core.files import atomic_path
 from ..core.parquet import provenance, write_parquet
@@ -38,20 +38,25 @@ def _write_csv(df, path) -> None:
 
 
 def metric_tables(prediction_paths, trajectory_paths, output_paths: dict, settings: dict,
-                  log_path: str | None = None) -> None:
+                  log_path: str | None = None, *, threads: int = 1) -> None:
     """Read every member's predictions and trajectory, compute the metric tables, and write them.
+
+    The predictions files are read twice: their keys first, to group them, then one group's logits at a
+    time (`tables.compute_tables`); the trajectories once each, one at a time.
 
     settings: the validated config's `metrics` section (every key filled from the schema).
     output_paths: {"members", "ensembles", "pairs", "forgetting"} -> .parquet, {"summary"} -> .csv;
-    each written atomically.
+    each written atomically. threads: the job's, over which the networks of a group are computed side
+    by side (the tables do not depend on it: `tables.parallel_map`).
     """
     log = logger(log_path)
     tick = time.perf_counter()
-    predictions = [read_predictions(p) for p in prediction_paths]
-    trajectories = [read_trajectory(p) for p in trajectory_paths]
-    log(f"read {len(predictions)} prediction and {len(trajectories)} trajectory files in "
-        f"{time.perf_counter() - tick:.2f} s")
-    tables = T.compute_tables(predictions, trajectories, settings, log)
+    predictions = [read_member_file(p) for p in prediction_paths]
+    log(f"read the members of {len(predictions)} prediction files in {time.perf_counter() - tick:.2f} s")
+    trajectories = (read_trajectory(p) for p in trajectory_paths)
+    tables = T.compute_tables(predictions, trajectories, settings, log, threads)
+    log(f"read {len(prediction_paths)} prediction and {len(trajectory_paths)} trajectory files and computed "
+        f"the tables in {time.perf_counter() - tick:.2f} s")
     spe = T.steps_per_epoch(predictions)
     # The config hash of the members' files, so that a reader of the prediction files can keep those
     # of the config these tables were computed from (README, "Inspecting the artifacts").

@@ -9,12 +9,14 @@ import os
 import sys
 import time
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..core.errors import ConfigError, UserError
 from ..core.files import refused
 from . import devices
+
+if TYPE_CHECKING:
+    import torch
 
 
 # The file system's refusals a user fixes (space, permissions, the folder tree), not the code.
@@ -40,6 +42,10 @@ _DEVICE_LOCK: list = []
 
 
 def setup(threads: int, device: str, jobs_per_device: int, log=lambda line: None) -> torch.device:
+    # Imported here, not above: the analysis jobs log and exit through this module without torch
+    # (its import costs them 3-4 s and 600 MB each).
+    import torch
+
     torch.set_num_threads(threads)
     if device != "cuda":
         return torch.device(device)
