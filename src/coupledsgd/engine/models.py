@@ -117,6 +117,9 @@ def _resnet50(in_channels: int, num_classes: int) -> nn.Module:
     # the usual Tiny-ImageNet adaptation.
     model = resnet50(num_classes=num_classes)
     model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+    # initialised as torchvision initialises every other convolution of the network (its loop ran
+    # before this stem existed; PyTorch's default would give it about twice their spread)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()
     return model
 
@@ -153,24 +156,37 @@ def build_model(name: str, in_shape: tuple[int, ...], num_classes: int, seed: in
         return _build(name, tuple(in_shape), num_classes)
 
 
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
+# A normalisation joins the unit whose channels it normalises: BatchNorm (and GroupNorm) after a
+# convolution normalise that layer's output, the ViT's LayerNorms (pre-norm: ln_1 before the attention,
+# ln_2 before the MLP, the final norm before the head) the input of the layer after them.
+OUTPUT_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)
+INPUT_NORMS = (nn.LayerNorm,)
 
 
 def parameter_units(model: nn.Module) -> list[list[str]]:
     """Module names in forward order, grouped into re-initialisation units.
 
     A unit is a module that owns parameters (a convolution, a linear layer, an attention block, an
-    embedding); a normalisation layer joins the unit before it. Registration order is forward order
-    for every model in the registry.
+    embedding) with the normalisation layers of its channels: an output norm (OUTPUT_NORMS) joins the
+    unit before it, an input norm (INPUT_NORMS) the unit after it, ahead of the layer. Registration
+    order is forward order for every model in the registry.
     """
     units: list[list[str]] = []
+    pending: list[str] = []  # input norms waiting for their layer
     for name, module in model.named_modules():
         if not any(True for _ in module.parameters(recurse=False)):
             continue
-        if isinstance(module, _NORMS) and units:
+        if isinstance(module, INPUT_NORMS):
+            pending.append(name)
+        elif isinstance(module, OUTPUT_NORMS) and units:
             units[-1].append(name)
         else:
-            units.append([name])
+            units.append(pending + [name])
+            pending = []
+    if pending and units:  # a norm after the last layer: it can only go with that layer
+        units[-1].extend(pending)
+    elif pending:
+        units.append(pending)
     return units
 
 
