@@ -49,7 +49,8 @@ def shuffled(tables: dict, parents: list[int], rng) -> dict:
         col = "parent_a" if name == "pairs" else "parent"
         df = df[df[col].isin(parents) & (df["parent_b"].isin(parents) if name == "pairs" else True)].copy()
         coupled = df["condition"].astype(str).isin([C.TO_T, C.RESET])
-        df.loc[coupled, "t"] = [maps[p][t] for p, t in zip(df.loc[coupled, col], df.loc[coupled, "t"])]
+        new = [maps[p][t] for p, t in zip(df.loc[coupled, col], df.loc[coupled, "t"])]
+        df.loc[coupled, "t"] = np.array(new, dtype=df["t"].dtype)
         out[name] = df
     return out
 
