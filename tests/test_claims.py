@@ -1,15 +1,20 @@
-"""The claim rules on small hand-made tables: a clear effect in the claimed direction is supported, no
-effect is inconclusive, the opposite effect is not supported; missing inputs are inconclusive with a reason."""
+"""The claims' tests and rules on small hand-made tables: p-values and intervals against hand-computed
+values, a clear effect in the claimed direction supported, no effect inconclusive, the opposite effect not
+supported; a test the units cannot make significant, and missing inputs, inconclusive with a reason."""
+
+import itertools
+import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from coupledsgd.analysis import claims as C
+from coupledsgd.analysis import estimates as E
 from coupledsgd.analysis import metrics as M
 
 TS = [0, 6, 12, 30, 60, 180]
-N_BOOT = 200
+N_PERM = 500
 
 
 def _ensembles(values, condition="coupled-to-t", column="gain", parents=4, ts=TS):
@@ -28,7 +33,7 @@ def _row(table, claim):
 
 
 def _check(claim_id, tables):
-    return _row(C.claims_table(tables, N_BOOT), claim_id)
+    return _row(C.claims_table(tables, N_PERM), claim_id)
 
 
 def test_spearman_and_ranks_match_hand_values():
@@ -38,10 +43,77 @@ def test_spearman_and_ranks_match_hand_values():
     assert M.spearman([1, 2, 3], [1, 4, 9]) == pytest.approx(1.0)
 
 
-def test_group_bootstrap_of_one_group_draws_the_resamples_of_bootstrap_ci():
-    x = np.arange(7.0)
-    assert M.bootstrap_ci_groups(lambda i: x[i].mean(), (7,), 100, 3) == M.bootstrap_ci(
-        lambda i: x[i].mean(), 7, 100, 3)
+def test_spearman_of_many_rows_is_that_of_each_row_ties_included():
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, 3, size=(50, 5)).astype(float)  # many ties, some constant rows
+    t = np.array([0, 6, 30, 60, 180.0])
+    assert E.spearman_rows(t, rows) == pytest.approx([M.spearman(t, r) for r in rows])
+
+
+def test_paired_t_matches_the_hand_computed_interval_and_p_value():
+    # d = 1, 2, 3: mean 2, sd 1, se 1/sqrt(3), t = 2 sqrt(3) on 2 degrees of freedom, whose upper tail is
+    # (1 - t / sqrt(t^2 + 2)) / 2; the 97.5% quantile of t(2) is 4.3027
+    est = E.paired(pd.Series([2.0, 4, 6]), pd.Series([1.0, 2, 3]), "parents")
+    t = 2 * math.sqrt(3)
+    assert est.value == 2 and est.n_units == 3 and est.test == "paired t over parents"
+    assert (est.ci_low, est.ci_high) == pytest.approx((2 - 4.302653 / math.sqrt(3), 2 + 4.302653 / math.sqrt(3)))
+    assert est.p_above(0) == pytest.approx((1 - t / math.sqrt(t * t + 2)) / 2) == pytest.approx(0.037090, abs=1e-6)
+    # one-sided p 0.037 > 0.025: a rise of 2 over 3 parents is not yet supported; the interval holds 0
+    assert E.decide(est, "direction", sign=+1).verdict == "inconclusive" and est.ci_low < 0
+
+
+def test_welch_uses_the_satterthwaite_degrees_of_freedom():
+    # variances 1 and 4 over 3 units each: se^2 = 1/3 + 4/3, df = (5/3)^2 / ((1/3)^2/2 + (4/3)^2/2) = 50/17
+    est = E.welch([4.0, 6, 8], [1.0, 2, 3], "parents")
+    se, df = math.sqrt(5 / 3), 50 / 17
+    assert est.value == 4 and est.n_units == 6
+    assert est.p_above(0) == pytest.approx(float(E.S.t.sf(4 / se, df)))
+    assert est.ci_high - est.value == pytest.approx(float(E.S.t.ppf(0.975, df)) * se)
+
+
+def test_equivalence_and_noninferiority_rules_read_the_95_percent_interval():
+    def est(mean, se):
+        return E._t_estimate(mean, se, 10, 11, "t", "95% t")
+
+    q = float(E.S.t.ppf(0.975, 10))
+    inside, straddle, outside = est(0.0, 0.009 / q), est(0.0, 0.011 / q), est(0.03, 0.019 / q)
+    assert [E.decide(x, "equivalence", margin=0.01).verdict for x in (inside, straddle, outside)] == [
+        "supported", "inconclusive", "not supported"]
+    assert inside.p_value < 0.025 < straddle.p_value  # TOST: the larger of the two one-sided p's
+    above, across, below = est(0.0, 0.009 / q), est(0.0, 0.011 / q), est(-0.03, 0.019 / q)
+    assert [E.decide(x, "noninferiority", margin=0.01).verdict for x in (above, across, below)] == [
+        "supported", "inconclusive", "not supported"]
+
+
+def test_permutation_p_value_is_exact_when_the_arrangements_are_few():
+    # 3 parents x 3 spawn steps: all 6^3 = 216 arrangements, checked against a loop over them
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=(3, 3)) - np.array([0.0, 0.5, 1.0])
+    t = np.array([0.0, 10, 20])
+    est = E.trend(pd.DataFrame(values, columns=t), "parents")
+    obs = M.spearman(t, values.mean(axis=0))
+    null = [M.spearman(t, np.mean([values[i][list(p)] for i, p in enumerate(ps)], axis=0))
+            for ps in itertools.product(itertools.permutations(range(3)), repeat=3)]
+    assert est.value == pytest.approx(obs) and "all 216 arrangements" in est.test
+    assert est.p_below(0) == pytest.approx(np.mean(np.array(null) <= obs + 1e-12))
+    assert np.isnan(est.ci_low) and est.interval.startswith("none")
+
+
+def test_between_parent_trend_permutes_t_alike_for_every_pair():
+    # a strictly rising mean curve over 5 steps: only the identity of the 5! = 120 orders reaches rho 1
+    pairs = pd.DataFrame([[0.2, 0.3, 0.35, 0.5, 0.6], [0.1, 0.45, 0.42, 0.6, 0.7]], columns=[0, 6, 30, 60, 180])
+    est = E.joint_trend(pairs, n_parents=3)
+    assert est.value == 1 and est.p_above(0) == pytest.approx(1 / 120) and est.n_units == 3
+    assert E.decide(est, "direction", sign=+1).verdict == "supported"
+    # 4 steps: 24 orders, the smallest p 1/24 > 0.025, so the test cannot support any rise
+    short = E.decide(E.joint_trend(pairs.iloc[:, :4], n_parents=3), "direction", sign=+1)
+    assert short.verdict == "inconclusive" and "1/24" in short.reason
+
+
+def test_two_parents_over_three_steps_cannot_reach_the_level():
+    est = E.decide(E.trend(pd.DataFrame([[3.0, 2, 1], [3.0, 2, 1]], columns=[0, 6, 30]), "parents"),
+                   "direction", sign=-1)
+    assert est.verdict == "inconclusive" and "36 arrangements" in est.reason
 
 
 @pytest.mark.parametrize("values, verdict", [
@@ -52,15 +124,18 @@ def test_group_bootstrap_of_one_group_draws_the_resamples_of_bootstrap_ci():
 def test_gain_falling_with_t_is_supported_flat_inconclusive_rising_not(values, verdict):
     row = _check("gain-falls", {"ensembles": _ensembles(values)})
     assert row.verdict == verdict, row.to_dict()
-    assert row.ci_low <= row.value <= row.ci_high and row.n_units == 4
+    assert row.n_units == 4 and "within each of the parents" in row.test and np.isnan(row.ci_low)
+    assert (row.p_value < 0.025) == (verdict == "supported")
 
 
-def test_between_parent_kl_rising_is_supported_over_pairs_of_parents():
+def test_between_parent_kl_rising_is_supported_with_the_parents_as_units():
     pairs = pd.DataFrame([{"condition": "coupled-to-t-reset", "t": t, "kind": "between-parents", "parent_a": a,
                            "parent_b": b, "sym_kl": 0.2 + 0.002 * t + 0.01 * a} for t in TS
                           for a in range(4) for b in range(a + 1, 4)])
-    row = _check("kl-between-parents-rises", {"pairs": pairs})
-    assert row.verdict == "supported" and row.n_units == 6 and row.value == 1.0
+    row = _row(C.claims_table({"pairs": pairs}, n_perm=1000), "kl-between-parents-rises")
+    # 6 pairs of 4 parents: 4 units; 6 steps, all 720 orders (at most n_perm), only the identity reaching rho 1
+    assert row.verdict == "supported" and row.n_units == 4 and row.value == 1.0
+    assert row.p_value == pytest.approx(1 / 720) and "the same for every pair" in row.test
 
 
 def test_same_parent_kl_falling_fastest_early_is_supported_and_linear_fall_is_not():
@@ -68,20 +143,22 @@ def test_same_parent_kl_falling_fastest_early_is_supported_and_linear_fall_is_no
         return pd.DataFrame([{"condition": "coupled-to-t-reset", "t": t, "kind": "same-parent", "parent_a": p,
                               "parent_b": p, "sym_kl": kl(t) + 0.01 * p} for t in TS for p in range(4)])
 
-    early = C.claims_table({"pairs": pairs(lambda t: 0.7 * np.exp(-t / 20))}, N_BOOT).set_index("claim")
+    early = C.claims_table({"pairs": pairs(lambda t: 0.7 * np.exp(-t / 20))}, N_PERM).set_index("claim")
     assert early.loc["kl-same-parent-falls", "verdict"] == "supported"
     assert early.loc["kl-same-parent-falls-early", "verdict"] == "supported"
-    late = C.claims_table({"pairs": pairs(lambda t: 0.7 - 0.003 * t ** 1.2)}, N_BOOT).set_index("claim")
+    late = C.claims_table({"pairs": pairs(lambda t: 0.7 - 0.003 * t ** 1.2)}, N_PERM).set_index("claim")
     assert late.loc["kl-same-parent-falls", "verdict"] == "supported"
     assert late.loc["kl-same-parent-falls-early", "verdict"] == "not supported"
 
 
 def test_coupled_order_equivalence_uses_the_margin():
-    def both(shift, spread):
-        return pd.concat([_ensembles(lambda t, p: 0.9 + spread * (p - 1.5), "no-coupling", "ensemble_accuracy", ts=[0]),
-                          _ensembles(lambda t, p: 0.9 + shift + spread * (p - 1.5), "coupled-order",
+    # paired by parent: the differences are shift +- noise, parent by parent
+    def both(shift, noise):
+        return pd.concat([_ensembles(lambda t, p: 0.9 + 0.01 * p, "no-coupling", "ensemble_accuracy", ts=[0]),
+                          _ensembles(lambda t, p: 0.9 + 0.01 * p + shift + noise * (-1) ** p, "coupled-order",
                                      "ensemble_accuracy", ts=[0])])
-    assert _check("order-same-accuracy", {"ensembles": both(0.001, 0.001)}).verdict == "supported"
+    row = _check("order-same-accuracy", {"ensembles": both(0.001, 0.001)})
+    assert row.verdict == "supported" and row.test == "paired t over parents" and row.n_units == 4
     assert _check("order-same-accuracy", {"ensembles": both(0.05, 0.001)}).verdict == "not supported"
     assert _check("order-same-accuracy", {"ensembles": both(0.0, 0.02)}).verdict == "inconclusive"
 
@@ -132,10 +209,10 @@ def test_reinit_barrier_and_forgetting():
 
 
 def test_missing_inputs_are_inconclusive_with_a_reason_never_an_error():
-    table = C.claims_table({}, N_BOOT)
+    table = C.claims_table({}, N_PERM)
     assert table["claim"].tolist() == C.CLAIM_IDS
     assert (table["verdict"] == "inconclusive").all() and table["reason"].str.len().gt(0).all()
-    one_parent = C.claims_table({"ensembles": _ensembles(lambda t, p: 0.03 - 0.0001 * t, parents=1)}, N_BOOT)
+    one_parent = C.claims_table({"ensembles": _ensembles(lambda t, p: 0.03 - 0.0001 * t, parents=1)}, N_PERM)
     assert "1 parents" in _row(one_parent, "gain-falls").reason
     two_steps = _check("gain-falls", {"ensembles": _ensembles(lambda t, p: 0.03 - 0.0001 * t, ts=[0, 8])})
     assert two_steps.verdict == "inconclusive" and "spawn step" in two_steps.reason
@@ -143,7 +220,7 @@ def test_missing_inputs_are_inconclusive_with_a_reason_never_an_error():
 
 def test_the_table_is_deterministic_and_renders_as_markdown():
     tables = {"ensembles": _ensembles(lambda t, p: 0.03 - 0.0001 * t + _noise(t, p))}
-    a, b = C.claims_table(tables, N_BOOT), C.claims_table(tables, N_BOOT)
+    a, b = C.claims_table(tables, N_PERM), C.claims_table(tables, N_PERM)
     pd.testing.assert_frame_equal(a, b)
     md = C.markdown(a)
     assert md.count("\n") == len(C.CLAIMS) + 2 and "| 1a |" in md

@@ -71,3 +71,47 @@ def test_cuda_members_together_equal_members_alone_up_to_bf16(digits, tmp_path):
         lt = together[c].filter(like="logit").to_numpy()
         assert la.shape == lt.shape and la.size
         assert (la.argmax(1) == lt.argmax(1)).mean() > 0.9
+
+
+class _At:
+    """A checkpoint stand-in for engine.training.train: keeps a copy of the state at one step."""
+
+    def __init__(self, step):
+        self.step, self.state = step, None
+
+    def due(self, step):
+        return step == self.step
+
+    def saved_at(self, step):
+        return self.state is not None and step == self.step
+
+    def save(self, runs, trajectories):
+        if runs[0].step == self.step:
+            self.state = {k: v.detach().clone() for k, v in runs[0].model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name, shape", [("cnn1d", (1, 40)), ("resnet8", (3, 16, 16)), ("resnet20", (3, 16, 16)),
+                                         ("resnet50", (3, 16, 16)), ("vit", (3, 16, 16))])
+def test_a_parents_state_at_t1_is_the_first_t1_steps_of_its_run_to_t2(name, shape):
+    # Each parent state is its own job from step 0 (stages.parent_state); with the parent jobs' strict
+    # determinism, the run to t1 = 12 and the run to t2 = 30 agree to the bit at t1.
+    from coupledsgd.core.seeds import parent_seeds
+    from coupledsgd.engine.training import Accel, Hparams, Run, train
+    from coupledsgd.jobs.runtime import setup
+
+    device = setup(1, "cuda", 1, strict=True)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(512, *shape, generator=g), torch.randint(0, 10, (512,), generator=g)
+    data = D.DeviceData(x[:384].to(device), y[:384].to(device), x[384:].to(device), y[384:].to(device), 10,
+                        crop_pad=2, flip=len(shape) == 3)
+    h = Hparams(steps=40, batch_size=32, lr=0.05)
+    accel = Accel.for_device(device, PARAMS["cuda"])
+    states = []
+    for until in (12, 30):
+        run = Run.fresh(name, shape, 10, h, parent_seeds(0, 0), device)
+        at = _At(12)
+        train([run], data, until, checkpoint=at, accel=accel)
+        states.append(at.state)
+    assert states[0].keys() == states[1].keys()
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), (name, k)

@@ -99,3 +99,25 @@ def test_bad_dataset_settings_name_the_key_or_folder(tmp_path):
     with pytest.raises(ConfigError, match="data.name"):
         D.prepare("mnist", tmp_path / "m.pt")
     assert not any(tmp_path.glob("*.pt"))
+
+
+def test_random_crop_pads_with_black_as_torchvision_pads_the_raw_image():
+    # the standard recipe: pad the raw image with zeros (fill=0), crop, then normalise
+    import torchvision.transforms.functional as TF
+
+    raw = torch.rand(3, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.25, 0.2, 0.3])
+    norm = TF.normalize(raw, mean.tolist(), std.tolist())
+    out = D.augment(norm, aug_seed=3, step=0, crop_pad=2, flip=False, pad_value=-mean / std)
+    shifts = torch.randint(0, 5, (3, 2), generator=D.step_generator(3, 0))
+    for i in range(3):
+        top, left = shifts[i].tolist()
+        expected = TF.normalize(TF.crop(TF.pad(raw[i], 2, fill=0), top, left, 5, 5), mean.tolist(), std.tolist())
+        torch.testing.assert_close(out[i], expected, rtol=0, atol=1e-6)
+    assert (out != 0).all()  # a black border is not the mean colour (0 after normalising)
+
+
+def test_load_pads_with_each_channels_normalised_zero(mnist1d_path):
+    data = D.load(mnist1d_path)
+    cache = torch.load(mnist1d_path, weights_only=False)
+    torch.testing.assert_close(data.pad_value, (-cache["mean"] / cache["std"]).flatten())

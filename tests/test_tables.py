@@ -187,6 +187,14 @@ def test_forgetting_epochs_limits_the_summary_count(tmp_path):
     assert len(tables["forgetting"]) == 12  # the table itself keeps every point
 
 
+def test_summary_forgetting_counts_every_member_over_the_same_span():
+    # an independent run of 4 epochs and a child coupled to t of 2: both counted over the first 2
+    f = pd.DataFrame({"condition": ["a"] * 5 + ["b"] * 3, "t": [0] * 5 + [8] * 3, "parent": 0, "child": 0,
+                      "epoch": [0.0, 1, 2, 3, 4, 0, 1, 2], "events": [0, 5, 4, 3, 2, 0, 6, 1]})
+    assert T._forgetting_per_member(f, None)["events"].tolist() == [9, 7]
+    assert T._forgetting_per_member(f, 1)["events"].tolist() == [5, 6]
+
+
 def test_groups_keep_input_order_and_t_epoch(tmp_path):
     preds, trajs = _write_experiment(tmp_path)
     for (p, c), pr in PROBS.items():

@@ -54,6 +54,15 @@ def test_no_weight_decay_on_batchnorm_and_biases():
         assert wd == (H.weight_decay if name.endswith("weight") and p.dim() > 1 else 0.0), name
 
 
+def test_no_weight_decay_on_the_vits_class_token_and_position_embedding():
+    model = build_model("vit", (3, 64, 64), 10, 0)
+    decay = dict(zip((n for n, _ in model.named_parameters()), SGD(model, H).decay))
+    assert decay["class_token"] == decay["encoder.pos_embedding"] == 0.0
+    assert decay["conv_proj.weight"] == decay["heads.head.weight"] == H.weight_decay > 0
+    assert decay["encoder.layers.encoder_layer_0.self_attention.in_proj_weight"] == H.weight_decay
+    assert decay["encoder.ln.weight"] == decay["heads.head.bias"] == 0.0
+
+
 def test_a_run_continued_from_a_checkpoint_is_bit_for_bit_the_uninterrupted_run(mnist1d_path, tmp_path):
     data = D.load(mnist1d_path, augment=True)
     data.crop_pad, data.flip = 2, True  # exercise the augmentation stream too

@@ -1,6 +1,6 @@
-# The paper's claims, each with its statistic, bootstrap interval over parents and verdict
+# The paper's claims, each with its statistic, test over parents, p-value and verdict
 # (coupledsgd.analysis.claims), from the metric and barrier tables; a claim the experiment cannot decide (a
-# condition not run, one parent) is `inconclusive` with its reason.
+# condition not run, one parent) is `inconclusive` with its reason. No setting changes them: no params.
 rule claims:
     input:
         members=rules.metrics.output.members,
@@ -17,7 +17,5 @@ rule claims:
     threads: 1
     resources:
         mem_mb=500,  # 0.16 GB measured at the paper configs' shape (bench/RESULTS.md)
-    params:
-        settings=config["metrics"],
     script:
         "../scripts/claims.py"

@@ -1,5 +1,4 @@
 from coupledsgd.jobs.analysis import check_claims
 from coupledsgd.jobs.runtime import run_stage
 
-run_stage(check_claims, dict(snakemake.input.items()), snakemake.output.table, dict(snakemake.params.settings),
-          snakemake.log[0])
+run_stage(check_claims, dict(snakemake.input.items()), snakemake.output.table, snakemake.log[0])

@@ -2,16 +2,18 @@
 "Claims").
 
 One row per claim (CLAIMS): the figure it belongs to, the claim in words, the statistic, its value on
-the experiment, its 95% percentile bootstrap interval, the rule that turns the interval into a verdict
-(`supported`, `not supported` or `inconclusive`) and, where the experiment cannot decide, the reason.
-The statistics over units and the rules are those of `estimates`; this module holds which claim reads
-which table, and how.
+the experiment, its 95% interval and how it is made, the test, the number of independent units, the
+test's p-value, the rule that turns it into a verdict (`supported`, `not supported` or `inconclusive`)
+and, where the experiment cannot decide, the reason. The tests and the rules are those of `estimates`;
+this module holds which claim reads which table, with which test.
 
-The unit of every bootstrap is the independent training unit, never the test example: parents (an
-ensemble is one parent's children), pairs of parents for the between-parent KL (as the band of fig1f),
-and independent runs (parent, child) for the no-coupling forgetting curve (as fig1g). A difference of
-conditions is paired by parent where both come from the same parents (re-initialisation against
-coupled-to-t-reset), from independent groups otherwise (coupled-order against no-coupling).
+The unit of every test is the independent training unit, never the test example: parents (an ensemble
+is one parent's children) and independent runs (parent, child) for the no-coupling forgetting curve
+(as fig1g). A trend over t permutes the spawn steps within each parent; the between-parent KL, whose
+pairs of parents share parents, permutes them alike for every pair. A difference of conditions is
+paired by parent where both come from the same parents or the same seeds (re-initialisation against
+coupled-to-t-reset; coupled-order against no-coupling, whose members start from the same
+initialisations), Welch's t over independent groups otherwise (coupled members against no-coupling).
 
 Margins of the equivalence and non-inferiority rules: ACCURACY_MARGIN (1 accuracy point, a third of the
 default experiment's no-coupling ensemble gain) and MACE_MARGIN (0.1 MACE points, a third of its
@@ -29,13 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import metrics as M
 from ..core.conditions import BARRIER_REFERENCE, REFERENCE
 from .aggregate import cumulative_forgetting, reinit_condition
-from .estimates import (BOOTSTRAP_SEED, INCONCLUSIVE, N_BOOT, NOT_SUPPORTED, SUPPORTED,  # noqa: F401 (VERDICTS)
-                        VERDICTS, Estimate, direction_rule, early_excess, equivalence_rule,
-                        group_difference, lacking, noninferiority_rule, paired_difference, too_few_units,
-                        trend, unit_curves, verdict_direction, verdict_equivalence, verdict_noninferiority)
+from .estimates import (INCONCLUSIVE, N_PERMUTATIONS, NOT_SUPPORTED, SUPPORTED,  # noqa: F401 (VERDICTS)
+                        VERDICTS, Estimate, decide, direction_rule, early_excess, equivalence_rule, joint_trend,
+                        lacking, noninferiority_rule, one_sample, paired, trend, unit_curves, welch)
 
 ACCURACY_MARGIN = 0.01
 MACE_MARGIN = 0.001
@@ -43,8 +43,8 @@ EARLY_FRACTION = 0.25  # fig1g: the first quarter of training against the rest
 
 NO_COUPLING, ORDER, TO_T, RESET = REFERENCE, "coupled-order", "coupled-to-t", BARRIER_REFERENCE
 
-COLUMNS = ["claim", "figure", "text", "statistic", "value", "ci_low", "ci_high", "n_units", "rule",
-           "verdict", "reason"]
+COLUMNS = ["claim", "figure", "text", "statistic", "value", "ci_low", "ci_high", "interval", "test", "n_units",
+           "p_value", "rule", "verdict", "reason"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -83,54 +83,64 @@ def _cumulative_forgetting(forgetting: pd.DataFrame) -> pd.DataFrame:
 
 
 def _gain_falls(condition):
-    def check(tables, n_boot):
+    def check(tables, n_perm):
         rows = _of(tables["ensembles"], condition)
         if rows.empty:
             return lacking(_missing(condition))
-        return trend(unit_curves(rows, "gain", "parent"), "parents", n_boot)
+        return trend(unit_curves(rows, "gain", "parent"), "parents", n_perm)
     return check
 
 
 def _order_equivalent(value):
-    def check(tables, n_boot):
+    def check(tables, n_perm):
         e = tables["ensembles"]
         a, b = _of(e, ORDER), _of(e, NO_COUPLING)
         if a.empty or b.empty:
             return lacking(_missing(ORDER, NO_COUPLING))
-        return group_difference(a.groupby("parent")[value].mean(), b.groupby("parent")[value].mean(),
-                                "parents", n_boot)
+        # member (p, c) of both conditions starts from the same initialisation: paired by parent
+        return paired(a.groupby("parent")[value].mean(), b.groupby("parent")[value].mean(), "parents")
     return check
 
 
-def _members_not_worse(tables, n_boot):
+def _members_not_worse(tables, n_perm):
     m = tables["members"]
     coupled = m[m["condition"].isin([TO_T, RESET])]
     ref = _of(m, NO_COUPLING)
     if coupled.empty or ref.empty:
         return lacking(_missing(f"{TO_T} and {RESET}", NO_COUPLING))
-    return group_difference(coupled.groupby("parent")["accuracy"].mean(),
-                            ref.groupby("parent")["accuracy"].mean(), "parents", n_boot)
+    return welch(coupled.groupby("parent")["accuracy"].mean(), ref.groupby("parent")["accuracy"].mean(),
+                 "parents")
+
+
+def _kl_trend(curves, n_perm):
+    return trend(curves, "parents", n_perm)
+
+
+def _kl_early_excess(curves, n_perm):
+    return early_excess(curves, "parents")
 
 
 def _same_parent_kl(statistic):
-    def check(tables, n_boot):
+    def check(tables, n_perm):
         p = tables["pairs"]
         rows = _of(p[p["kind"] == "same-parent"], RESET)
         if rows.empty:
             return lacking(_missing(RESET) + " with two children or more")
-        return statistic(unit_curves(rows, "sym_kl", "parent_a"), "parents", n_boot)
+        return statistic(unit_curves(rows, "sym_kl", "parent_a"), n_perm)
     return check
 
 
-def _between_parent_kl(tables, n_boot):
+def _between_parent_kl(tables, n_perm):
     p = tables["pairs"]
     rows = _of(p[p["kind"] == "between-parents"], RESET)
     if rows.empty:
         return lacking(_missing(RESET) + " with two parents or more")
-    return trend(unit_curves(rows, "sym_kl", ["parent_a", "parent_b"]), "pairs of parents", n_boot)
+    curves = unit_curves(rows, "sym_kl", ["parent_a", "parent_b"])
+    parents = set(curves.index.get_level_values(0)) | set(curves.index.get_level_values(1))
+    return joint_trend(curves, len(parents), n_perm)
 
 
-def _forgetting_early(tables, n_boot):
+def _forgetting_early(tables, n_perm):
     f = _of(tables["forgetting"], NO_COUPLING)
     f = f[f["epoch"] > 0]  # no event can happen at the first evaluation point
     if f.empty:
@@ -141,24 +151,18 @@ def _forgetting_early(tables, n_boot):
     if early.sum() < 1 or (~early).sum() < 1:
         return lacking(f"{len(epochs)} evaluation point(s) after the first: too few to split", len(curves))
     values = curves.to_numpy(dtype=float)
-    if (reason := too_few_units(len(values), "runs")) is not None:
-        return lacking(reason, len(values))
-
-    def stat(v):
-        return float(v[early].mean() - v[~early].mean())
-
-    lo, hi = M.bootstrap_ci(lambda idx: stat(values[idx].mean(axis=0)), len(values), n_boot, BOOTSTRAP_SEED)
-    return Estimate(stat(values.mean(axis=0)), lo, hi, len(values))
+    # no-coupling runs share no stream, so each run is an independent unit
+    return one_sample(values[:, early].mean(axis=1) - values[:, ~early].mean(axis=1), "runs")
 
 
-def _cumulative_forgetting_falls(tables, n_boot):
+def _cumulative_forgetting_falls(tables, n_perm):
     f = tables["forgetting"]
     if _of(f, RESET).empty:
         return lacking(_missing(RESET))
-    return trend(unit_curves(_cumulative_forgetting(f), "cumulative_events", "parent"), "parents", n_boot)
+    return trend(unit_curves(_cumulative_forgetting(f), "cumulative_events", "parent"), "parents", n_perm)
 
 
-def _reinit_low_beats_high(tables, n_boot):
+def _reinit_low_beats_high(tables, n_perm):
     e = tables["ensembles"]
     r = reinit_conditions(e)
     low, high = r[r["side"] == "low"], r[r["side"] == "high"]
@@ -168,37 +172,39 @@ def _reinit_low_beats_high(tables, n_boot):
     diffs = [_per_parent(e, row.condition_low, row.t, "gain") - _per_parent(e, row.condition_high, row.t, "gain")
              for row in both.itertuples()]
     per_parent = pd.concat(diffs, axis=1).mean(axis=1, skipna=False)
-    return paired_difference(per_parent, pd.Series(0.0, index=per_parent.index), "parents", n_boot)
+    return one_sample(per_parent, "parents", "paired t over parents")
 
 
-def _against_reset(df: pd.DataFrame, value: str, n_boot: int) -> dict[str, Estimate]:
+def _against_reset(df: pd.DataFrame, value: str) -> dict[str, Estimate]:
     """Each re-initialisation condition minus coupled-to-t-reset at its step, paired by parent."""
     out = {}
     for row in reinit_conditions(df).itertuples():
-        out[row.condition] = paired_difference(_per_parent(df, row.condition, row.t, value),
-                                               _per_parent(df, RESET, row.t, value), "parents", n_boot)
+        out[row.condition] = paired(_per_parent(df, row.condition, row.t, value),
+                                    _per_parent(df, RESET, row.t, value), "parents")
     return out
 
 
-def _reinit_calibration_small(tables, n_boot):
+def _reinit_calibration_small(tables, n_perm):
     e = tables["ensembles"]
     if reinit_conditions(e).empty or _of(e, RESET).empty:
         return lacking(_missing("reinit-low/high", RESET))
-    each = _against_reset(e, "ensemble_mace", n_boot)
+    each = {c: decide(x, "equivalence", margin=MACE_MARGIN) for c, x in _against_reset(e, "ensemble_mace").items()}
     usable = {c: x for c, x in each.items() if not x.reason}
     if not usable:
         return next(iter(each.values()))
-    verdicts = {c: verdict_equivalence(x.ci_low, x.ci_high, MACE_MARGIN) for c, x in usable.items()}
     worst = max(usable, key=lambda c: abs(usable[c].value))
     out = Estimate(**vars(usable[worst]))
     out.reason = (f"largest difference: {worst}; per condition: "
-                  + ", ".join(f"{c} {v}" for c, v in verdicts.items()))
-    out.verdict = (NOT_SUPPORTED if NOT_SUPPORTED in verdicts.values()
-                   else SUPPORTED if set(verdicts.values()) == {SUPPORTED} else INCONCLUSIVE)
+                  + ", ".join(f"{c} {x.verdict} (p {x.p_value:.2g})" for c, x in usable.items()))
+    # every condition equivalent: an intersection-union test, at ALPHA with the largest p, no correction
+    out.p_value = max(x.p_value for x in usable.values())
+    verdicts = {x.verdict for x in usable.values()}
+    out.verdict = (NOT_SUPPORTED if NOT_SUPPORTED in verdicts else SUPPORTED if verdicts == {SUPPORTED}
+                   else INCONCLUSIVE)
     return out
 
 
-def _reinit_barrier(tables, n_boot):
+def _reinit_barrier(tables, n_perm):
     b = tables["barriers"]
     if b.empty or reinit_conditions(b).empty or _of(b, RESET).empty:
         return lacking("no error barriers of re-initialised and coupled-to-t-reset children")
@@ -207,7 +213,7 @@ def _reinit_barrier(tables, n_boot):
     diffs = [_per_parent(per_pair, row.condition, row.t, "barrier") - _per_parent(per_pair, RESET, row.t, "barrier")
              for row in r.itertuples()]
     per_parent = pd.concat(diffs, axis=1).mean(axis=1, skipna=False)
-    return paired_difference(per_parent, pd.Series(0.0, index=per_parent.index), "parents", n_boot)
+    return one_sample(per_parent, "parents", "paired t over parents")
 
 
 @dataclass(frozen=True)
@@ -216,7 +222,7 @@ class Claim:
     figure: str
     text: str
     statistic: str
-    check: object  # (tables, n_boot) -> Estimate
+    check: object  # (tables, n_perm) -> Estimate
     kind: str  # direction, equivalence or noninferiority
     sign: int = 0
     margin: float = 0.0
@@ -229,16 +235,8 @@ class Claim:
             return equivalence_rule(self.margin, self.unit)
         return noninferiority_rule(self.margin, self.unit)
 
-    def verdict(self, est: Estimate) -> str:
-        if est.verdict is not None:
-            return est.verdict
-        if est.reason:
-            return INCONCLUSIVE
-        if self.kind == "direction":
-            return verdict_direction(est.ci_low, est.ci_high, self.sign)
-        if self.kind == "equivalence":
-            return verdict_equivalence(est.ci_low, est.ci_high, self.margin)
-        return verdict_noninferiority(est.ci_low, est.ci_high, self.margin)
+    def decide(self, est: Estimate) -> Estimate:
+        return decide(est, self.kind, self.sign, self.margin)
 
 
 _RHO = "Spearman rho(t, {} averaged over {})"
@@ -260,11 +258,11 @@ CLAIMS = [
           "member accuracy, coupled minus no-coupling (mean over parents)", _members_not_worse,
           "noninferiority", margin=ACCURACY_MARGIN, unit="accuracy points"),
     Claim("kl-same-parent-falls", "1e", "The symmetric KL between children of one parent falls with t "
-          "(coupled-to-t-reset).", _RHO.format("same-parent KL", "parents"), _same_parent_kl(trend),
+          "(coupled-to-t-reset).", _RHO.format("same-parent KL", "parents"), _same_parent_kl(_kl_trend),
           "direction", sign=-1),
     Claim("kl-same-parent-falls-early", "1e", "That KL falls fastest early: more before the middle spawn step "
           "than a fall linear in t.", "KL fall before the middle spawn step minus its linear-in-t share",
-          _same_parent_kl(early_excess), "direction", sign=+1),
+          _same_parent_kl(_kl_early_excess), "direction", sign=+1),
     Claim("kl-between-parents-rises", "1f", "The symmetric KL between ensembles of different parents rises with "
           "t (coupled-to-t-reset).", _RHO.format("between-parent KL", "pairs of parents"), _between_parent_kl,
           "direction", sign=+1),
@@ -288,15 +286,17 @@ CLAIMS = [
 CLAIM_IDS = [c.id for c in CLAIMS]
 
 
-def claims_table(tables: dict[str, pd.DataFrame], n_boot: int = N_BOOT) -> pd.DataFrame:
+def claims_table(tables: dict[str, pd.DataFrame], n_perm: int = N_PERMUTATIONS) -> pd.DataFrame:
     """One row per claim of CLAIMS. tables: members, ensembles, pairs, forgetting (metrics stage) and
-    barriers (barriers stage) as DataFrames; a missing one counts as empty."""
+    barriers (barriers stage) as DataFrames; a missing one counts as empty. n_perm: the random
+    arrangements of a permutation test too large to enumerate."""
     rows = []
     for claim in CLAIMS:
-        est = claim.check({k: _plain(tables.get(k), k) for k in TABLE_COLUMNS}, n_boot)
+        est = claim.decide(claim.check({k: _plain(tables.get(k), k) for k in TABLE_COLUMNS}, n_perm))
         rows.append({"claim": claim.id, "figure": claim.figure, "text": claim.text, "statistic": claim.statistic,
-                     "value": est.value, "ci_low": est.ci_low, "ci_high": est.ci_high, "n_units": est.n_units,
-                     "rule": claim.rule(), "verdict": claim.verdict(est), "reason": est.reason})
+                     "value": est.value, "ci_low": est.ci_low, "ci_high": est.ci_high, "interval": est.interval,
+                     "test": est.test, "n_units": est.n_units, "p_value": est.p_value, "rule": claim.rule(),
+                     "verdict": est.verdict, "reason": est.reason})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -325,10 +325,12 @@ def markdown(table: pd.DataFrame) -> str:
     def num(x):
         return "" if pd.isna(x) else f"{x:.3g}"
 
-    lines = ["| claim | fig. | statistic | value | 95% interval | verdict |", "|---|---|---|---|---|---|"]
+    lines = ["| claim | fig. | statistic | value | 95% interval | test | units | p | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
         interval = f"[{num(r.ci_low)}, {num(r.ci_high)}]" if pd.notna(r.ci_low) else ""
-        verdict = r.verdict + (f" ({r.reason})" if r.verdict == INCONCLUSIVE and r.reason and pd.isna(r.value)
+        verdict = r.verdict + (f" ({r.reason})" if r.verdict == INCONCLUSIVE and r.reason and pd.isna(r.p_value)
                                else "")
-        lines.append(f"| {r.text} | {r.figure} | {r.statistic} | {num(r.value)} | {interval} | {verdict} |")
+        lines.append(f"| {r.text} | {r.figure} | {r.statistic} | {num(r.value)} | {interval} | {r.test} | "
+                     f"{r.n_units} | {num(r.p_value)} | {verdict} |")
     return "\n".join(lines) + "\n"

@@ -4,7 +4,7 @@ Pure numpy, float64 throughout. Probabilities are always derived from logits thr
 stable log_softmax, never clipped, so a probability of exactly 0 stays -inf in log space.
 Arrays: logits/log_probs are (N, C), member arrays (M, N, C), labels are int (N,).
 
-The bootstrap: percentile intervals (`bootstrap_ci`, `bootstrap_ci_groups`, `percentile_ci`), and the
+The bootstrap: percentile intervals (`bootstrap_ci`, `percentile_ci`), and the
 resamples of a whole test set at once as a matrix of draw counts (`bootstrap_weights`), under which the
 accuracy gain is one matrix product and MACE a few (`mace_bootstrap`).
 """
@@ -232,25 +232,6 @@ def spearman(x, y) -> float:
     rx, ry = ranks(x) - (x.size + 1) / 2, ranks(y) - (y.size + 1) / 2
     den = math.sqrt(float(np.sum(rx**2) * np.sum(ry**2)))
     return float(np.sum(rx * ry) / den) if den > 0 else 0.0
-
-
-def bootstrap_ci_groups(
-    stat_fn: Callable[..., float],
-    sizes: tuple[int, ...],
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> tuple[float, float]:
-    """Percentile bootstrap over independent groups of units (e.g. the parents of two conditions).
-
-    Each resample draws, group after group, an index vector of that group's size with replacement from
-    one np.random.default_rng(seed) and calls stat_fn(idx_0, idx_1, ...). With one group the draws
-    are those of bootstrap_ci(stat_fn, sizes[0], n_boot, seed).
-    """
-    rng = np.random.default_rng(seed)
-    stats = [stat_fn(*(rng.integers(0, n, size=n) for n in sizes)) for _ in range(n_boot)]
-    lo, hi = np.percentile(stats, [50 * (1 - level), 50 * (1 + level)])
-    return float(lo), float(hi)
 
 
 def bootstrap_weights(n: int, n_boot: int, seed: int = BOOTSTRAP_SEED) -> np.ndarray:

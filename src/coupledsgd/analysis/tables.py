@@ -240,7 +240,12 @@ def _typed(df: pd.DataFrame, schema: pa.Schema) -> pd.DataFrame:
 
 
 def _forgetting_per_member(forgetting: pd.DataFrame, epochs) -> pd.DataFrame:
-    """Cumulative events over the first `epochs` epochs (all if None) of each member."""
+    """Cumulative events over the first `epochs` epochs of each member's span. None: the longest span
+    every member of the experiment has, so that every row counts events over the same span (a child
+    coupled to t trains T - t steps, fewer than an independent run; its whole span would count fewer
+    events by construction)."""
+    if epochs is None and not forgetting.empty:
+        epochs = float(forgetting.groupby(["condition", "t", "parent", "child"], observed=True)["epoch"].max().min())
     f = forgetting if epochs is None else forgetting[forgetting["epoch"] <= epochs + 1e-9]
     return f.groupby(["condition", "t", "parent", "child"], sort=False)["events"].sum().reset_index()
 

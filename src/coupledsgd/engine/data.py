@@ -121,6 +121,9 @@ class DeviceData:
     num_classes: int
     crop_pad: int
     flip: bool
+    # Per channel, the normalised value of a raw 0 (a black pixel): -mean / std. The random crop pads
+    # with it, as padding the raw image with zeros before normalising does. None: pad with 0.
+    pad_value: torch.Tensor | None = None
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -141,7 +144,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", augment: bool = T
     pad, flip = cache["augment"] if cache["name"] == ARRAYS else DATASETS[cache["name"]][1:3]
     return DeviceData(norm(cache["x_train"]), cache["y_train"].to(device), norm(cache["x_test"]),
                       cache["y_test"].to(device), cache["num_classes"],
-                      crop_pad=pad if augment else 0, flip=flip and augment)
+                      crop_pad=pad if augment else 0, flip=flip and augment, pad_value=(-mean / std).flatten())
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
@@ -198,15 +201,28 @@ def augment_draws(aug_seed: int, steps, batch_size: int, spatial_dims: int, crop
     return AugmentDraws(torch.stack(shifts) if shifts else None, torch.stack(flips) if flips else None)
 
 
-def apply_augment(x: torch.Tensor, draws: AugmentDraws, crop_pad: int) -> torch.Tensor:
-    """Random crop with zero padding (of the normalised input) and horizontal flip, on the whole batch,
-    from draws (`augment_draws`) already on x's device: nothing here waits for the host."""
+def pad_border(x: torch.Tensor, pad: int, value: torch.Tensor | None) -> torch.Tensor:
+    """x (B, C, *spatial) padded by `pad` on every side of each spatial dimension with value[c] in
+    channel c (0 where value is None); the interior is x itself, bit for bit."""
+    if value is None:
+        return F.pad(x, (pad,) * 2 * (x.dim() - 2))
+    shape = (x.shape[0], x.shape[1], *(n + 2 * pad for n in x.shape[2:]))
+    out = value.to(x.dtype).view(1, -1, *(1,) * (x.dim() - 2)).expand(shape).clone()
+    out[(slice(None), slice(None), *(slice(pad, pad + n) for n in x.shape[2:]))] = x
+    return out
+
+
+def apply_augment(x: torch.Tensor, draws: AugmentDraws, crop_pad: int,
+                  pad_value: torch.Tensor | None = None) -> torch.Tensor:
+    """Random crop and horizontal flip, on the whole batch, from draws (`augment_draws`) already on x's
+    device: nothing here waits for the host. The crop pads each channel with pad_value (DeviceData's:
+    a black pixel, as the standard recipe pads the raw image with zeros), 0 where it is None."""
     if draws.shifts is None and draws.flips is None:
         return x
     b = x.shape[0]
     if draws.shifts is not None:
         shifts = draws.shifts
-        padded = F.pad(x, (crop_pad,) * 2 * (x.dim() - 2))
+        padded = pad_border(x, crop_pad, pad_value)
         rows = torch.arange(b, device=x.device)
         if x.dim() == 3:
             cols = shifts[:, 0, None] + torch.arange(x.shape[-1], device=x.device)
@@ -222,12 +238,13 @@ def apply_augment(x: torch.Tensor, draws: AugmentDraws, crop_pad: int) -> torch.
     return x.contiguous()
 
 
-def augment(x: torch.Tensor, aug_seed: int, step: int, crop_pad: int, flip: bool) -> torch.Tensor:
+def augment(x: torch.Tensor, aug_seed: int, step: int, crop_pad: int, flip: bool,
+            pad_value: torch.Tensor | None = None) -> torch.Tensor:
     """The augmentation of one step's batch (`augment_draws` and `apply_augment` together)."""
     if not crop_pad and not flip:
         return x
     draws = augment_draws(aug_seed, [step], x.shape[0], x.dim() - 2, crop_pad, flip)[0]
-    return apply_augment(x, draws.to(x.device), crop_pad)
+    return apply_augment(x, draws.to(x.device), crop_pad, pad_value)
 
 
 class MemberBatches:
@@ -268,7 +285,8 @@ class MemberBatches:
             k = len(self.order_seeds)
             draws = self.draws[:, pos]
             flat = lambda t: None if t is None else t.flatten(0, 1)
-            x = apply_augment(x.flatten(0, 1), AugmentDraws(flat(draws.shifts), flat(draws.flips)), d.crop_pad)
+            x = apply_augment(x.flatten(0, 1), AugmentDraws(flat(draws.shifts), flat(draws.flips)), d.crop_pad,
+                              d.pad_value)
             # CPU convolutions choose their kernel by the strides, size-1 dimensions' included: one
             # member's batch keeps the strides `augment` gives it.
             x = x.unsqueeze(0) if k == 1 else x.view(k, b, *x.shape[1:])

@@ -122,6 +122,9 @@ def _resnet50(in_channels: int, num_classes: int) -> nn.Module:
     # the usual Tiny-ImageNet adaptation.
     model = resnet50(num_classes=num_classes)
     model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+    # initialised as torchvision initialises every other convolution of the network (its loop ran
+    # before this stem existed; PyTorch's default would give it about twice their spread)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()
     return model
 
@@ -134,7 +137,9 @@ VIT_EPS = 1e-6  # torchvision's LayerNorm epsilon for the ViT
 def _vit(image_size: int, num_classes: int) -> nn.Module:
     from torchvision.models.vision_transformer import VisionTransformer
 
-    return VisionTransformer(image_size=image_size, num_classes=num_classes, **VIT)
+    model = VisionTransformer(image_size=image_size, num_classes=num_classes, **VIT)
+    model.pre_norm = True  # its LayerNorms normalise the input of the layer after them
+    return model
 
 
 def _build(name: str, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -203,7 +208,20 @@ def custom_model(name: str, in_shape: tuple[int, ...], num_classes: int, kwargs:
     return model
 
 
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
+
+# A normalisation joins the unit whose channels it normalises: BatchNorm, GroupNorm and a post-norm
+# LayerNorm after a layer normalise that layer's output. In a pre-norm network (the ViT: ln_1 before
+# the attention, ln_2 before the MLP, the final norm before the head) a LayerNorm normalises the input
+# of the layer after it; such a model says so with an attribute `pre_norm = True`.
+OUTPUT_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
+INPUT_NORMS = (nn.LayerNorm,)
+
+
+def input_norms(model: nn.Module) -> set[str]:
+    """The names of the normalisation layers that normalise the input of the layer after them."""
+    if not getattr(model, "pre_norm", False):
+        return set()
+    return {name for name, m in model.named_modules() if isinstance(m, INPUT_NORMS)}
 
 
 def parameter_owners(model: nn.Module) -> list[str]:
@@ -215,20 +233,31 @@ def parameter_units(model: nn.Module) -> list[list[str]]:
     """Module names in forward order, grouped into re-initialisation units.
 
     A unit is a module that owns parameters (a convolution, a linear layer, an attention block, an
-    embedding); a normalisation layer joins the unit before it. Registration order is forward order
-    for every model in the registry; a model of the user's own whose order differs states its units
-    itself, in a method `reinit_units()` (`engine.check` says so at config time).
+    embedding) with the normalisation layers of its channels: an output norm joins the unit before
+    it, an input norm (`input_norms`, pre-norm models) the unit after it, ahead of the layer.
+    Registration order is forward order for every model in the registry; a model of the user's own
+    whose order differs states its units itself, in a method `reinit_units()` (`engine.check` says so
+    at config time).
     """
     if callable(getattr(model, "reinit_units", None)):
         return _stated_units(model)
     units: list[list[str]] = []
+    inputs = input_norms(model)
+    pending: list[str] = []  # input norms waiting for their layer
     for name, module in model.named_modules():
         if not any(True for _ in module.parameters(recurse=False)):
             continue
-        if isinstance(module, _NORMS) and units:
+        if name in inputs:
+            pending.append(name)
+        elif isinstance(module, OUTPUT_NORMS) and units:
             units[-1].append(name)
         else:
-            units.append([name])
+            units.append(pending + [name])
+            pending = []
+    if pending and units:  # a norm after the last layer: it can only go with that layer
+        units[-1].extend(pending)
+    elif pending:
+        units.append(pending)
     return units
 
 

@@ -60,8 +60,21 @@ def learning_rate(h: Hparams, position: int) -> float:
     return h.lr
 
 
+# Embeddings exempt from weight decay besides the 1-D tensors: the ViT's class token and position
+# embedding, as the usual ViT recipes exempt them (they are learned inputs, not weights of a layer).
+NO_DECAY = ("class_token", "pos_embedding")
+
+
+def decays(model: nn.Module, weight_decay: float) -> list[float]:
+    """Each parameter's weight decay, in parameter order: none on BatchNorm/LayerNorm parameters and
+    biases (every tensor of dimension <= 1) and on the embeddings NO_DECAY names."""
+    return [weight_decay if p.dim() > 1 and name.rsplit(".", 1)[-1] not in NO_DECAY else 0.0
+            for name, p in model.named_parameters()]
+
+
 class SGD:
-    """SGD with momentum, Nesterov and weight decay (not on BatchNorm parameters and biases), as torch.optim.SGD
+    """SGD with momentum, Nesterov and weight decay (not on normalisation parameters, biases and
+    embeddings: `decays`), as torch.optim.SGD
     computes it (dampening 0), with the momentum buffers as plain tensors in parameter order.
 
     Every update is a handful of multi-tensor (`torch._foreach_*`) operations, elementwise the
@@ -73,8 +86,10 @@ class SGD:
     def __init__(self, params, h: Hparams, decay: list[float] | None = None,
                  buffers: list[torch.Tensor] | None = None):
         self.params = list(params.parameters() if isinstance(params, nn.Module) else params)
-        # No weight decay on BatchNorm parameters and biases (every tensor of dimension <= 1).
-        self.decay = decay if decay is not None else [h.weight_decay if p.dim() > 1 else 0.0 for p in self.params]
+        if decay is None:  # bare tensors have no names: decay every one of dimension > 1
+            decay = (decays(params, h.weight_decay) if isinstance(params, nn.Module)
+                     else [h.weight_decay if p.dim() > 1 else 0.0 for p in self.params])
+        self.decay = decay
         self.momentum, self.nesterov = h.momentum, h.nesterov and h.momentum > 0
         self.buffers = buffers if buffers is not None else [torch.zeros_like(p) for p in self.params]
         self._decayed: dict[float, list[int]] = {}

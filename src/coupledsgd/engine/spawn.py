@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..core.conditions import Condition
-from .models import build_model, parameter_units
+from .models import build_model, input_norms, parameter_units
 from .training import Run
 
 # How a module's own tensors split into output channels: (number of channels, {tensor name: (dim,
@@ -56,18 +56,21 @@ def module_channels(module: nn.Module) -> Channels:
     return sizes.pop(), {n: (t.dim() - 1, _rows) for n, t in tensors.items()}
 
 
-def unit_channels(modules: dict[str, nn.Module], unit: list[str]) -> Channels | None:
+def unit_channels(modules: dict[str, nn.Module], unit: list[str], inputs: set[str] = frozenset()) -> Channels | None:
     """The channels of a unit, or None where its modules disagree on the channel count (then the unit
-    is only ever re-drawn whole). The normalisation after a layer normalises that layer's channels."""
-    parts = {name: module_channels(modules[name]) for name in unit}
+    is only ever re-drawn whole). The normalisation after a layer normalises that layer's channels; one
+    before it (`inputs`, see models.input_norms) its input features, which are not its channels: such a norm is re-drawn
+    with the whole unit only."""
+    parts = {name: module_channels(modules[name]) for name in unit
+             if name not in inputs}
     counts = {n for n, _ in parts.values()}
     if len(counts) != 1 or 1 in counts:
         return None
     return counts.pop(), {f"{name}.{t}": rows for name, (_, tensors) in parts.items() for t, rows in tensors.items()}
 
 
-def reinit_plan(sizes: list[int], channels: list[int], side: str,
-                percent: float) -> list[tuple[int, int, int]]:
+def reinit_plan(sizes: list[int], channels: list[int], side: str, percent: float,
+                split: list[int] | None = None) -> list[tuple[int, int, int]]:
     """Which channels to re-draw so that `percent`% of all parameters are, as (unit, first channel, end
     channel): whole units from the input (`low`) or the output (`high`) end while they fit, then part
     of the next one, as many of its channels as brings the share nearest the request (at least one
@@ -75,6 +78,9 @@ def reinit_plan(sizes: list[int], channels: list[int], side: str,
 
     `low` takes the leading channels of the boundary unit, `high` the trailing ones: the channels of a
     layer are interchangeable, and this way low p% and high q% never share a parameter when p + q <= 100.
+
+    split[i]: the parameters of unit i that its channels hold (default: all); the rest (an input norm)
+    is re-drawn with the whole unit only, so a part of the unit takes fewer than all its channels.
     """
     order = range(len(sizes)) if side == "low" else range(len(sizes) - 1, -1, -1)
     left, plan = percent * sum(sizes) / 100, []
@@ -86,7 +92,8 @@ def reinit_plan(sizes: list[int], channels: list[int], side: str,
             plan.append((i, 0, n))
             left -= sizes[i]
             continue
-        m = min(n, int(left * n / sizes[i] + 0.5)) or (0 if plan else 1)
+        held = sizes[i] if split is None else split[i]
+        m = min(n if held == sizes[i] else n - 1, int(left * n / held + 0.5)) or (0 if plan else 1)
         if m:
             plan.append((i, 0, m) if side == "low" else (i, n - m, n))
         break
@@ -120,8 +127,11 @@ def redraw(model: nn.Module, fresh: nn.Module, side: str, percent: float) -> Rei
     modules, fresh_modules = dict(model.named_modules()), dict(fresh.named_modules())
     units = parameter_units(model)
     sizes = [sum(p.numel() for m in u for p in modules[m].parameters(recurse=False)) for u in units]
-    splits = [unit_channels(modules, u) for u in units]
-    plan = reinit_plan(sizes, [s[0] if s else 1 for s in splits], side, percent)
+    inputs = input_norms(model)
+    splits = [unit_channels(modules, u, inputs) for u in units]
+    held = [sum(p.numel() for m in u if m not in inputs
+                for p in modules[m].parameters(recurse=False)) for u in units]
+    plan = reinit_plan(sizes, [s[0] if s else 1 for s in splits], side, percent, held)
     done, channels = 0, {}
     with torch.no_grad():
         for i, a, b in plan:
@@ -138,9 +148,10 @@ def redraw(model: nn.Module, fresh: nn.Module, side: str, percent: float) -> Rei
                         idx = rows(a, b)
                         values = src[t].index_select(dim, idx).to(dst.device, dst.dtype)
                         dst.index_copy_(dim, idx.to(dst.device), values)
-                if not whole:
+                if not whole and any(k.startswith(f"{name}.") for k in splits[i][1]):
                     channels[name] = [a, b]
-            done += sizes[i] if whole else sizes[i] * (b - a) // splits[i][0]
+            # in part: the channels' share of the unit's own layers; an input norm stays the parent's
+            done += sizes[i] if whole else held[i] * (b - a) // splits[i][0]
     return Reinitialised([m for i, _, _ in plan for m in units[i]], channels, 100 * done / sum(sizes))
 
 

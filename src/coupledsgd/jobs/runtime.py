@@ -41,7 +41,12 @@ def logger(path: str | Path | None):
 _DEVICE_LOCK: list = []
 
 
-def setup(threads: int, device: str, jobs_per_device: int, log=lambda line: None) -> torch.device:
+def setup(threads: int, device: str, jobs_per_device: int, log=lambda line: None,
+          strict: bool = False) -> torch.device:
+    """The job's threads and device. On CUDA, deterministic kernels wherever torch has them, and with
+    `strict` (the parent jobs) only those: an operation without one is an error, not a warning. Each
+    parent state (p, t) is its own job from step 0, so parent p's states at two spawn steps lie on one
+    trajectory only if every run of it computes the same bits."""
     # Imported here, not above: the analysis jobs log and exit through this module without torch
     # (its import costs them 3-4 s and 600 MB each).
     import torch
@@ -55,8 +60,11 @@ def setup(threads: int, device: str, jobs_per_device: int, log=lambda line: None
                           + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
                           + "; run it on a GPU node or set device: cpu")
     # CPU kernels are deterministic already; on the CPU this call would only add 1.5 s of
-    # imports (torch._inductor) to every job.
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # imports (torch._inductor) to every job. cuBLAS is deterministic only with a fixed workspace,
+    # set before its first handle is made (here: no CUDA work has run yet).
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=not strict)
     count = torch.cuda.device_count()
     if count == 1:
         return torch.device("cuda", 0)

@@ -53,9 +53,10 @@ def _check_parent_state(state: dict, path, params: dict, parent: int) -> None:
 
 
 def parent_state(data_path: str, output: str, params: dict, log_path: str | None = None) -> None:
-    """Train parent `p` from its initialisation to step `t` and save its full state."""
+    """Train parent `p` from its initialisation to step `t` and save its full state, with strictly
+    deterministic kernels: the states of one parent at different t lie on one trajectory."""
     log = logger(log_path)
-    device = setup(params["threads"], params["device"], params["jobs_per_device"], log)
+    device = setup(params["threads"], params["device"], params["jobs_per_device"], log, strict=True)
     data = D.load(data_path, device, params["augment"])
     h = Hparams.from_config(params["training"])
     resume = _resume(output, params, log)
