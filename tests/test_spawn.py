@@ -209,7 +209,7 @@ def test_every_model_redraws_the_requested_share_to_within_one_channel(pair, sid
             assert all(masks[k].all() for k in mine(u)), (name, side, percent, u)
         boundary = touched[-1]
         # a norm of the unit's input (the ViT's pre-norm LayerNorms) is re-drawn with the whole unit only
-        inputs = [m for m in boundary if m in input_norms(model)]
+        inputs = [m for m in boundary if m in input_norms(parent)]
         lead = modules[next(m for m in boundary if m not in inputs)]
         if isinstance(lead, torch.nn.MultiheadAttention):
             n = lead.embed_dim  # a channel is one feature of q, k and v together
