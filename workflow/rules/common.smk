@@ -5,7 +5,7 @@ from coupledsgd.analysis.figures import FIGURES
 from coupledsgd.core.conditions import parse_condition
 from coupledsgd.core.config import config_hash, job_shape, validate
 from coupledsgd.core.errors import ConfigError
-from coupledsgd.core.grid import members
+from coupledsgd.core.grid import Member, job_head, members
 from coupledsgd.core.layout import Layout
 
 try:
@@ -31,6 +31,24 @@ wildcard_constraints:
 def all_member_outputs(kind):
     """`kind` (final, predictions, trajectory) of every member of the grid."""
     return [L.member_file(kind, m.condition, m.t, m.parent, m.child) for m in MEMBERS]
+
+
+def job_outputs(members):
+    """One output of each training job that trains any of `members`: its first member's
+    predictions. A rule that reads many member files takes these as inputs and the member files as
+    params: Snakemake checks each input file against every output pattern of the rule that might
+    make it, and a training job of k members has 3k patterns, so naming each member file made
+    planning grow as members x k. A job makes (or remakes, if one is missing) all its outputs
+    together, so its first file stands for all of them."""
+    heads = dict.fromkeys(job_head(config, m) for m in members)
+    return [L.predictions(h.condition, h.t, h.parent, h.child) for h in heads]
+
+
+def barrier_children(wildcards):
+    """The children whose barriers a barrier job measures."""
+    return [
+        Member(wildcards.cond, int(wildcards.t), int(wildcards.p), c) for c in CHILDREN
+    ]
 
 
 def gpu_request():

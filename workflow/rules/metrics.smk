@@ -1,7 +1,7 @@
+# Inputs: one file of each training job (see job_outputs); the member files come as params.
 rule metrics:
     input:
-        predictions=all_member_outputs("predictions"),
-        trajectories=all_member_outputs("trajectory"),
+        jobs=job_outputs(MEMBERS),
     output:
         members=L.table("members"),
         ensembles=L.table("ensembles"),
@@ -17,5 +17,7 @@ rule metrics:
     threads: 1
     params:
         settings=config["metrics"],
+        predictions=all_member_outputs("predictions"),
+        trajectories=all_member_outputs("trajectory"),
     script:
         "../scripts/metrics.py"

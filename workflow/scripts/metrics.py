@@ -1,5 +1,5 @@
 from coupledsgd.jobs.analysis import metric_tables
 from coupledsgd.jobs.runtime import run_stage
 
-run_stage(metric_tables, snakemake.input.predictions, snakemake.input.trajectories, dict(snakemake.output),
+run_stage(metric_tables, snakemake.params.predictions, snakemake.params.trajectories, dict(snakemake.output),
           dict(snakemake.params.settings), snakemake.log[0])
