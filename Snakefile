@@ -29,27 +29,10 @@ onsuccess:
     remove_finished_checkpoints(L.exp)
     members_table = Path(rules.metrics.output.members)
     if members_table.exists():
-        import pyarrow.parquet as pq
+        from coupledsgd.jobs.analysis import run_warnings
 
-        flagged = pq.read_table(
-            members_table, columns=["condition", "t", "parent", "child", "diverged"]
-        )
-        flagged = [row for row in flagged.to_pylist() if row["diverged"]]
-        if flagged:
-            names = [
-                f"{r['condition']} t={r['t']} p{r['parent']}c{r['child']}"
-                for r in flagged
-            ]
-            shown = (
-                ", ".join(names[:10])
-                if len(names) <= 10
-                else f"{', '.join(names[:10])} ..."
-            )
-            print(
-                f"WARNING: {len(flagged)} member(s) diverged (at chance, or ending below where they "
-                f"started; {members_table}, column diverged): {shown}",
-                file=sys.stderr,
-            )
+        for line in run_warnings(members_table):
+            print(line, file=sys.stderr)
 
 
 # Every input named by its path, none by `rules.<name>.output`: a rule that refers to another rule's

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..core.errors import ArtifactError
-from ..core.parquet import CONFIG_HASH_KEY, KEY_COLUMNS, ORIGIN_COLUMNS, REINIT_PERCENT_KEY, STEPS_PER_EPOCH_KEY
+from ..core.parquet import (CONFIG_HASH_KEY, DIVERGED_KEY, KEY_COLUMNS, ORIGIN_COLUMNS, REINIT_PERCENT_KEY,
+                            STEPS_PER_EPOCH_KEY)
 from .metrics import log_softmax
 
 SPE_KEY = STEPS_PER_EPOCH_KEY.encode()
@@ -136,10 +138,22 @@ def _check_origin(table: pa.Table, path) -> None:
                                     f"says {meta.decode() if meta is not None else None!r}")
 
 
+def diverged_record(path) -> dict | None:
+    """The record of a member file written for a member whose training diverged (its key, step and
+    learning rate; `core.parquet.write_diverged`), or None for a member file holding a result. Reads
+    the footer only."""
+    raw = (open_parquet(path, "member", pq.read_schema).metadata or {}).get(DIVERGED_KEY.encode())
+    return json.loads(raw) if raw is not None else None
+
+
 def read_member_table(path, required) -> tuple[pa.Table, dict, int, str]:
     """A member file: the table, its key (condition, t, parent, child: one value each), its steps per
     epoch and the hash of the config that produced it."""
     table = open_parquet(path, "member")
+    diverged = (table.schema.metadata or {}).get(DIVERGED_KEY.encode())
+    if diverged is not None:
+        raise ArtifactError(f"{path}: holds no result, it records a member whose training diverged "
+                            f"({diverged.decode()})")
     missing = [c for c in required if c not in table.column_names]
     if missing:
         raise ArtifactError(f"{path}: missing column(s) {', '.join(missing)}")
