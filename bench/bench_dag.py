@@ -2,8 +2,8 @@
 
 Series, each at about 1,000 / 5,000 / 20,000 members, growing the number of parents (so the members
 of a job grow with the grid where jobs are per (condition, t)):
-- default: config.yaml (MNIST-1D, cnn1d, 18 (condition, t) x 3 children per parent), `job_shape: auto`
-  (cnn1d: one job per (condition, t));
+- default: config.yaml (MNIST-1D, cnn1d) with 20 children and 20 spawn steps (48 (condition, t) x 20
+  children per parent), `job_shape: auto` (cnn1d: one job per (condition, t));
 - cifar10: configs/cifar10-resnet20.yaml (28 (condition, t) x 5 children per parent) on `device: cuda`
   (`auto`: one job per (condition, t), as the paper grid runs on GPUs);
 - cifar10-member: the same grid with one member per job (`auto` on the CPU), the most jobs.
@@ -31,7 +31,8 @@ from _common import ROOT, median, save  # noqa: E402
 REPS = int(sys.argv[sys.argv.index("--reps") + 1]) if "--reps" in sys.argv else 1
 SIZES = ([int(s) for s in sys.argv[sys.argv.index("--sizes") + 1].split(",")] if "--sizes" in sys.argv
          else [1000, 5000, 20000])
-SERIES = {"default": ("config.yaml", {}),
+# default: the sweep of the config.yaml otherwise, 20 children x 20 spawn steps (0, 6, ..., 114).
+SERIES = {"default": ("config.yaml", {"ensemble": {"children": 20}, "spawn_steps": list(range(0, 120, 6))}),
           "cifar10": ("configs/cifar10-resnet20.yaml", {"data": {"root": "/nonexistent"}}),
           "cifar10-member": ("configs/cifar10-resnet20.yaml",
                              {"data": {"root": "/nonexistent"}, "job_shape": "member"})}
@@ -51,7 +52,7 @@ def grid_config(tmp: Path, base: str, overrides: dict, members: int) -> tuple[Pa
     for key, value in overrides.items():
         cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
     per_parent = len(grid_members(validate({**cfg, "ensemble": {**cfg["ensemble"], "parents": 1}}, SCHEMA)))
-    cfg["ensemble"]["parents"] = max(1, math.ceil(members / per_parent))
+    cfg["ensemble"]["parents"] = max(1, round(members / per_parent))
     path = tmp / f"grid-{members}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path, per_parent * cfg["ensemble"]["parents"]

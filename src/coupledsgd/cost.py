@@ -50,7 +50,7 @@ from .core.config import SCHEMA, validate
 from .core.errors import ConfigError
 from .core.grid import barrier_set, members, parent_states, training_jobs
 from .core.layout import Layout
-from .core.registry import DATASETS
+from .core.registry import Dataset, dataset_of
 from .work import (KINDS, KindCost, barrier_images, barrier_jobs, benchmark_seconds, device_hours,  # noqa: F401
                    kind_cost, member_jobs, member_span)
 
@@ -122,10 +122,9 @@ def evaluation_points(start: int, end: int, every: int) -> int:
     return len(set(range(start, end, every)) | {end})
 
 
-def parameter_count(model: str, dataset: str) -> int:
+def parameter_count(model: str, d: Dataset) -> int:
     from .engine.models import build_model
 
-    d = DATASETS[dataset]
     return sum(p.numel() for p in build_model(model, d.shape, d.classes, 0).parameters())
 
 
@@ -169,7 +168,7 @@ def default_rate(config: dict, bench: Path = BENCH, k: int | None = None) -> tup
 def estimate(config: dict, images_per_second: float | None = None, bench: Path = BENCH) -> Estimate:
     """The cost of a validated config (defaults filled in, as `config.validate` returns it)."""
     data, training = config["data"], config["training"]
-    n_train, n_test = DATASETS[data["name"]].n_train, DATASETS[data["name"]].n_test
+    n_train, n_test = dataset_of(data).n_train, dataset_of(data).n_test
     if data["n_train"] is not None:
         n_train = min(n_train, data["n_train"])
     batch = training["batch_size"]
@@ -197,7 +196,7 @@ def estimate(config: dict, images_per_second: float | None = None, bench: Path =
         member_steps=member_steps, parent_steps=parent_steps,
         train_images=(member_steps + parent_steps) * batch, eval_images=evaluations * n_test,
         barrier_images=len(barriers) * barrier_images(config), images_per_second=float(images_per_second), rate_source=source,
-        parameters=parameter_count(config["model"]["name"], data["name"]))
+        parameters=parameter_count(config["model"]["name"], dataset_of(data)))
 
 
 def report(config: dict, e: Estimate) -> str:

@@ -19,7 +19,7 @@ from .core.conditions import parse_condition
 from .core.config import job_shape
 from .core.grid import barrier_set, parent_states, training_jobs
 from .core.layout import Layout
-from .core.registry import DATASETS
+from .core.registry import dataset_of
 
 KINDS = ("train_members", "parent_state", "barrier")
 
@@ -37,7 +37,7 @@ def member_span(config: dict, condition: str, t: int) -> tuple[int, int]:
 def barrier_images(config: dict) -> int:
     """Forward-only images of one barrier job: `points` networks per child pair, each passing
     `bn_batches` training batches (to recompute BatchNorm statistics) and the test set."""
-    b, n_test = config["barrier"], DATASETS[config["data"]["name"]].n_test
+    b, n_test = config["barrier"], dataset_of(config["data"]).n_test
     per_point = (b["bn_batches"] * config["training"]["batch_size"] if b["recompute_bn"] else 0) + n_test
     return math.comb(config["ensemble"]["children"], 2) * b["points"] * per_point
 

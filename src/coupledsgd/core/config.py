@@ -14,7 +14,7 @@ import yaml
 
 from .conditions import REINIT_FAMILIES, expand, parse_condition
 from .errors import ConfigError
-from .registry import DATASETS, MODELS
+from .registry import DATASETS, MODELS, SYNTHETIC, dataset_of
 
 # The schema every config is checked against; the one place the defaults are written.
 SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
@@ -108,14 +108,28 @@ def _check(config: dict) -> None:
                           "attention fails on CUDA; use job_shape: member (or auto) or cuda.bf16: false")
 
 
+def _check_synthetic(data: dict) -> None:
+    """The keys only synthetic data takes, and a shape of the rank of the data it is like."""
+    given = [k for k in ("like", "shape", "classes", "n_test") if data.get(k) is not None]
+    if data["name"] != SYNTHETIC:
+        if given:
+            raise ConfigError(f"data.{given[0]}: only data.name: {SYNTHETIC} takes it")
+        return
+    like = DATASETS[data.get("like") or "cifar10"]
+    if data.get("shape") is not None and len(data["shape"]) != len(like.shape):
+        raise ConfigError(f"data.shape: {data['shape']} is not of the rank of {data.get('like') or 'cifar10'}'s "
+                          f"{list(like.shape)} (channels first)")
+
+
 def _check_data_and_model(config: dict) -> None:
     data, model, batch = config["data"], config["model"]["name"], config["training"]["batch_size"]
-    kind, takes = DATASETS[data["name"]].kind, MODELS[model].takes
+    _check_synthetic(data)
+    kind, takes = dataset_of(data).kind, MODELS[model].takes
     if kind != takes:
         fitting = ", ".join(name for name, m in MODELS.items() if m.takes == kind)
         raise ConfigError(f"model.name: {model!r} takes {takes} inputs, but dataset {data['name']!r} holds "
                           f"{kind}s; models for it: {fitting}")
-    n, available = data.get("n_train"), DATASETS[data["name"]].n_train
+    n, available = data.get("n_train"), dataset_of(data).n_train
     if n is not None and n > available:
         raise ConfigError(f"data.n_train: {n} exceeds the {available:,} training examples of {data['name']!r}")
     if n is not None and n < batch:

@@ -25,6 +25,21 @@ DATASETS = {
 }
 
 
+# Rehearsal data (`data.name: synthetic`): a learnable task at the shapes of the dataset it is `like`
+# (its kind, augmentation and sizes), each of shape, classes, n_train and n_test overridable.
+SYNTHETIC = "synthetic"
+
+
+def dataset_of(data: dict) -> Dataset:
+    """The dataset a config's `data` section describes: a registered one, or the synthetic one."""
+    if data["name"] != SYNTHETIC:
+        return DATASETS[data["name"]]
+    like = DATASETS[data.get("like") or "cifar10"]
+    given = {k: data.get(k) for k in ("n_train", "n_test", "classes")}
+    shape = tuple(data["shape"]) if data.get("shape") else like.shape
+    return like._replace(shape=shape, **{k: v for k, v in given.items() if v is not None})
+
+
 class Model(NamedTuple):
     takes: str            # the dataset kind it reads
     description: str

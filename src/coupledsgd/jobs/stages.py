@@ -10,6 +10,7 @@ from pathlib import Path
 from ..core.conditions import parse_condition
 from ..core.errors import ArtifactError
 from ..core.layout import resume_path
+from ..core.registry import SYNTHETIC, dataset_of
 from ..core.parquet import (REINIT_PERCENT_KEY, SEEDS_KEY, STEPS_PER_EPOCH_KEY, provenance, write_diverged,
                             write_predictions, write_trajectory)
 from ..core.seeds import member_seeds, parent_seeds
@@ -24,7 +25,10 @@ from .runtime import logger, setup
 def prepare_data(settings: dict, output: str, log_path: str | None = None) -> None:
     """Decode the configured dataset once for the whole experiment."""
     log = logger(log_path)
-    cache = D.prepare(settings["name"], output, settings["root"], settings["download"], settings["n_train"])
+    synthetic = ((dataset_of(settings), settings.get("like") or "cifar10", settings["seed"])
+                 if settings["name"] == SYNTHETIC else None)
+    cache = D.prepare(settings["name"], output, settings["root"], settings["download"], settings["n_train"],
+                      synthetic)
     log(f"{settings['name']}: {len(cache['y_train'])} training and {len(cache['y_test'])} test examples, "
         f"{cache['num_classes']} classes, input {tuple(cache['x_train'].shape[1:])}")
 
