@@ -22,6 +22,7 @@ rule barrier:
     threads: config["threads"]
     resources:
         gpu=gpu_request(),
+        mem_mb=JOB_MEM_MB,
     params:
         barrier=config["barrier"],
         seed=config["seed"],

@@ -7,6 +7,7 @@ from coupledsgd.core.config import config_hash, job_shape, validate
 from coupledsgd.core.errors import ConfigError
 from coupledsgd.core.grid import Member, job_head, members
 from coupledsgd.core.layout import Layout
+from coupledsgd.work import job_memory_mb
 
 try:
     config = validate(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -80,6 +81,8 @@ def run_settings(**extra):
 
 
 JOB_SHAPE = job_shape(config)
+# what a training or barrier job holds: torch, the model and the dataset with its normalised copy
+JOB_MEM_MB = job_memory_mb(config)
 
 
 def member_slots():
