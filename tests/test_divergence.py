@@ -87,3 +87,17 @@ def test_the_metrics_leave_it_out_and_count_it(blown):
     assert summary[["n_members", "n_nonfinite"]].values.tolist() == [[5, 1]]
     claims = pd.read_csv(L.claims)
     assert len(claims) and set(claims["verdict"]) <= {"supported", "refuted", "inconclusive"}
+
+
+def test_claims_and_figures_say_how_many_were_left_out(blown):
+    import matplotlib.text
+
+    from coupledsgd.analysis.figures import fig2_member_accuracy
+    from coupledsgd.analysis.read import read_table
+
+    workdir, _, _ = blown
+    members = read_table(Layout("blowup", results=str(workdir / "results")).table("members"))
+    assert members.attrs["nonfinite"] == 1
+    texts = [t.get_text() for t in fig2_member_accuracy(members).findobj(matplotlib.text.Text)]
+    assert any("1 member(s) left out: training loss non-finite" in t for t in texts), texts
+    assert "1 member(s) left out of the tables" in (workdir / "logs/blowup/claims.log").read_text()

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..core.errors import ArtifactError
-from ..core.parquet import (CONFIG_HASH_KEY, DIVERGED_KEY, KEY_COLUMNS, ORIGIN_COLUMNS, REINIT_PERCENT_KEY,
-                            STEPS_PER_EPOCH_KEY)
+from ..core.parquet import (CONFIG_HASH_KEY, DIVERGED_KEY, KEY_COLUMNS, NONFINITE_KEY, ORIGIN_COLUMNS,
+                            REINIT_PERCENT_KEY, STEPS_PER_EPOCH_KEY)
 from .metrics import log_softmax
 
 SPE_KEY = STEPS_PER_EPOCH_KEY.encode()
@@ -246,9 +246,12 @@ def read_barriers(path) -> pa.Table:
 
 
 def read_table(path):
-    """A metric table as a DataFrame that remembers its file (for error messages)."""
+    """A metric table as a DataFrame that remembers its file (for error messages) and how many members
+    the metrics left out because their training loss became non-finite (attrs "nonfinite")."""
     import pandas as pd
 
     df = open_parquet(path, "metrics", pd.read_parquet)
     df.attrs["source"] = str(path)
+    left_out = (pq.read_schema(path).metadata or {}).get(NONFINITE_KEY.encode())
+    df.attrs["nonfinite"] = len(json.loads(left_out)) if left_out else 0
     return df

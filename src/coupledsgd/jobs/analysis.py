@@ -23,7 +23,7 @@ from ..analysis.read import (BARRIER_SCHEMA, HASH_KEY, SPE_KEY, diverged_record,
                              read_predictions, read_table, read_trajectory)
 from ..core.errors import ArtifactError
 from ..core.files import atomic_path
-from ..core.parquet import provenance, write_parquet
+from ..core.parquet import NONFINITE_KEY, provenance, write_parquet
 from .runtime import logger
 
 
@@ -38,9 +38,6 @@ def _write_csv(df, path) -> None:
         df.to_csv(tmp, index=False)
 
 
-# The members left out of the metric tables because their training loss became non-finite (each one's
-# key, step and learning rate), in the schema metadata of every metric table.
-NONFINITE_KEY = "coupledsgd.nonfinite"
 # summary.csv: the summary table, then how many members of each (condition, t) were left out so
 SUMMARY_CSV_COLUMNS = [*T.SUMMARY_COLUMNS, "n_nonfinite"]
 
@@ -170,8 +167,11 @@ def check_claims(inputs: dict[str, str], output: str, settings: dict,
     log = logger(log_path)
     tick = time.perf_counter()
     n_boot = int(settings["bootstrap"])
-    table = C.claims_table({name: read_table(path) for name, path in inputs.items()}, n_boot)
+    tables = {name: read_table(path) for name, path in inputs.items()}
+    table = C.claims_table(tables, n_boot)
     _write_csv(table, output)
     counts = table["verdict"].value_counts().to_dict()
+    left_out = tables["members"].attrs["nonfinite"] if "members" in tables else 0
     log(f"{len(table)} claims, {json.dumps(counts)}, {n_boot} resamples, "
-        f"{time.perf_counter() - tick:.2f} s")
+        f"{time.perf_counter() - tick:.2f} s"
+        + (f"; {left_out} member(s) left out of the tables, their training loss non-finite" if left_out else ""))
