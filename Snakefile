@@ -37,11 +37,13 @@ onsuccess:
 
 # Every input named by its path, none by `rules.<name>.output`: a rule that refers to another rule's
 # output has Snakemake look each of its input files up among those references, hashing the whole
-# input list each time, which made planning quadratic in the members. The member files come in
-# through the metrics rule.
+# input list each time, which made planning quadratic in the members. One file of each training job
+# (job_outputs) is a target, so a run remakes a job whose first file is missing even when the tables
+# are up to date (Snakemake remakes a missing intermediate file only for a job that needs to run).
 rule all:
     default_target: True
     input:
+        jobs=job_outputs(MEMBERS),
         metrics=[
             L.table(name)
             for name in ("members", "ensembles", "pairs", "forgetting", "summary")
