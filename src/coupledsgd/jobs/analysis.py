@@ -55,7 +55,9 @@ def _finite_members(prediction_paths, trajectory_paths, log) -> tuple[list, list
     if not kept:
         raise ArtifactError(f"the training of every one of the {len(records)} members diverged: no metrics "
                             "to compute (lower training.lr or add warm-up steps)")
-    return [prediction_paths[i] for i in kept], [trajectory_paths[i] for i in kept], nonfinite
+    # each list filtered by its own files' records: the lists need not pair up one to one
+    trajectories = [p for p in trajectory_paths if diverged_record(p) is None]
+    return [prediction_paths[i] for i in kept], trajectories, nonfinite
 
 
 def _counts(summary, nonfinite: list[dict]) -> list[int]:
