@@ -29,35 +29,25 @@ onsuccess:
     remove_finished_checkpoints(L.exp)
     members_table = Path(rules.metrics.output.members)
     if members_table.exists():
-        import pyarrow.parquet as pq
+        from coupledsgd.jobs.analysis import run_warnings
 
-        flagged = pq.read_table(
-            members_table, columns=["condition", "t", "parent", "child", "diverged"]
-        )
-        flagged = [row for row in flagged.to_pylist() if row["diverged"]]
-        if flagged:
-            names = [
-                f"{r['condition']} t={r['t']} p{r['parent']}c{r['child']}"
-                for r in flagged
-            ]
-            shown = (
-                ", ".join(names[:10])
-                if len(names) <= 10
-                else f"{', '.join(names[:10])} ..."
-            )
-            print(
-                f"WARNING: {len(flagged)} member(s) diverged (at chance, or ending below where they "
-                f"started; {members_table}, column diverged): {shown}",
-                file=sys.stderr,
-            )
+        for line in run_warnings(members_table):
+            print(line, file=sys.stderr)
 
 
+# Every input named by its path, none by `rules.<name>.output`: a rule that refers to another rule's
+# output has Snakemake look each of its input files up among those references, hashing the whole
+# input list each time, which made planning quadratic in the members. One file of each training job
+# (job_outputs) is a target, so a run remakes a job whose first file is missing even when the tables
+# are up to date (Snakemake remakes a missing intermediate file only for a job that needs to run).
 rule all:
     default_target: True
     input:
-        predictions=all_member_outputs("predictions"),
-        trajectories=all_member_outputs("trajectory"),
-        metrics=rules.metrics.output,
-        barriers=rules.barriers.output.table,
-        claims=rules.claims.output.table,
+        jobs=job_outputs(MEMBERS),
+        metrics=[
+            L.table(name)
+            for name in ("members", "ensembles", "pairs", "forgetting", "summary")
+        ],
+        barriers=L.table("barriers"),
+        claims=L.claims,
         figures=figure_outputs(),

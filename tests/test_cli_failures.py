@@ -254,7 +254,8 @@ def fresh(name, **changes):
 
 FRESH_CASES = [
     (fresh("gpu", device="cuda"), "ConfigError: device: cuda, but this job sees no CUDA device"),
-    (fresh("diverges", training__lr=1000.0), "the training loss became non-finite by step"),
+    # on_divergence: stop, the whole-run stop (tests/test_divergence.py has the default, skip)
+    (fresh("diverges", training__lr=1000.0, on_divergence="stop"), "the training loss became non-finite by step"),
     (fresh("fakecifar", data={"name": "cifar10", "root": "fake-cifar"}, model={"name": "resnet8"}),
      "DataError: "),  # files in CIFAR-10's layout whose checksums are not CIFAR-10's
     (fresh("nocifar", data={"name": "cifar10", "root": "no/such/folder"}, model={"name": "resnet8"}),

@@ -193,3 +193,16 @@ def test_member_spans_agree_with_the_conditions():
         c = parse_condition(name)
         assert cost.member_span(config, name, 30) == ((30, 30 + 600) if c.resets else (30, 600)) if c.has_parent \
             else cost.member_span(config, name, 30) == (0, 600)
+
+
+def test_a_training_job_asks_for_its_dataset_and_the_normalised_copy():
+    from coupledsgd.work import job_memory_mb
+
+    # CIFAR-10: 60,000 uint8 images of 3 x 32 x 32 and their float32 copy, 5 bytes an element
+    assert job_memory_mb(load("configs/cifar10-resnet20.yaml")) == 1000 + 879  # 921,600,000 B = 878.9 MB
+    # MNIST-1D, 1,000 + 1,000 float32 signals of 1 x 40: 8 bytes an element, 640,000 B
+    assert job_memory_mb(load("config.yaml")) == 1000 + 1
+    synthetic = load("configs/tinyimagenet-resnet50.yaml")
+    synthetic["data"] = {**synthetic["data"], "name": "synthetic", "like": "tinyimagenet", "n_train": 1000,
+                         "n_test": 1000, "root": None}
+    assert job_memory_mb(synthetic) == 1000 + 118  # 2,000 x 12,288 x 5 = 122,880,000 B = 117.2 MB

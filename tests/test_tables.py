@@ -8,7 +8,7 @@ import pytest
 
 from coupledsgd.analysis import metrics as M
 from coupledsgd.analysis import tables as T
-from coupledsgd.jobs.analysis import metric_tables
+from coupledsgd.jobs.analysis import SUMMARY_CSV_COLUMNS, metric_tables
 from coupledsgd.core.parquet import write_predictions, write_trajectory
 from coupledsgd.core.errors import ArtifactError
 
@@ -76,7 +76,7 @@ def test_written_schemas_are_the_documented_ones(hand):
         assert written.remove_metadata().equals(schema), name
         assert written.names[:2] == ["condition", "t"]
         assert written.metadata[b"coupledsgd.steps_per_epoch"] == b"8"
-    assert list(pd.read_csv(out["summary"]).columns) == T.SUMMARY_COLUMNS
+    assert list(pd.read_csv(out["summary"]).columns) == SUMMARY_CSV_COLUMNS
 
 
 def test_members_table_by_hand_and_by_metrics(hand):

@@ -138,7 +138,8 @@ def test_reordering_config_keys_reruns_nothing(smoke):
 def test_metric_tables_have_their_schemas_and_values_in_range(smoke):
     import pandas as pd
 
-    from coupledsgd.analysis.tables import SCHEMAS, SUMMARY_COLUMNS
+    from coupledsgd.analysis.tables import SCHEMAS
+    from coupledsgd.jobs.analysis import SUMMARY_CSV_COLUMNS
 
     workdir, config = smoke
     base = workdir / "results/smoke/metrics"
@@ -160,7 +161,7 @@ def test_metric_tables_have_their_schemas_and_values_in_range(smoke):
     assert set(barriers.condition) == {"coupled-to-t-reset", "reinit-low-25", "reinit-high-25"}
     assert barriers.error.between(0, 1).all() and len(barriers) == 3 * 2 * 11  # 1 pair per parent
     summary = pd.read_csv(base / "summary.csv")
-    assert list(summary.columns) == SUMMARY_COLUMNS and len(summary) == 8
+    assert list(summary.columns) == SUMMARY_CSV_COLUMNS and len(summary) == 8
 
 
 def test_every_figure_is_a_nonempty_image_and_the_report_builds(smoke):

@@ -8,7 +8,9 @@ from coupledsgd.core.grid import barrier_set
 rule barrier:
     input:
         data=rules.prepare_data.output.data,
-        finals=lambda wc: [L.final(wc.cond, wc.t, wc.p, c) for c in CHILDREN],
+        # one file of each training job of these children (see job_outputs); their final states
+        # come as params
+        jobs=lambda wc: job_outputs(barrier_children(wc)),
     output:
         table=L.barrier("{cond}", "{t}", "{p}"),
     log:
@@ -20,6 +22,7 @@ rule barrier:
     threads: config["threads"]
     resources:
         gpu=gpu_request(),
+        mem_mb=JOB_MEM_MB,
     params:
         barrier=config["barrier"],
         seed=config["seed"],
@@ -29,6 +32,9 @@ rule barrier:
         condition=lambda wc: wc.cond,
         t=lambda wc: int(wc.t),
         parent=lambda wc: int(wc.p),
+        finals=lambda wc: [
+            L.final(m.condition, m.t, m.parent, m.child) for m in barrier_children(wc)
+        ],
     script:
         "../scripts/barrier.py"
 

@@ -6,9 +6,10 @@ from coupledsgd.core.conditions import parse_condition
 from coupledsgd.core.config import config_hash, job_shape, needs_model_check, validate
 from coupledsgd.core.errors import ConfigError
 from coupledsgd.core.files import unwritable
-from coupledsgd.core.grid import members
+from coupledsgd.core.grid import Member, job_head, members
 from coupledsgd.core.layout import Layout
 from coupledsgd.core.registry import ARRAYS
+from coupledsgd.work import job_memory_mb
 
 try:
     # The package's schema (coupledsgd/core/config.schema.yaml), the one the jobs' defaults come from.
@@ -51,6 +52,22 @@ def data_inputs(wildcards):
     return (
         {"arrays": config["data"]["path"]} if config["data"]["name"] == ARRAYS else {}
     )
+def job_outputs(members):
+    """One output of each training job that trains any of `members`: its first member's
+    predictions. A rule that reads many member files takes these as inputs and the member files as
+    params: Snakemake checks each input file against every output pattern of the rule that might
+    make it, and a training job of k members has 3k patterns, so naming each member file made
+    planning grow as members x k. A job makes (or remakes, if one is missing) all its outputs
+    together, so its first file stands for all of them."""
+    heads = dict.fromkeys(job_head(config, m) for m in members)
+    return [L.predictions(h.condition, h.t, h.parent, h.child) for h in heads]
+
+
+def barrier_children(wildcards):
+    """The children whose barriers a barrier job measures."""
+    return [
+        Member(wildcards.cond, int(wildcards.t), int(wildcards.p), c) for c in CHILDREN
+    ]
 
 
 def gpu_request():
@@ -82,6 +99,8 @@ def run_settings(**extra):
 
 
 JOB_SHAPE = job_shape(config)
+# what a training or barrier job holds: torch, the model and the dataset with its normalised copy
+JOB_MEM_MB = job_memory_mb(config)
 
 
 def member_slots():

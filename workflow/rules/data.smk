@@ -11,6 +11,14 @@ rule prepare_data:
     resources:
         mem_mb=4000,
     params:
-        data={k: v for k, v in config["data"].items() if k != "augment"},
+        # synthetic data is drawn from the seed; the registered datasets do not depend on it
+        data={
+            **{k: v for k, v in config["data"].items() if k != "augment"},
+            **(
+                {"seed": config["seed"]}
+                if config["data"]["name"] == "synthetic"
+                else {}
+            ),
+        },
     script:
         "../scripts/prepare_data.py"

@@ -2,10 +2,10 @@
 # the job's threads (the tables do not depend on their number); most of its time goes to the MACE bootstrap.
 # Its memory is one group's (bench/bench_analysis.py, bench/RESULTS.md): 0.4 GB at the CIFAR-10 config's
 # shape, 0.9-1.3 GB at Tiny-ImageNet's (15 members x 10,000 examples x 200 classes per group).
+# Inputs: one file of each training job (see job_outputs); the member files come as params.
 rule metrics:
     input:
-        predictions=all_member_outputs("predictions"),
-        trajectories=all_member_outputs("trajectory"),
+        jobs=job_outputs(MEMBERS),
     output:
         members=L.table("members"),
         ensembles=L.table("ensembles"),
@@ -23,5 +23,7 @@ rule metrics:
         mem_mb=3000,
     params:
         settings=config["metrics"],
+        predictions=all_member_outputs("predictions"),
+        trajectories=all_member_outputs("trajectory"),
     script:
         "../scripts/metrics.py"

@@ -12,6 +12,7 @@ rule parent_state:
     threads: config["threads"]
     resources:
         gpu=gpu_request(),
+        mem_mb=JOB_MEM_MB,
     params:
         run=lambda wc: run_settings(parent=int(wc.p), t=int(wc.t)),
     script:
@@ -37,6 +38,7 @@ rule train_members:
     threads: config["threads"]
     resources:
         gpu=gpu_request(),
+        mem_mb=JOB_MEM_MB,
     params:
         # experiment: written into each predictions and trajectories file (column and metadata)
         run=lambda wc: run_settings(

@@ -1,7 +1,9 @@
 from coupledsgd.jobs.barriers import barrier_table
 from coupledsgd.jobs.runtime import run_stage
 
-settings = {**dict(snakemake.params.items()), "threads": snakemake.threads,
+params = dict(snakemake.params.items())
+finals = params.pop("finals")
+settings = {**params, "threads": snakemake.threads,
             "jobs_per_device": snakemake.config["cuda"]["jobs_per_device"]}
-run_stage(barrier_table, snakemake.input.data, list(snakemake.input.finals), snakemake.output.table, settings,
+run_stage(barrier_table, snakemake.input.data, finals, snakemake.output.table, settings,
           snakemake.log[0])

@@ -207,7 +207,8 @@ def fig2_member_accuracy(members):
     order, families, data = A.member_groups(members)
     ref = A.rows(members, REFERENCE)
     return D.box_figure(data, order, families, title=title,
-                        reference_level=None if ref.empty else float(ref["accuracy"].mean()))
+                        reference_level=None if ref.empty else float(ref["accuracy"].mean()),
+                        left_out=members.attrs.get("nonfinite", 0))
 
 
 @_figure("fig3_error_barrier", ["barriers", "ensembles"],

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..core.errors import ArtifactError
-from ..core.parquet import CONFIG_HASH_KEY, KEY_COLUMNS, ORIGIN_COLUMNS, REINIT_PERCENT_KEY, STEPS_PER_EPOCH_KEY
+from ..core.parquet import (CONFIG_HASH_KEY, DIVERGED_KEY, KEY_COLUMNS, NONFINITE_KEY, ORIGIN_COLUMNS,
+                            REINIT_PERCENT_KEY, STEPS_PER_EPOCH_KEY)
 from .metrics import log_softmax
 
 SPE_KEY = STEPS_PER_EPOCH_KEY.encode()
@@ -171,11 +173,23 @@ def _check_origin(table: pa.Table, path, constants: dict) -> None:
                                     f"says {meta.decode() if meta is not None else None!r}")
 
 
+def diverged_record(path) -> dict | None:
+    """The record of a member file written for a member whose training diverged (its key, step and
+    learning rate; `core.parquet.write_diverged`), or None for a member file holding a result. Reads
+    the footer only."""
+    raw = (open_parquet(path, "member", pq.read_schema).metadata or {}).get(DIVERGED_KEY.encode())
+    return json.loads(raw) if raw is not None else None
+
+
 def read_member_table(path, required, columns=None) -> tuple[pa.Table, dict, int, str]:
     """A member file (only `columns` of it, if given): the table, its key (condition, t, parent, child:
     one value each), its steps per epoch and the hash of the config that produced it. Key and origin
     columns that the statistics show to hold one value are not read (`_constant`)."""
     table, constants, rows = open_parquet(path, "member", reader=lambda p: _read_member(p, columns))
+    diverged = (table.schema.metadata or {}).get(DIVERGED_KEY.encode())
+    if diverged is not None:
+        raise ArtifactError(f"{path}: holds no result, it records a member whose training diverged "
+                            f"({diverged.decode()})")
     missing = [c for c in required if c not in table.column_names and c not in constants]
     if missing:
         raise ArtifactError(f"{path}: missing column(s) {', '.join(missing)}")
@@ -299,9 +313,12 @@ def read_barriers(path) -> pa.Table:
 
 
 def read_table(path):
-    """A metric table as a DataFrame that remembers its file (for error messages)."""
+    """A metric table as a DataFrame that remembers its file (for error messages) and how many members
+    the metrics left out because their training loss became non-finite (attrs "nonfinite")."""
     import pandas as pd
 
     df = open_parquet(path, "metrics", pd.read_parquet)
     df.attrs["source"] = str(path)
+    left_out = (pq.read_schema(path).metadata or {}).get(NONFINITE_KEY.encode())
+    df.attrs["nonfinite"] = len(json.loads(left_out)) if left_out else 0
     return df

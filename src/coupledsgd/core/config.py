@@ -17,7 +17,7 @@ import yaml
 from .coerce import coerce, non_finite
 from .conditions import REINIT_FAMILIES, expand, parse_condition
 from .errors import ConfigError
-from .registry import ARRAYS, MODELS, dataset, is_custom_model
+from .registry import ARRAYS, DATASETS, MODELS, SYNTHETIC, dataset, is_custom_model
 
 # The schema every config is checked against; the one place the defaults are written. Package data,
 # so an installed package (wheel, non-editable, zipped) carries it; nothing reads it at import.
@@ -139,9 +139,23 @@ def _check(config: dict) -> None:
         raise ConfigError("cuda.graphs: captures the step itself; use it without cuda.compile")
 
 
+def _check_synthetic(data: dict) -> None:
+    """The keys only synthetic data takes, and a shape of the rank of the data it is like."""
+    given = [k for k in ("like", "shape", "classes", "n_test") if data.get(k) is not None]
+    if data["name"] != SYNTHETIC:
+        if given:
+            raise ConfigError(f"data.{given[0]}: only data.name: {SYNTHETIC} takes it")
+        return
+    like = DATASETS[data.get("like") or "cifar10"]
+    if data.get("shape") is not None and len(data["shape"]) != len(like.shape):
+        raise ConfigError(f"data.shape: {data['shape']} is not of the rank of {data.get('like') or 'cifar10'}'s "
+                          f"{list(like.shape)} (channels first)")
+
+
 def _check_data_and_model(config: dict) -> None:
     data, model, batch = config["data"], config["model"]["name"], config["training"]["batch_size"]
     _check_arrays_keys(data)
+    _check_synthetic(data)
     facts = dataset(data)
     if "kwargs" in config["model"] and not is_custom_model(model):
         raise ConfigError(f"model.kwargs: model {model!r} takes no arguments; only a model given as "

@@ -52,6 +52,14 @@ def training_jobs(config: dict) -> list[list[Member]]:
     return list(jobs.values())
 
 
+def job_head(config: dict, member: Member) -> Member:
+    """The first member of the training job that trains `member` (the job's members in
+    `training_jobs` order: parents, then children, from 0)."""
+    shape = job_shape(config)
+    return Member(member.condition, member.t, member.parent if shape != "condition" else 0,
+                  member.child if shape == "member" else 0)
+
+
 def parent_states(config: dict) -> list[tuple[int, int]]:
     """(parent, step) of every parent state some condition spawns from."""
     steps = sorted({t for cond in conditions(config) if parse_condition(cond).has_parent

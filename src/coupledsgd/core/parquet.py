@@ -27,6 +27,12 @@ SEEDS_KEY = "coupledsgd.seeds"
 STEPS_PER_EPOCH_KEY = "coupledsgd.steps_per_epoch"
 CONFIG_HASH_KEY = "coupledsgd.config_hash"
 REINIT_PERCENT_KEY = "coupledsgd.reinit_percent"
+# A member whose training loss became non-finite: {"step": ..., "lr": ...} (JSON). Its predictions and
+# trajectories files hold this key and no rows, so they can never be read as a result.
+DIVERGED_KEY = "coupledsgd.diverged"
+# The members left out of the metric tables because their training loss became non-finite (each one's
+# key, step and learning rate, JSON), in the schema metadata of every metric table.
+NONFINITE_KEY = "coupledsgd.nonfinite"
 
 
 @functools.cache
@@ -102,3 +108,11 @@ def write_trajectory(path, key: dict, steps: list[int], correct: np.ndarray, met
             "example_id": pa.array(np.tile(np.arange(n, dtype=np.int32), e)),
             "correct": pa.array(correct.reshape(-1))}
     write_table(cols, path, metadata)
+
+
+def write_diverged(path, key: dict, record: dict, metadata: dict) -> None:
+    """The predictions or trajectories file of a member whose training loss became non-finite: its key
+    and origin columns with no rows, and its key with `record` (the step and learning rate) under
+    DIVERGED_KEY."""
+    record = {**key, **record}
+    write_table(_keys(key, 0, metadata), path, {**metadata, DIVERGED_KEY: json.dumps(record, sort_keys=True)})

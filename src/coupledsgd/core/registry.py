@@ -2,8 +2,8 @@
 config check, the cost estimate and the engine's loaders read these one tables.
 
 Besides the registered names, a model may be any importable callable ("package.module:callable",
-`is_custom_model`) and a dataset the arrays of an .npz file (`ARRAYS`, `data.path`); `dataset` gives
-either kind's facts.
+`is_custom_model`) and a dataset either rehearsal data (`SYNTHETIC`) or the arrays of an .npz file
+(`ARRAYS`, `data.path`); `dataset` gives the facts of any of them.
 """
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ DATASETS = {
 }
 
 
+# Rehearsal data (`data.name: synthetic`): a learnable task at the shapes of the dataset it is `like`
+# (its kind, augmentation and sizes), each of shape, classes, n_train and n_test overridable.
+SYNTHETIC = "synthetic"
+
+
 class Model(NamedTuple):
     takes: str            # the dataset kind it reads
     description: str
@@ -54,8 +59,14 @@ def is_custom_model(name: str) -> bool:
 
 
 def dataset(data: dict) -> Dataset:
-    """The facts of the configured dataset (the `data` section): the registry's, or those of the
-    arrays at data.path, whose augmentation is the crop and flip the section states."""
+    """The facts of the configured dataset (the `data` section): the registry's; the synthetic one's,
+    those of the dataset it is like with its stated shape, classes and sizes; or those of the arrays at
+    data.path, whose augmentation is the crop and flip the section states."""
+    if data["name"] == SYNTHETIC:
+        like = DATASETS[data.get("like") or "cifar10"]
+        given = {k: data.get(k) for k in ("n_train", "n_test", "classes")}
+        shape = tuple(data["shape"]) if data.get("shape") else like.shape
+        return like._replace(shape=shape, **{k: v for k, v in given.items() if v is not None})
     if data["name"] != ARRAYS:
         return DATASETS[data["name"]]
     shape, n_train, n_test, classes = _arrays_facts(data["path"], *_version(data["path"]))

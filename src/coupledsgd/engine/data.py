@@ -9,6 +9,7 @@ at step `s` are pure functions of `(seed, s)` (see `seeds.step_generator`).
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import ConfigError
-from ..core.registry import ARRAYS, DATASETS
+from ..core.registry import ARRAYS, DATASETS, SYNTHETIC, Dataset
 
 
 # name -> (input kind, random-crop padding, horizontal flip): the augmentation each dataset admits.
@@ -52,6 +53,36 @@ def _digits() -> dict:
     return {"x_train": x[idx_train], "y_train": y[idx_train], "x_test": x[idx_test], "y_test": y[idx_test]}
 
 
+def synthetic_source(spec: Dataset, seed: int, chunk: int = 4096) -> dict:
+    """A learnable task at `spec`'s shapes drawn from `seed`: example = its class's template + a nuisance
+    pattern + pixel noise. Templates and nuisance are smooth (white noise at a quarter of the
+    resolution, upsampled); the nuisance's scale grows as the root of the smooth dimensions, which
+    keeps the classes about as far apart at every shape (a class-mean classifier: 0.9-1.0 accuracy),
+    so a network has something to learn and needs many steps to learn it. Images as uint8 around 128 (like decoded images),
+    signals as float32; drawn in chunks, so Tiny-ImageNet's shapes fit in memory."""
+    g = step_generator(seed, -1)  # no training step is negative: a stream of its own
+    channels, size = spec.shape[0], tuple(spec.shape[1:])
+    low = tuple(max(1, n // 4) for n in size)
+    mode = "linear" if len(size) == 1 else "bilinear"
+    smooth = lambda n: F.interpolate(torch.randn(n, channels, *low, generator=g), size=size, mode=mode,
+                                     align_corners=False)
+    templates = smooth(spec.classes)
+    templates /= templates.flatten(1).std(1).view(-1, *(1,) * len(spec.shape))
+    nuisance = 0.3 * math.sqrt(channels * math.prod(low))
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for start in range(0, n, chunk):
+            y = torch.randint(spec.classes, (min(chunk, n - start),), generator=g)
+            x = templates[y] + nuisance * smooth(len(y)) + torch.randn(len(y), *spec.shape, generator=g)
+            xs.append(x if spec.kind == "signal" else (128 + 16 * x).round().clamp(0, 255).to(torch.uint8))
+            ys.append(y)
+        return torch.cat(xs), torch.cat(ys)
+
+    (x_train, y_train), (x_test, y_test) = draw(spec.n_train), draw(spec.n_test)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
 def _arrays(path: str) -> dict:
     from ..core.arrays import read_arrays
 
@@ -82,14 +113,19 @@ def read_source(name: str, root: str | None = None, download: bool = False, path
 
 
 def prepare(name: str, path: str | Path, root: str | None = None, download: bool = False,
-            n_train: int | None = None, arrays: str | None = None, crop_pad: int = 0, flip: bool = False) -> dict:
+            n_train: int | None = None, arrays: str | None = None, crop_pad: int = 0, flip: bool = False,
+            synthetic: tuple[Dataset, str, int] | None = None) -> dict:
     """Decode a dataset once and save the tensors (first `n_train` training examples) to `path`.
 
     For `name` arrays, the .npz file `arrays`, with the augmentation `crop_pad` and `flip` stored
-    alongside (the registered datasets' come from the registry)."""
-    if name not in DATASETS and name != ARRAYS:
-        raise ConfigError(f"data.name: unknown dataset {name!r}; known: {', '.join(DATASETS)}, {ARRAYS}")
-    raw = read_source(name, root, download, arrays)
+    alongside (the registered datasets' come from the registry); for `name` synthetic, `synthetic`:
+    (its shapes, the dataset it is like, the seed)."""
+    if name == SYNTHETIC:
+        raw = synthetic_source(synthetic[0], synthetic[2])
+    elif name not in DATASETS and name != ARRAYS:
+        raise ConfigError(f"data.name: unknown dataset {name!r}; known: {', '.join(DATASETS)}, {ARRAYS}, {SYNTHETIC}")
+    else:
+        raw = read_source(name, root, download, arrays)
     if n_train is not None:
         if n_train > len(raw["y_train"]):
             raise ConfigError(f"data.n_train: {n_train} exceeds the {len(raw['y_train'])} training "
@@ -102,7 +138,8 @@ def prepare(name: str, path: str | Path, root: str | None = None, download: bool
     std = x.std(dims)
     cache = {**{k: raw[k].contiguous() for k in ("x_train", "y_train", "x_test", "y_test")},
              "mean": x.mean(dims).float(), "std": torch.where(std > 0, std, 1.0).float(), "name": name,
-             "num_classes": int(max(raw["y_train"].max(), raw["y_test"].max())) + 1}
+             "num_classes": int(max(raw["y_train"].max(), raw["y_test"].max())) + 1,
+             **({"like": synthetic[1], "num_classes": synthetic[0].classes} if synthetic else {})}
     if name == ARRAYS:
         cache["augment"] = (int(crop_pad or 0), bool(flip))
     from .checkpoints import save_torch
@@ -141,7 +178,8 @@ def load(path: str | Path, device: str | torch.device = "cpu", augment: bool = T
     view = (1, -1) + (1,) * (cache["x_train"].dim() - 2)
     mean, std = cache["mean"].view(view).to(device), cache["std"].view(view).to(device)
     norm = lambda x: (x.to(device).float() - mean) / std
-    pad, flip = cache["augment"] if cache["name"] == ARRAYS else DATASETS[cache["name"]][1:3]
+    # arrays data augments as its config states; synthetic data as the dataset it is like
+    pad, flip = cache["augment"] if cache["name"] == ARRAYS else DATASETS[cache.get("like", cache["name"])][1:3]
     return DeviceData(norm(cache["x_train"]), cache["y_train"].to(device), norm(cache["x_test"]),
                       cache["y_test"].to(device), cache["num_classes"],
                       crop_pad=pad if augment else 0, flip=flip and augment, pad_value=(-mean / std).flatten())

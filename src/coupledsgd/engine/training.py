@@ -217,7 +217,7 @@ def _check_runs(runs: list[Run]) -> None:
 
 def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate: bool = False,
           log: Callable[[str], None] = lambda line: None, trajectories: list[Trajectory] | None = None,
-          checkpoint=None, accel: Accel = Accel()) -> list[Trajectory]:
+          checkpoint=None, accel: Accel = Accel(), on_divergence: str = "stop") -> list[Trajectory]:
     """Train `runs` in place, as one network, from their common step to `until` (default: their end),
     evaluating on the test set if asked.
 
@@ -225,8 +225,11 @@ def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate:
     continued with the `trajectories` recorded so far yield the uninterrupted runs' trajectories.
     `checkpoint` (a `resume.Resume`) is asked before every step whether a save is due, and saves at
     `until` in any case. Progress (step, each member's loss, train and test accuracy, examples per
-    second, elapsed time and ETA) is logged at least once per epoch; a non-finite training loss stops
-    training there (`TrainingDiverged`).
+    second, elapsed time and ETA) is logged at least once per epoch. A run whose training loss is
+    non-finite at a report stops training there (`TrainingDiverged`) with `on_divergence="stop"`; with
+    "skip" it is marked (`run.info["diverged"]`: step and learning rate) and the others go on: each
+    member has its own loss term, parameters and momentum, so its non-finite values reach no other
+    member. Training ends early once every run is marked.
     Returns each run's test-set correctness at its evaluation points (empty if `evaluate` is False).
     """
     _check_runs(runs)
@@ -250,7 +253,9 @@ def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate:
             if step in eval_at:
                 _evaluate(forward, data, h, accel, k, step, r0.end, trajectories)
             if step in report_at and step > 0 and progress.seen:
-                progress.report(log, runs, step, until, trajectories if step in eval_at else None)
+                bad = progress.report(log, runs, step, until, trajectories if step in eval_at else None)
+                if _mark_diverged(runs, bad, step, on_divergence, log):
+                    return trajectories
             if step >= until:
                 return trajectories
             x, y = batches(step)
@@ -263,6 +268,23 @@ def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate:
             step += 1
     finally:
         members.write_back(step)
+
+
+def _mark_diverged(runs: list[Run], bad: list[int], step: int, on_divergence: str, log) -> bool:
+    """Stop on (`TrainingDiverged`) or mark the runs `bad` newly found non-finite at `step`; True when
+    every run is marked."""
+    r0 = runs[0]
+    lr = learning_rate(r0.hparams, step - 1 - r0.schedule_start)
+    for i in bad:
+        if "diverged" in runs[i].info:
+            continue
+        message = (f"{describe(runs[i])}: the training loss became non-finite by step {step} "
+                   f"(learning rate {lr:.4g})")
+        if on_divergence == "stop":
+            raise TrainingDiverged(f"{message}; lower training.lr or add warm-up steps")
+        runs[i].info["diverged"] = {"step": step, "lr": lr}
+        log(f"WARNING: {message}; it is recorded as diverged and the other members go on")
+    return all("diverged" in r.info for r in runs)
 
 
 def _report_and_eval_steps(r0: Run, until: int, n_train: int, evaluate: bool) -> tuple[set[int], set[int]]:
@@ -298,9 +320,9 @@ class _Progress:
         self.hits += correct
         self.seen += n
 
-    def report(self, log, runs: list[Run], step: int, until: int, trajectories: list[Trajectory] | None) -> None:
+    def report(self, log, runs: list[Run], step: int, until: int, trajectories: list[Trajectory] | None) -> list[int]:
         """Log the members' progress at `step` (test accuracies from `trajectories`, evaluated at `step`);
-        a non-finite training loss stops training there (`TrainingDiverged`)."""
+        returns the runs whose training loss is non-finite."""
         r0 = runs[0]
         now = time.perf_counter()
         lr = learning_rate(r0.hparams, step - 1 - r0.schedule_start)
@@ -309,12 +331,9 @@ class _Progress:
         _report(log, step, r0.end, lr, losses, (self.hits / self.seen).tolist(),
                 [t.correct[-1].mean() for t in trajectories] if trajectories is not None else None,
                 len(runs) * self.seen / (now - self.clock), now - self.began, eta)
-        if not all(math.isfinite(v) for v in losses):
-            bad = next(r for r, v in zip(runs, losses) if not math.isfinite(v))
-            raise TrainingDiverged(f"{describe(bad)}: the training loss became non-finite by step {step} "
-                                   f"(learning rate {lr:.4g}); lower training.lr or add warm-up steps")
         self.loss_sum.zero_(), self.hits.zero_()
         self.seen, self.clock = 0, time.perf_counter()
+        return [i for i, v in enumerate(losses) if not math.isfinite(v)]
 
 
 def _evaluate(forward, data: DeviceData, h: Hparams, accel: Accel, k: int, step: int, end: int,

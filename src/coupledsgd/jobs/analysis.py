@@ -19,10 +19,11 @@ from ..analysis import draw as D
 from ..analysis import figures as F
 from ..analysis import metrics as M
 from ..analysis import tables as T
-from ..analysis.read import (BARRIER_SCHEMA, HASH_KEY, SPE_KEY, read_barriers, read_member_file, read_table,
-                             read_trajectory)
+from ..analysis.read import (BARRIER_SCHEMA, HASH_KEY, SPE_KEY, diverged_record, read_barriers, read_member_file,
+                             read_table, read_trajectory)
+from ..core.errors import ArtifactError
 from ..core.files import atomic_path
-from ..core.parquet import provenance, write_parquet
+from ..core.parquet import NONFINITE_KEY, provenance, write_parquet
 from .runtime import logger
 
 
@@ -35,6 +36,36 @@ def _write_parquet(df, schema: pa.Schema, path, metadata: dict[str, str]) -> Non
 def _write_csv(df, path) -> None:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
+
+
+# summary.csv: the summary table, then how many members of each (condition, t) were left out so
+SUMMARY_CSV_COLUMNS = [*T.SUMMARY_COLUMNS, "n_nonfinite"]
+
+
+def _finite_members(prediction_paths, trajectory_paths, log) -> tuple[list, list, list[dict]]:
+    """The members' files without those of members whose training diverged, and those members' records
+    (`core.parquet.write_diverged`)."""
+    records = [diverged_record(p) for p in prediction_paths]
+    nonfinite = [r for r in records if r is not None]
+    if nonfinite:
+        log(f"WARNING: {len(nonfinite)} member(s) left out, their training loss became non-finite: "
+            + ", ".join(f"{r['condition']} t={r['t']} p{r['parent']}c{r['child']} (step {r['step']}, "
+                        f"lr {r['lr']:.4g})" for r in nonfinite))
+    kept = [i for i, r in enumerate(records) if r is None]
+    if not kept:
+        raise ArtifactError(f"the training of every one of the {len(records)} members diverged: no metrics "
+                            "to compute (lower training.lr or add warm-up steps)")
+    # each list filtered by its own files' records: the lists need not pair up one to one
+    trajectories = [p for p in trajectory_paths if diverged_record(p) is None]
+    return [prediction_paths[i] for i in kept], trajectories, nonfinite
+
+
+def _counts(summary, nonfinite: list[dict]) -> list[int]:
+    """How many members of each summary row's (condition, t) were left out as non-finite."""
+    counts: dict = {}
+    for r in nonfinite:
+        counts[(r["condition"], r["t"])] = counts.get((r["condition"], r["t"]), 0) + 1
+    return [counts.get((c, t), 0) for c, t in zip(summary["condition"], summary["t"])]
 
 
 def metric_tables(prediction_paths, trajectory_paths, output_paths: dict, settings: dict,
@@ -51,6 +82,7 @@ def metric_tables(prediction_paths, trajectory_paths, output_paths: dict, settin
     """
     log = logger(log_path)
     tick = time.perf_counter()
+    prediction_paths, trajectory_paths, nonfinite = _finite_members(prediction_paths, trajectory_paths, log)
     predictions = [read_member_file(p) for p in prediction_paths]
     log(f"read the members of {len(predictions)} prediction files in {time.perf_counter() - tick:.2f} s")
     trajectories = (read_trajectory(p) for p in trajectory_paths)
@@ -63,7 +95,9 @@ def metric_tables(prediction_paths, trajectory_paths, output_paths: dict, settin
     metadata = {"coupledsgd.params": json.dumps({**settings, "bootstrap_seed": M.BOOTSTRAP_SEED,
                                                  "level": M.LEVEL}, sort_keys=True),
                 "coupledsgd.version": __version__, SPE_KEY.decode(): str(spe),
-                HASH_KEY.decode(): predictions[0].config_hash}
+                HASH_KEY.decode(): predictions[0].config_hash,
+                NONFINITE_KEY: json.dumps(nonfinite)}
+    tables["summary"]["n_nonfinite"] = _counts(tables["summary"], nonfinite)
     for name, schema in T.SCHEMAS.items():
         _write_parquet(tables[name], schema, output_paths[name], metadata)
     _write_csv(tables["summary"], output_paths["summary"])
@@ -73,6 +107,32 @@ def metric_tables(prediction_paths, trajectory_paths, output_paths: dict, settin
             + ", ".join(f"{r.condition} t={r.t} p{r.parent}c{r.child} ({r.accuracy:.3f})" for r in bad.itertuples()))
     log(f"wrote {', '.join(str(Path(output_paths[k]).name) for k in (*T.SCHEMAS, 'summary'))} "
         f"in {time.perf_counter() - tick:.2f} s in all")
+
+
+def _names(members: list[dict]) -> str:
+    names = [f"{m['condition']} t={m['t']} p{m['parent']}c{m['child']}" for m in members]
+    return ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
+
+
+def run_warnings(members_table) -> list[str]:
+    """The warnings a finished run ends with, from its members table: the members left out because
+    their training loss became non-finite (each named, with its step), and those flagged as diverged
+    (at chance, or ending below where they started)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(members_table, columns=["condition", "t", "parent", "child", "diverged"])
+    lines = []
+    nonfinite = json.loads((table.schema.metadata or {}).get(NONFINITE_KEY.encode(), b"[]"))
+    if nonfinite:
+        lines.append(f"WARNING: {len(nonfinite)} member(s) left out of the metrics, claims and figures: their "
+                     f"training loss became non-finite ({members_table}, metadata {NONFINITE_KEY}): "
+                     + ", ".join(f"{r['condition']} t={r['t']} p{r['parent']}c{r['child']} at step {r['step']}"
+                                 for r in nonfinite))
+    flagged = [row for row in table.to_pylist() if row["diverged"]]
+    if flagged:
+        lines.append(f"WARNING: {len(flagged)} member(s) diverged (at chance, or ending below where they "
+                     f"started; {members_table}, column diverged): {_names(flagged)}")
+    return lines
 
 
 def concat_barriers(paths: Sequence[str], output_path: str, params: dict | None = None,
@@ -113,8 +173,11 @@ def check_claims(inputs: dict[str, str], output: str, log_path: str | None = Non
     arrangements."""
     log = logger(log_path)
     tick = time.perf_counter()
-    table = C.claims_table({name: read_table(path) for name, path in inputs.items()})
+    tables = {name: read_table(path) for name, path in inputs.items()}
+    table = C.claims_table(tables)
     _write_csv(table, output)
     counts = table["verdict"].value_counts().to_dict()
+    left_out = tables["members"].attrs["nonfinite"] if "members" in tables else 0
     log(f"{len(table)} claims, {json.dumps(counts)}, {C.N_PERMUTATIONS} permutations where not exact, "
-        f"{time.perf_counter() - tick:.2f} s")
+        f"{time.perf_counter() - tick:.2f} s"
+        + (f"; {left_out} member(s) left out of the tables, their training loss non-finite" if left_out else ""))

@@ -37,7 +37,7 @@ def _load_child(path, params: dict, child: int) -> dict:
     info = state.get("info", {})
     expected = {"condition": params["condition"], "parent": params["parent"], "child": child}
     found = {k: info.get(k) for k in expected}
-    if found != expected or "model" not in state:
+    if found != expected or ("model" not in state and "diverged" not in state):
         raise ArtifactError(f"{path}: holds the final state of {found}, expected {expected}")
     return state
 
@@ -54,9 +54,15 @@ def barrier_table(data_path: str, final_paths: Sequence[str], output_path: str, 
     device = setup(params["threads"], params["device"], params["jobs_per_device"], log)
     settings = params["barrier"]
     data = D.load(data_path, device, augment=False)
-    states = [_load_child(path, params, c) for c, path in enumerate(final_paths)]
+    states = {c: _load_child(path, params, c) for c, path in enumerate(final_paths)}
+    # a child whose training diverged has no weights: the pairs are those of the others
+    diverged = [c for c, state in states.items() if "diverged" in state]
+    if diverged:
+        log(f"{params['condition']} t={params['t']} parent {params['parent']}: child(ren) "
+            f"{', '.join(map(str, diverged))} diverged in training, left out")
+    states = {c: state for c, state in states.items() if c not in diverged}
     rows = {k: [] for k in ("child_a", "child_b", "alpha", "error", "barrier")}
-    for a, b in combinations(range(len(states)), 2):
+    for a, b in combinations(sorted(states), 2):
         clock = time.perf_counter()
         alphas, errors = error_path(states[a], states[b], data, settings["points"], settings["recompute_bn"],
                                     settings["bn_batches"], params["batch_size"], params["seed"],

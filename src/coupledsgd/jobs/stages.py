@@ -10,8 +10,9 @@ from pathlib import Path
 from ..core.conditions import parse_condition
 from ..core.errors import ArtifactError
 from ..core.layout import resume_path
-from ..core.parquet import (REINIT_PERCENT_KEY, SEEDS_KEY, STEPS_PER_EPOCH_KEY, provenance, write_predictions,
-                            write_trajectory)
+from ..core.registry import SYNTHETIC, dataset
+from ..core.parquet import (REINIT_PERCENT_KEY, SEEDS_KEY, STEPS_PER_EPOCH_KEY, provenance, write_diverged,
+                            write_predictions, write_trajectory)
 from ..core.seeds import member_seeds, parent_seeds
 from ..engine import data as D
 from ..engine.checkpoints import load_torch, save_torch
@@ -24,15 +25,18 @@ from .runtime import logger, setup
 def prepare_data(settings: dict, output: str, log_path: str | None = None) -> None:
     """Decode the configured dataset once for the whole experiment."""
     log = logger(log_path)
+    synthetic = ((dataset(settings), settings.get("like") or "cifar10", settings["seed"])
+                 if settings["name"] == SYNTHETIC else None)
     cache = D.prepare(settings["name"], output, settings["root"], settings["download"], settings["n_train"],
-                      settings.get("path"), settings.get("crop_pad") or 0, bool(settings.get("flip")))
+                      settings.get("path"), settings.get("crop_pad") or 0, bool(settings.get("flip")), synthetic)
     log(f"{settings['name']}: {len(cache['y_train'])} training and {len(cache['y_test'])} test examples, "
         f"{cache['num_classes']} classes, input {tuple(cache['x_train'].shape[1:])}")
 
 
 def _job_settings(params: dict) -> dict:
-    """The settings a job's result depends on (not its thread count, GPU sharing or checkpoint cadence)."""
-    return {k: v for k, v in params.items() if k not in ("threads", "checkpoint", "jobs_per_device")}
+    """The settings a job's result depends on (not its thread count, GPU sharing, checkpoint cadence or
+    what it does when a member diverges)."""
+    return {k: v for k, v in params.items() if k not in ("threads", "checkpoint", "jobs_per_device", "on_divergence")}
 
 
 def _resume(output: str | Path, params: dict, log) -> Resume:
@@ -107,6 +111,14 @@ def _write_member(run: Run, trajectory, data: D.DeviceData, outputs: dict, param
             STEPS_PER_EPOCH_KEY: str(D.steps_per_epoch(data.n_train, h.batch_size))}
     if "reinit_percent" in run.info:
         meta[REINIT_PERCENT_KEY] = repr(float(run.info["reinit_percent"]))
+    if "diverged" in run.info:
+        # files that record the divergence and hold no result (no rows, no weights)
+        record = run.info["diverged"]
+        write_diverged(outputs["predictions"], key, record, meta)
+        write_diverged(outputs["trajectory"], key, record, meta)
+        save_torch({"diverged": record, "info": dict(run.info), "provenance": meta}, outputs["final"])
+        log(f"{describe(run)} diverged at step {record['step']} (learning rate {record['lr']:.4g}): recorded")
+        return
     logits = trajectory.final_logits
     logits = (logits if logits is not None else predict(run.model, data.x_test, h.eval_batch_size)).cpu().numpy()
     labels = data.y_test.cpu().numpy()
@@ -140,6 +152,7 @@ def train_members(data_path: str, parent_paths: dict[int, str], outputs: list[di
     log(f"{params['condition']} t={params['t']}: {len(runs)} member(s) "
         f"{', '.join(f'p{p}c{c}' for p, c in params['members'])}, steps {runs[0].step} -> {runs[0].end}")
     trajectories = train(runs, data, evaluate=True, log=log, trajectories=trajectories, checkpoint=resume,
-                         accel=Accel.for_device(device, params.get("cuda")))
+                         accel=Accel.for_device(device, params.get("cuda")),
+                         on_divergence=params.get("on_divergence", "stop"))
     for run, trajectory, out in zip(runs, trajectories, outputs):
         _write_member(run, trajectory, data, out, params, device, log)
