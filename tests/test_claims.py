@@ -91,12 +91,34 @@ def test_permutation_p_value_is_exact_when_the_arrangements_are_few():
     values = rng.normal(size=(3, 3)) - np.array([0.0, 0.5, 1.0])
     t = np.array([0.0, 10, 20])
     est = E.trend(pd.DataFrame(values, columns=t), "parents")
-    obs = M.spearman(t, values.mean(axis=0))
-    null = [M.spearman(t, np.mean([values[i][list(p)] for i, p in enumerate(ps)], axis=0))
+    obs = np.mean([M.spearman(t, v) for v in values])  # the mean of the parents' own rhos
+    null = [np.mean([M.spearman(t, values[i][list(p)]) for i, p in enumerate(ps)])
             for ps in itertools.product(itertools.permutations(range(3)), repeat=3)]
     assert est.value == pytest.approx(obs) and "all 216 arrangements" in est.test
     assert est.p_below(0) == pytest.approx(np.mean(np.array(null) <= obs + 1e-12))
     assert np.isnan(est.ci_low) and est.interval.startswith("none")
+
+
+def test_within_parent_trend_is_the_mean_of_the_parents_rhos_with_a_hand_counted_p_value():
+    # 3 steps: the 6 orders of one parent give rho 1, 0.5, 0.5, -0.5, -0.5, -1. Two parents fall
+    # (rho -1), one falls but for a swap (rho -0.5): mean -5/6. Of the 216 arrangements, a mean <= -5/6
+    # (rho sum <= -2.5) comes from all three at -1 (1) or two at -1 and one at -0.5 (3 x 2 = 6): p 7/216
+    values = pd.DataFrame([[3.0, 2, 1], [5.0, 4, 0], [2.0, 3, 1]], columns=[0, 6, 30])
+    est = E.decide(E.trend(values, "parents"), "direction", sign=-1)
+    assert est.value == pytest.approx(-5 / 6) and est.p_value == pytest.approx(7 / 216)
+    assert est.verdict == "inconclusive" and "Page-type test" in est.test
+    # every parent falls: 1/216 < 0.025, supported (the rho of the mean curve, the statistic before, has
+    # p 31/216 on these values: about 1/3!, the joint reorderings of the parents mostly giving a falling mean)
+    every = E.decide(E.trend(values.iloc[[0, 1, 1]], "parents"), "direction", sign=-1)
+    assert every.value == -1 and every.p_value == pytest.approx(1 / 216) and every.verdict == "supported"
+
+
+def test_within_parent_trend_p_value_falls_below_one_over_m_factorial_with_more_parents():
+    # 4 parents x 5 steps, each falling: 120^4 arrangements, more than n_perm, so n_perm seeded draws
+    # and the observed one; no draw reaches rho -1 for every parent, so p = 1 / (n_perm + 1) < 1/120
+    values = pd.DataFrame([[5.0, 4, 3, 2, 1]] * 4, columns=[0, 6, 30, 60, 180]) + np.arange(4)[:, None]
+    est = E.trend(values, "parents", n_perm=999)
+    assert est.value == -1 and est.p_below(0) == pytest.approx(1 / 1000) and "999 seeded draws" in est.test
 
 
 def test_between_parent_trend_permutes_t_alike_for_every_pair():

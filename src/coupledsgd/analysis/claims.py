@@ -9,8 +9,10 @@ this module holds which claim reads which table, with which test.
 
 The unit of every test is the independent training unit, never the test example: parents (an ensemble
 is one parent's children) and independent runs (parent, child) for the no-coupling forgetting curve
-(as fig1g). A trend over t permutes the spawn steps within each parent; the between-parent KL, whose
-pairs of parents share parents, permutes them alike for every pair. A difference of conditions is
+(as fig1g). A trend over t within parents is the mean over parents of each parent's own Spearman rho
+between t and its curve, tested by permuting the spawn steps within each parent (Page's L test, parents
+as blocks); the between-parent KL, whose pairs of parents share parents, is the rho of the mean curve
+over pairs, its spawn steps permuted alike for every pair. A difference of conditions is
 paired by parent where both come from the same parents or the same seeds (re-initialisation against
 coupled-to-t-reset; coupled-order against no-coupling, whose members start from the same
 initialisations), Welch's t over independent groups otherwise (coupled members against no-coupling).
@@ -239,12 +241,13 @@ class Claim:
         return decide(est, self.kind, self.sign, self.margin)
 
 
-_RHO = "Spearman rho(t, {} averaged over {})"
+_RHO = "mean over parents of Spearman rho(t, parent's {} curve)"
+_RHO_MEAN = "Spearman rho(t, {} averaged over {})"
 CLAIMS = [
     Claim("gain-falls", "1a", "The ensemble's accuracy gain falls as the coupling time t grows (coupled-to-t).",
-          _RHO.format("accuracy gain", "parents"), _gain_falls(TO_T), "direction", sign=-1),
+          _RHO.format("accuracy gain"), _gain_falls(TO_T), "direction", sign=-1),
     Claim("gain-falls-reset", "1b", "The accuracy gain falls with t also with the optimizer reset and T further "
-          "steps (coupled-to-t-reset).", _RHO.format("accuracy gain", "parents"), _gain_falls(RESET),
+          "steps (coupled-to-t-reset).", _RHO.format("accuracy gain"), _gain_falls(RESET),
           "direction", sign=-1),
     Claim("order-same-accuracy", "1a-1d", "Sharing the minibatch order (coupled-order) gives ensembles as "
           "accurate as independent runs (no-coupling).",
@@ -258,19 +261,19 @@ CLAIMS = [
           "member accuracy, coupled minus no-coupling (mean over parents)", _members_not_worse,
           "noninferiority", margin=ACCURACY_MARGIN, unit="accuracy points"),
     Claim("kl-same-parent-falls", "1e", "The symmetric KL between children of one parent falls with t "
-          "(coupled-to-t-reset).", _RHO.format("same-parent KL", "parents"), _same_parent_kl(_kl_trend),
+          "(coupled-to-t-reset).", _RHO.format("same-parent KL"), _same_parent_kl(_kl_trend),
           "direction", sign=-1),
     Claim("kl-same-parent-falls-early", "1e", "That KL falls fastest early: more before the middle spawn step "
           "than a fall linear in t.", "KL fall before the middle spawn step minus its linear-in-t share",
           _same_parent_kl(_kl_early_excess), "direction", sign=+1),
     Claim("kl-between-parents-rises", "1f", "The symmetric KL between ensembles of different parents rises with "
-          "t (coupled-to-t-reset).", _RHO.format("between-parent KL", "pairs of parents"), _between_parent_kl,
+          "t (coupled-to-t-reset).", _RHO_MEAN.format("between-parent KL", "pairs of parents"), _between_parent_kl,
           "direction", sign=+1),
     Claim("forgetting-falls-early", "1g", "Forgetting events per epoch (no-coupling) are more frequent early in "
           "training than later.", "events per evaluation, first quarter of training minus the rest "
           "(mean over runs)", _forgetting_early, "direction", sign=+1),
     Claim("cumulative-forgetting-falls", "1h", "Cumulative forgetting events after the spawn fall with t "
-          "(coupled-to-t-reset).", _RHO.format("cumulative forgetting events", "parents"),
+          "(coupled-to-t-reset).", _RHO.format("cumulative forgetting events"),
           _cumulative_forgetting_falls, "direction", sign=-1),
     Claim("reinit-low-beats-high", "1i", "Re-initialising low layers restores more accuracy gain than "
           "re-initialising high layers.", "accuracy gain, reinit-low minus reinit-high (mean over percents, "

@@ -6,12 +6,17 @@ The unit is the independent training unit, never the test example: parents, or i
 verdict is a test at the two-sided 5% level, one-sided 2.5% on the claimed side (ALPHA), so it can be
 read off the row's 95% interval wherever the row has one.
 
-- trend over t (`trend`): Spearman's rho between t and the curve of the figure (the mean over units);
+- trend over t within units (`trend`): the mean over units of each unit's own Spearman rho between t
+  and its curve (tie-averaged ranks), Page's L test for ordered alternatives with the units as blocks;
   its p-value permutes the spawn steps within each unit (each unit's whole curve), exact when the
-  arrangements are few, else N_PERMUTATIONS seeded draws. Between-parent statistics
-  (`joint_trend`) permute the spawn steps of every pair of parents alike: pairs share parents, so they
-  are not independent and are never permuted on their own. No interval: the statistic is a rank
-  correlation of a mean curve, whose "true value" no interval covers.
+  (m!)^n arrangements are at most N_PERMUTATIONS, else N_PERMUTATIONS seeded draws. So its p-value
+  shrinks with the number of units when each unit's curve falls: under the null the mean curve's
+  about m! orders are equally likely, so the rho of the mean curve, which it replaces, could not go
+  much below p = 1/m! (1/120 with 5 spawn steps) however many units agree. Between-parent statistics
+  (`joint_trend`): Spearman's rho between t and the mean curve over pairs of parents, the spawn steps
+  permuted alike for every pair: pairs share parents, so they are not independent and are never
+  permuted on their own. No interval: the statistics are rank correlations, whose "true value" no
+  interval covers.
 - a mean over units (`one_sample`: a per-unit statistic; `paired`: a difference of two conditions run
   from the same units), or a difference of two independent groups of units (`welch`): Student's /
   Welch's t, with its 95% t-interval.
@@ -229,9 +234,10 @@ def _arrangements(m: int, n: int, n_perm: int, seed: int) -> tuple[np.ndarray, b
 
 
 def _permutation_estimate(t, values, n_blocks: int, n_units: int, what: str, test: str,
-                          n_perm: int, seed: int) -> Estimate:
-    """rho(t, mean of values over rows) and its permutation p-values; the steps of values' rows are
-    permuted together in n_blocks blocks (each row its own block, or one block for all rows)."""
+                          n_perm: int, seed: int, per_row: bool = False) -> Estimate:
+    """The statistic and its permutation p-values: the mean over values' rows of each row's rho(t, row)
+    (per_row), else rho(t, mean of values over rows). The steps of values' rows are permuted together
+    in n_blocks blocks (each row its own block, or one block for all rows)."""
     m = len(t)
     if m < MIN_STEPS:
         return lacking(f"{m} spawn step(s) with data: a trend needs {MIN_STEPS} or more", n_units, test)
@@ -243,8 +249,11 @@ def _permutation_estimate(t, values, n_blocks: int, n_units: int, what: str, tes
                        f"smallest p is 1/{total} = {1 / total:.3g}, not below {ALPHA}", n_units, test)
     order, exact = _arrangements(m, n_blocks, n_perm, seed)
     rows = np.arange(len(values)) % n_blocks
-    curves = np.take_along_axis(values[None], order[:, rows], axis=-1).mean(axis=1)
-    null = spearman_rows(t, curves)
+    arranged = np.take_along_axis(values[None], order[:, rows], axis=-1)  # (K, rows, m)
+    if per_row:  # each row's own rho, then their mean: Page's L up to a linear map (untied rows)
+        null = spearman_rows(t, arranged).mean(axis=1)
+    else:  # the rho of the mean curve
+        null = spearman_rows(t, arranged.mean(axis=1))
     obs = float(null[0])  # the first arrangement is the observed one
     tol = 1e-12
     p_up, p_down = float(np.mean(null >= obs - tol)), float(np.mean(null <= obs + tol))
@@ -264,17 +273,23 @@ def _at_zero(p: float) -> Callable[[float], float]:
 
 def trend(curves: pd.DataFrame, what: str, n_perm: int = N_PERMUTATIONS,
           seed: int = PERMUTATION_SEED) -> Estimate:
-    """Spearman's rho between t and the mean curve over units (rows: units, columns: t), its p-value
-    from permuting the spawn steps within each unit."""
+    """The mean over units of each unit's own Spearman rho between t and its curve (rows: units,
+    columns: t; tie-averaged ranks), its p-value from permuting the spawn steps within each unit: Page's
+    L test for ordered alternatives with the units as blocks (L is a linear function of the mean rho
+    where no curve has ties). Unlike the rho of the mean curve, whose p cannot go much below 1/m!, it
+    tells apart the (m!)^n arrangements, so its p-value falls with the number of units when every
+    unit's curve moves alike."""
     t, values = curves.columns.to_numpy(dtype=float), curves.to_numpy(dtype=float)
     return _permutation_estimate(t, values, len(values), len(values), what,
-                                 f"permutation of t within each of the {what}", n_perm, seed)
+                                 f"Page-type test: permutation of t within each of the {what}", n_perm,
+                                 seed, per_row=True)
 
 
 def joint_trend(curves: pd.DataFrame, n_parents: int, n_perm: int = N_PERMUTATIONS,
                 seed: int = PERMUTATION_SEED) -> Estimate:
-    """As `trend` for statistics of pairs of parents (rows: pairs): the spawn steps are permuted alike
-    for every pair, since pairs share parents; n_units is the number of parents."""
+    """Spearman's rho between t and the mean curve over pairs of parents (rows: pairs), its p-value
+    from permuting the spawn steps alike for every pair, since pairs share parents (one block: at most
+    m! arrangements); n_units is the number of parents."""
     t, values = curves.columns.to_numpy(dtype=float), curves.to_numpy(dtype=float)
     return _permutation_estimate(t, values, 1, n_parents, "parents",
                                  "permutation of t, the same for every pair of parents", n_perm, seed)
