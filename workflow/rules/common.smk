@@ -52,6 +52,8 @@ def data_inputs(wildcards):
     return (
         {"arrays": config["data"]["path"]} if config["data"]["name"] == ARRAYS else {}
     )
+
+
 def job_outputs(members):
     """One output of each training job that trains any of `members`: its first member's
     predictions. A rule that reads many member files takes these as inputs and the member files as
