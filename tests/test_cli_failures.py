@@ -269,8 +269,10 @@ FRESH_CASES = [
 def test_fresh_experiments_stop_at_their_first_bad_job(finished):
     write_fake_cifar10(finished / "fake-cifar", n_train=20, n_test=10)
     before = snapshot(finished)
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda a: snakemake(finished, a[1][0], f"fresh{a[0]}.yaml"), enumerate(FRESH_CASES)))
+    # One after another: these runs take Snakemake's lock and exit within seconds, and Snakemake reads
+    # the lock folder without guarding against another instance deleting its lock file meanwhile
+    # (FileNotFoundError on .snakemake/locks/N.input.lock when one exits as the next starts).
+    results = [snakemake(finished, config, f"fresh{i}.yaml") for i, (config, _) in enumerate(FRESH_CASES)]
     for (config, text), result in zip(FRESH_CASES, results):
         line = one_line(result, text)
         if config["experiment"] == "diverges":

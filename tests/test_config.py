@@ -96,6 +96,14 @@ def test_a_batch_larger_than_the_whole_dataset_is_named_before_any_job():
         validate(config, SCHEMA)
 
 
+def test_the_vit_on_one_channel_images_is_refused_before_any_job():
+    # torchvision's ViT projects 3-channel patches; digits has one channel
+    config = {**default(), "data": {"name": "digits"}, "model": {"name": "vit"}}
+    config["training"] = {**config["training"], "batch_size": 32}
+    with pytest.raises(ConfigError, match="^model.name: 'vit' takes 3-channel inputs, but dataset 'digits' has 1 channel"):
+        validate(config, SCHEMA)
+
+
 def test_reinit_settings_are_not_checked_when_no_reinit_condition_runs():
     config = with_change("conditions", ["no-coupling", "coupled-to-t"])
     config["training"]["steps"] = 24

@@ -166,6 +166,10 @@ def _check_data_and_model(config: dict) -> None:
         fitting = ", ".join(name for name, m in MODELS.items() if m.takes == kind) or "none built in"
         raise ConfigError(f"model.name: {model!r} takes {takes} inputs, but dataset {data['name']!r} holds "
                           f"{kind}s; models for it: {fitting}")
+    wants = None if is_custom_model(model) else MODELS[model].channels
+    if wants is not None and facts.shape[0] != wants:
+        raise ConfigError(f"model.name: {model!r} takes {wants}-channel inputs, but dataset {data['name']!r} "
+                          f"has {facts.shape[0]} channel(s)")
     n, available = data.get("n_train"), facts.n_train
     if n is not None and n > available:
         raise ConfigError(f"data.n_train: {n} exceeds the {available:,} training examples of {data['name']!r}")

@@ -39,6 +39,7 @@ SYNTHETIC = "synthetic"
 class Model(NamedTuple):
     takes: str            # the dataset kind it reads
     description: str
+    channels: int | None = None  # the input channels it is built for, where it is not built for any
 
 
 MODELS = {
@@ -46,7 +47,8 @@ MODELS = {
     "resnet20": Model("image", "ResNet-20, He et al. 2016, option-A shortcuts (CIFAR-10)"),
     "resnet8": Model("image", "ResNet-8, the same family with one block per stage (digits)"),
     "resnet50": Model("image", "torchvision ResNet-50 with a 3x3 stride-1 stem, no max-pool (64x64 inputs)"),
-    "vit": Model("image", "torchvision VisionTransformer, 8x8 patches, 6 layers, width 256 (64x64 inputs)"),
+    "vit": Model("image", "torchvision VisionTransformer, 8x8 patches, 6 layers, width 256 (64x64 inputs)",
+                 channels=3),  # torchvision builds its patch projection for RGB images
 }
 
 
