@@ -239,8 +239,7 @@ def stage_code(stage: str, layout: Layout, fab: dict, config: dict, extra=None) 
         fn = "concat_barriers"
     elif stage == "claims":
         inputs = {k: tables[k] for k in ("members", "ensembles", "pairs", "forgetting")}
-        args = ({**inputs, "barriers": layout.table("barriers")}, layout.claims, config["metrics"],
-                str(logs / "claims.log"))
+        args = ({**inputs, "barriers": layout.table("barriers")}, layout.claims, str(logs / "claims.log"))
         fn = "check_claims"
     else:  # a figure: extra is its name
         from coupledsgd.analysis.figures import FIGURES
