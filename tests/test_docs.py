@@ -25,6 +25,10 @@ import yaml
 
 from fixtures import copy_workflow
 
+from coupledsgd.analysis.claims import markdown
+from coupledsgd.core.config import validate
+from coupledsgd.core.grid import members
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 CODE_LANGUAGES = {"bash", "sh", "console", "python"}
@@ -122,7 +126,14 @@ def test_the_readmes_first_command_plans_the_default_experiment(tmp_path):
     assert command == README_RUN
     result = _run(command, tmp_path, dry=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert re.search(r"^train_members\s+18$", result.stdout, re.M), result.stdout[-2000:]
+    # The job counts the README states for the default experiment are the plan's.
+    stated = re.search(r"It is (\d+) jobs: (\d+) parent states,\s+(\d+) member trainings in (\d+) jobs, (\d+) barrier",
+                       (ROOT / "README.md").read_text())
+    total, parents, trainings, train_jobs, barriers = map(int, stated.groups())
+    assert len(members(validate(yaml.safe_load((ROOT / "config.yaml").read_text())))) == trainings
+    counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", result.stdout, re.M)}
+    assert (counts["total"], counts["parent_state"], counts["train_members"], counts["barrier"]) == \
+        (total, parents, train_jobs, barriers), result.stdout[-2000:]
 
 
 @pytest.mark.parametrize("block", [b for b in ALL if (b["marker"] or "").startswith("excerpt: ")], ids=ids)
@@ -178,7 +189,5 @@ def test_the_configuration_page_is_generated_from_the_schema():
 
 
 def test_the_claims_page_shows_docs_claims_csv():
-    from coupledsgd.analysis.claims import markdown
-
     table = markdown(pd.read_csv(ROOT / "docs/claims.csv"))
     assert table in (ROOT / "docs/claims.md").read_text(), "docs/claims.md: paste claims.markdown(docs/claims.csv)"
