@@ -1,6 +1,6 @@
 """Bad input through the `snakemake` command, as a user runs it: one line naming the key or file, a
 non-zero exit status, and every finished output byte-for-byte as it was, except the outputs of the
-job that failed, which Snakemake deletes before it runs a job (README, "When things go wrong").
+job that failed, which Snakemake deletes before it runs a job (docs/troubleshooting.md, "Messages").
 
 Three kinds of case: configs refused before any job (run two at a time), a finished experiment with one
 of its files broken and the job that reads it made to run again, and fresh experiments whose first

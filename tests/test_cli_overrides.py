@@ -1,6 +1,6 @@
 """Settings given on the `snakemake` command line (`--config`), as a user types them: nested values
 arrive as strings and take the schema's types; a value still wrong, or not finite, stops the run before
-any job with one line quoting what was typed (README, "Settings on the command line")."""
+any job with one line quoting what was typed (docs/configuration.md, "Settings on the command line")."""
 
 import subprocess
 from concurrent.futures import ThreadPoolExecutor

@@ -1,7 +1,7 @@
 """A member whose training loss becomes non-finite costs only itself, through the `snakemake` command as
 a user runs it: the other members of its job finish and are written, the diverged one is recorded
 (step, learning rate) in files that hold no result, the analysis leaves it out and counts it, and the
-run succeeds with a warning naming it (README, "When a member diverges").
+run succeeds with a warning naming it (docs/troubleshooting.md, "Messages").
 
 The reproducer: MNIST-1D, cnn1d, 1 parent x 6 children trained as one network at a constant learning
 rate of 120: child 5's loss is non-finite by step 24, the others blow up but stay finite.

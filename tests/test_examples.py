@@ -42,7 +42,7 @@ def snakemake(workdir, config: str, *targets, dry=False):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Both examples run side by side as the README says, to the claims table and the barrier figure."""
+    """Both examples run side by side as docs/own-model.md says, to the claims table and the barrier figure."""
     workdir = copy_workflow(tmp_path_factory.mktemp("examples"))
     shutil.copytree(ROOT / "examples", workdir / "examples")
     subprocess.run([sys.executable, "examples/make_arrays.py", "examples/signals.npz"], cwd=workdir, check=True)

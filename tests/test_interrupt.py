@@ -52,7 +52,7 @@ def test_a_killed_run_resumes_with_only_the_unfinished_jobs(tmp_path):
     redo = len(jobs) - len(finished)
     assert redo <= counts["train_members"] <= redo + 2
 
-    # A killed snakemake leaves its lock behind: the README says to unlock, then rerun.
+    # A killed snakemake leaves its lock behind: docs/troubleshooting.md says to unlock, then rerun.
     assert subprocess.run(command + ["--unlock"], cwd=tmp_path, capture_output=True).returncode == 0
     again = subprocess.run(command + ["--rerun-incomplete"], cwd=tmp_path, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]

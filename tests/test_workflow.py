@@ -176,7 +176,7 @@ def test_every_figure_is_a_nonempty_image_and_the_report_builds(smoke):
         image = matplotlib.image.imread(png)
         assert image.shape[0] > 200 and image.shape[1] > 200 and image.std() > 0, name
         assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 1000, name
-    # The README's command for a config other than the default: the report goes into its experiment's folder.
+    # docs/concepts.md's command for a config other than the default: the report goes into its experiment's folder.
     snakemake(workdir, "--report", "results/smoke/report.html")
     html = (workdir / "results/smoke/report.html").read_text()
     assert all(name in html for name in FIGURES) and "summary.csv" in html and "claims.csv" in html
@@ -213,19 +213,30 @@ def test_two_runs_from_scratch_give_byte_identical_predictions(smoke, tmp_path):
             assert a.read_bytes() == b.read_bytes(), a
 
 
-# --- the README's recipes, run as written against the smoke results --------------------------------
+# --- the manual's recipes, run as written against the smoke results ---------------------------------
 
 RECIPE = re.compile(r"<!-- recipe: (\S+) -->\n```python\n(.*?)```", re.S)
-README_RESULTS = '"results/mnist1d-cnn1d"'
+DOCS_RESULTS = '"results/mnist1d-cnn1d"'
 KEYS = ["condition", "t", "parent", "child"]
+ARTIFACTS = ROOT / "docs/artifacts.md"
 
 
-def readme_recipes() -> dict[str, str]:
-    return dict(RECIPE.findall((ROOT / "README.md").read_text()))
+def recipes(page: Path) -> dict[str, str]:
+    """The recipes of a page, by name, extracted from its text."""
+    return dict(RECIPE.findall(page.read_text()))
 
 
-def test_the_readme_has_a_recipe_for_each_reader():
-    assert list(readme_recipes()) == ["pandas", "pyarrow", "duckdb", "polars"]
+def test_the_artifacts_page_has_a_recipe_for_each_reader():
+    assert list(recipes(ARTIFACTS)) == ["pandas", "pyarrow", "duckdb", "polars"]
+    assert list(recipes(ROOT / "README.md")) == ["gain"]
+
+
+def _exec_recipe(page: Path, name: str, results: Path) -> dict:
+    code = recipes(page)[name]
+    assert code.count(DOCS_RESULTS) == 1, f"the {name} recipe must name the results folder once, as {DOCS_RESULTS}"
+    namespace = {}
+    exec(compile(code.replace(DOCS_RESULTS, repr(str(results))), f"{page.name} ({name} recipe)", "exec"), namespace)
+    return namespace
 
 
 def _rewrite(source, target, change):
@@ -272,16 +283,12 @@ def _frame(result):
 
 
 @pytest.mark.parametrize("name", ["pandas", "pyarrow", "duckdb", "polars"])
-def test_a_readme_recipe_gives_each_current_members_final_accuracy(stale_results, name):
+def test_a_docs_recipe_gives_each_current_members_final_accuracy(stale_results, name):
     import pandas as pd
 
     if name in ("duckdb", "polars"):
-        pytest.importorskip(name, reason=f"{name} runs the README's {name} recipe: pip install -e '.[test]'")
-    code = readme_recipes()[name]
-    assert code.count(README_RESULTS) == 1, f"the {name} recipe must name the results folder once, as {README_RESULTS}"
-    namespace = {}
-    exec(compile(code.replace(README_RESULTS, repr(str(stale_results))), f"README.md ({name} recipe)", "exec"),
-         namespace)
+        pytest.importorskip(name, reason=f"{name} runs the {name} recipe of docs/artifacts.md: pip install -e '.[test]'")
+    namespace = _exec_recipe(ARTIFACTS, name, stale_results)
     members_t = pd.read_parquet(stale_results / "metrics/members.parquet")
     found = _frame(namespace["accuracy"])
     assert list(found.columns) == [*KEYS, "accuracy"]
@@ -296,3 +303,12 @@ def test_a_readme_recipe_gives_each_current_members_final_accuracy(stale_results
     if name == "duckdb":
         gain = namespace["gain"].df().set_index(["condition", "t"]).gain
         np.testing.assert_allclose(gain.to_numpy(), summary.gain.loc[gain.index].to_numpy(), atol=1e-12)
+
+
+def test_the_readmes_recipe_gives_the_gain_of_summary_csv(stale_results):
+    import pandas as pd
+
+    gain = _exec_recipe(ROOT / "README.md", "gain", stale_results)["gain"]
+    reset = pd.read_csv(stale_results / "metrics/summary.csv").set_index(["condition", "t"]).loc["coupled-to-t-reset"]
+    assert gain.index.tolist() == reset.index.tolist()
+    np.testing.assert_allclose(gain.gain.to_numpy(), reset.gain.to_numpy(), atol=1e-12)

@@ -2,7 +2,7 @@
 under a null (no trend, no difference, a difference exactly at a margin) or under an effect of the
 default run's size, pushed through the same `estimates` functions and rules the claims table uses
 (docs/design.md, "Claims"). tests/test_claims_calibration.py asserts the rates;
-bench/bench_claims_calibration.py prints them for the README and bench/RESULTS.md.
+bench/bench_claims_calibration.py prints them for docs/claims.md and bench/RESULTS.md.
 
 Each scenario returns, over its repetitions, the share called `supported` and, where the test has a
 95% interval, the share of intervals that cover the true value. Seeded: the same numbers every run.
@@ -19,8 +19,8 @@ import pandas as pd
 
 from . import estimates as E
 
-# Effects of the default run's size, measured on its metric tables (results/mnist1d-cnn1d/metrics; the
-# README's findings): mean curves over t and the spread of the per-parent values, in the tables' units
+# Effects of the default run's size, measured on its metric tables (results/mnist1d-cnn1d/metrics;
+# docs/claims.md's findings): mean curves over t and the spread of the per-parent values, in the tables' units
 # (fractions). A curve's noise is the residual sd of a parent's value at one t after the parent's and
 # the step's means.
 SPAWN_STEPS = np.array([0, 6, 30, 60, 180], dtype=float)

@@ -324,7 +324,7 @@ def _plain(df: pd.DataFrame | None, name: str) -> pd.DataFrame:
 
 
 def markdown(table: pd.DataFrame) -> str:
-    """The claims as a Markdown table (the README's findings quote it)."""
+    """The claims as a Markdown table (docs/claims.md's findings quote it; tests/test_docs.py checks)."""
     def num(x):
         return "" if pd.isna(x) else f"{x:.3g}"
 

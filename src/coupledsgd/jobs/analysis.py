@@ -91,7 +91,7 @@ def metric_tables(prediction_paths, trajectory_paths, output_paths: dict, settin
         f"the tables in {time.perf_counter() - tick:.2f} s")
     spe = T.steps_per_epoch(predictions)
     # The config hash of the members' files, so that a reader of the prediction files can keep those
-    # of the config these tables were computed from (README, "Inspecting the artifacts").
+    # of the config these tables were computed from (docs/artifacts.md, "Files of other configs in one folder").
     metadata = {"coupledsgd.params": json.dumps({**settings, "bootstrap_seed": M.BOOTSTRAP_SEED,
                                                  "level": M.LEVEL}, sort_keys=True),
                 "coupledsgd.version": __version__, SPE_KEY.decode(): str(spe),
