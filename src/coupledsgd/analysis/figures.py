@@ -200,7 +200,8 @@ def fig1j_mace_reinit(ensembles):
          members=["condition", "t", "t_epoch", "parent", "child", "accuracy"])
 @D.styled
 def fig2_member_accuracy(members):
-    """Test accuracy of every member, one box (with the members as dots) per condition and spawn step."""
+    """Test accuracy of every member as dots, one row per condition and spawn step, with a box where the
+    row has at least `draw.MIN_BOX_MEMBERS` members and the mean as a bar where it has fewer."""
     title = "Individual accuracy of all members"
     if members.empty:
         return D.no_data_figure(title, "no data: no members in this experiment")
