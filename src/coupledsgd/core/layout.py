@@ -53,8 +53,8 @@ class Layout:
 
     def folders(self) -> list[str]:
         """The folders that hold the experiment's files, checked before a run (`files.unwritable`)."""
-        results = ("parents", "children", "predictions", "trajectories", "barriers", "metrics", "figures")
-        logs = ("parents", "children", "barriers", "metrics", "figures")
+        results = ("parents", "children", "predictions", "trajectories", "barriers", "metrics", "figures", "report")
+        logs = ("parents", "children", "barriers", "metrics", "figures", "report")
         return [self.exp, self.logs, self.benchmarks, *(f"{self.exp}/{name}" for name in results),
                 *(f"{self.logs}/{name}" for name in logs)]
 
@@ -124,6 +124,13 @@ class Layout:
 
     def figure_log(self, name: str) -> str:
         return f"{self.logs}/figures/{name}.log"
+
+    def table_page(self, name: str) -> str:
+        """The HTML page of the claims or summary table, which the report shows."""
+        return f"{self.exp}/report/{name}.html"
+
+    def table_page_log(self, name: str) -> str:
+        return f"{self.logs}/report/{name}.log"
 
     @property
     def report(self) -> str:
