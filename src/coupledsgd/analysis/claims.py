@@ -320,7 +320,7 @@ def _plain(df: pd.DataFrame | None, name: str) -> pd.DataFrame:
                            for c in TABLE_COLUMNS[name]})
     cats = [c for c in ("condition", "kind") if c in df.columns and df[c].dtype.name == "category"]
     missing = [c for c in TABLE_COLUMNS[name] if c not in df.columns]
-    return df.assign(**{c: df[c].astype(str) for c in cats}, **{c: np.nan for c in missing})
+    return df.assign(**{c: df[c].astype(str) for c in cats}, **dict.fromkeys(missing, np.nan))
 
 
 def markdown(table: pd.DataFrame) -> str:
