@@ -24,11 +24,23 @@ from __future__ import annotations
 import functools
 import sys
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ..core.conditions import BARRIER_REFERENCE, REFERENCE
 from ..core.files import atomic_path
 from . import aggregate as A
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import Transform
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 LINE_SIZE = (5.6, 4.4)
 DPI = 150
@@ -45,7 +57,7 @@ MIN_BOX_MEMBERS = 10  # fewer members than this in a group of fig. 2: their poin
 NO_PAIRS_OF_CHILDREN = "no data: ensembles of one child have no pairs of children\n(ensemble.children: 1)"
 
 
-def _mpl():
+def _mpl() -> tuple[type[Figure], Any]:
     import matplotlib
 
     if "matplotlib.pyplot" not in sys.modules:  # never switch a backend someone else is using
@@ -56,11 +68,11 @@ def _mpl():
     return Figure, sns
 
 
-def styled(fn):
+def styled(fn: Callable[P, R]) -> Callable[P, R]:
     """Draw under seaborn's whitegrid style and paper context without changing global rcParams."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         _, sns = _mpl()
         with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.1):
             return fn(*args, **kwargs)
@@ -68,13 +80,13 @@ def styled(fn):
     return wrapper
 
 
-def new(figsize=LINE_SIZE):
+def new(figsize: tuple[float, float] = LINE_SIZE) -> tuple[Figure, Axes]:
     Figure, _ = _mpl()
     fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.subplots()
 
 
-def legend(fig, ax, notes=(), title=None) -> None:
+def legend(fig: Figure, ax: Axes, notes: Iterable[str] = (), title: str | None = None) -> None:
     """The legend below the axes, where it can hide neither data nor reference bands, then the notes."""
     from matplotlib.lines import Line2D
 
@@ -88,18 +100,18 @@ def legend(fig, ax, notes=(), title=None) -> None:
         text.set_fontstyle("italic")
 
 
-def no_data_figure(title: str, message: str, figsize=LINE_SIZE):
+def no_data_figure(title: str, message: str, figsize: tuple[float, float] = LINE_SIZE) -> Figure:
     """A valid figure that says why there is nothing to plot."""
     fig, ax = new(figsize)
     ax.set_axis_off()
     ax.set_title(title)
     ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=11, transform=ax.transAxes,
             bbox={"boxstyle": "round", "facecolor": "0.95", "edgecolor": "0.6"})
-    fig.coupledsgd_no_data = message
+    fig.coupledsgd_no_data = message  # type: ignore[attr-defined]  # read by the tests and the job log
     return fig
 
 
-def save(fig, png_path: str | Path, pdf_path: str | Path, dpi: int = DPI) -> None:
+def save(fig: Figure, png_path: str | Path, pdf_path: str | Path, dpi: int = DPI) -> None:
     """Write `fig` as PNG and PDF; each appears under its final name only once complete."""
     for path, fmt, metadata in ((png_path, "png", {"Software": None}),
                                 (pdf_path, "pdf", {"Creator": None, "Producer": None, "CreationDate": None})):
@@ -111,13 +123,14 @@ def missing(condition: str) -> str:
     return f"no data: condition {condition} not in this experiment"
 
 
-def band_line(ax, x, stats, label, color, marker="o", ls="-", transform=None):
+def band_line(ax: Axes, x: Iterable[float], stats: pd.DataFrame, label: str, color: str, marker: str = "o",
+              ls: str = "-", transform: Transform | None = None) -> None:
     import numpy as np
 
     x = np.asarray(list(x), dtype=float)
     mean = stats["mean"].to_numpy(float)
     std = stats["std"].to_numpy(float)
-    where = {} if transform is None else {"transform": transform}
+    where: dict[str, Any] = {} if transform is None else {"transform": transform}
     if transform is not None:
         _autoscale_to(ax, x, mean, std)
     ax.plot(x, mean, marker=marker, ls=ls, color=color, label=label, markersize=4.5, lw=1.6, **where)
@@ -129,7 +142,7 @@ def band_line(ax, x, stats, label, color, marker="o", ls="-", transform=None):
         ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0, **where)
 
 
-def _autoscale_to(ax, x, mean, std) -> None:
+def _autoscale_to(ax: Axes, x: npt.ArrayLike, mean: npt.ArrayLike, std: npt.ArrayLike) -> None:
     """Let the axes' limits take in points +-std: autoscaling skips artists drawn with a transform other
     than the data transform, as `dodge`'s are."""
     import numpy as np
@@ -141,7 +154,7 @@ def _autoscale_to(ax, x, mean, std) -> None:
     ax.autoscale_view()
 
 
-def dodge(ax, i: int, n: int, step_pt: float = DODGE_PT):
+def dodge(ax: Axes, i: int, n: int, step_pt: float = DODGE_PT) -> Transform:
     """The data transform of series `i` of `n` drawn at the same x, shifted sideways by a fixed number
     of points (centred on the true x), so no series hides another; the data themselves keep their x."""
     from matplotlib.transforms import ScaledTranslation
@@ -150,18 +163,19 @@ def dodge(ax, i: int, n: int, step_pt: float = DODGE_PT):
     return ax.transData + ScaledTranslation(offset, 0, ax.figure.dpi_scale_trans)
 
 
-def unit_word(unit, n: int) -> str:
+def unit_word(unit: Sequence[str], n: int) -> str:
     """'3 parents', '1 parent pair', '4 runs': n of the unit a band is over (a run: a (parent, child))."""
     word = "run" if "child" in unit else ("parent pair" if len(unit) == 2 else "parent")
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def spread(unit, n: int) -> str:
+def spread(unit: Sequence[str], n: int) -> str:
     """What a point and its band are over: 'mean ± sd over 3 parents'; one unit has no sd, so no band."""
     return f"mean ± sd over {unit_word(unit, n)}" if n > 1 else f"{unit_word(unit, n)}, no sd"
 
 
-def _reference(ax, df, value, unit=("parent",), orientation="h", label=REFERENCE) -> bool:
+def _reference(ax: Axes, df: pd.DataFrame, value: str, unit: Sequence[str] = ("parent",), orientation: str = "h",
+               label: str = REFERENCE) -> bool:
     """The no-coupling level (mean over units) as a dashed line with a +-1 sd band; False if absent."""
     import numpy as np
 
@@ -175,7 +189,7 @@ def _reference(ax, df, value, unit=("parent",), orientation="h", label=REFERENCE
     return True
 
 
-def spawn_scale(ts) -> tuple[str, float | None]:
+def spawn_scale(ts: Iterable[float]) -> tuple[str, float | None]:
     """How a spawn-step axis is scaled: ("linear", None), or ("symlog", threshold) when the non-zero steps
     span more than a factor of SYMLOG_SPAN; the axis is then linear from 0 to the threshold, the smallest
     non-zero step, and logarithmic above it."""
@@ -185,7 +199,7 @@ def spawn_scale(ts) -> tuple[str, float | None]:
     return "linear", None
 
 
-def spawn_axis(ax, ts, epochs) -> str:
+def spawn_axis(ax: Axes, ts: Iterable[int], epochs: dict[int, float]) -> str:
     """Put the spawn steps `ts` on the x axis at their true values (`spawn_scale`), one tick at each,
     labelled with the step and its epoch (`epochs`: t -> epoch); the label says the scale, which is
     returned. Draw the data at x = t."""
@@ -207,8 +221,9 @@ def spawn_axis(ax, ts, epochs) -> str:
     return scale
 
 
-def spawn_figure(df, *, condition, value, unit, ylabel, title, epochs, reference=True,
-                 what=None, why_empty=None):
+def spawn_figure(df: pd.DataFrame, *, condition: str, value: str, unit: Sequence[str], ylabel: str, title: str,
+                 epochs: dict[int, float], reference: bool = True, what: str | None = None,
+                 why_empty: str | None = None) -> Figure:
     """`value` of `condition` vs spawn step, mean +-1 sd over `unit`, with the no-coupling level.
     `why_empty` says why a table with no rows at all is empty (the grid has no pairs, say)."""
     if df.empty and why_empty:
@@ -231,7 +246,7 @@ def spawn_figure(df, *, condition, value, unit, ylabel, title, epochs, reference
     return fig
 
 
-def _reinit_lines(ax, rows, steps, value, unit) -> tuple[list[str], int]:
+def _reinit_lines(ax: Axes, rows: pd.DataFrame, steps: list[int], value: str, unit: Sequence[str]) -> tuple[list[str], int]:
     """One line per side and re-init step, each dodged sideways (`dodge`); the notes on sides not run,
     and the most units of a point."""
     series = [(side, i, t) for side in ("low", "high") for i, t in enumerate(steps)
@@ -249,7 +264,7 @@ def _reinit_lines(ax, rows, steps, value, unit) -> tuple[list[str], int]:
     return notes, n
 
 
-def _no_reinit_markers(ax, df, steps, value, unit) -> list[str]:
+def _no_reinit_markers(ax: Axes, df: pd.DataFrame, steps: list[int], value: str, unit: Sequence[str]) -> list[str]:
     """The coupled-to-t-reset members at each re-init step as the "no re-init" marker at 0%, dodged
     sideways when there are several steps."""
     notes = []
@@ -267,7 +282,9 @@ def _no_reinit_markers(ax, df, steps, value, unit) -> list[str]:
     return notes
 
 
-def percent_figure(df, *, value, unit, ylabel, title, epochs, reference: bool, realised=None, why_empty=None):
+def percent_figure(df: pd.DataFrame, *, value: str, unit: Sequence[str], ylabel: str, title: str,
+                   epochs: dict[int, float], reference: bool, realised: pd.DataFrame | None = None,
+                   why_empty: str | None = None) -> Figure:
     """`value` vs percent re-initialised (the share really re-drawn, see `aggregate.reinit_rows`; ticks
     at the requested percents), one line per side (and per re-init step), the coupled-to-t-reset members
     at the same steps as the "no re-init" marker at 0%, and optionally the no-coupling level.
@@ -296,7 +313,7 @@ def percent_figure(df, *, value, unit, ylabel, title, epochs, reference: bool, r
     return fig
 
 
-def epoch_figure(stats, *, label, ylabel, title):
+def epoch_figure(stats: pd.DataFrame, *, label: str, ylabel: str, title: str) -> Figure:
     """A curve over epochs (stats: epoch, mean, std, n), the y axis from 0."""
     fig, ax = new()
     band_line(ax, stats["epoch"].to_numpy(float), stats, label, MAIN_COLOR, marker=".")
@@ -312,7 +329,7 @@ def epoch_figure(stats, *, label, ylabel, title):
     return fig
 
 
-def _boxes(ax, data, order, families) -> None:
+def _boxes(ax: Axes, data: pd.DataFrame, order: list[str], families: list[str]) -> None:
     """Every member as a dot; a box for each group of at least MIN_BOX_MEMBERS members, the mean as a
     bar for smaller groups (a box of a few points suggests a spread it does not show)."""
     _, sns = _mpl()
@@ -336,7 +353,8 @@ def _boxes(ax, data, order, families) -> None:
                    color="0.1", zorder=5, label=f"mean of a group of < {MIN_BOX_MEMBERS} members (no box)")
 
 
-def box_figure(data, order, families, *, title, reference_level=None, left_out=0):
+def box_figure(data: pd.DataFrame, order: list[str], families: list[str], *, title: str,
+               reference_level: float | None = None, left_out: int = 0) -> Figure:
     """Member accuracy, the members as dots per group of `order` with a box where the group is large
     enough (`_boxes`), coloured by family (data: accuracy, group, family, optionally diverged; see `aggregate.member_groups`), the diverged
     members marked and the no-coupling mean as a line; `left_out`: members not in `data` because their

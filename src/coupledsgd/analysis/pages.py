@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -31,13 +33,13 @@ td.rule { color: #57606a; font-size: 0.85em; max-width: 28em; }
 """
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return html.escape(str(value))
 
 
-def number(value) -> str:
+def number(value: Any) -> str:
     """Three significant digits; a whole number as it is; a missing value as nothing."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
         return ""
@@ -65,7 +67,7 @@ def _table(header: list[str], rows: list[str]) -> str:
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
 
 
-def tally(verdicts) -> dict[str, int]:
+def tally(verdicts: Iterable[str]) -> dict[str, int]:
     """How many claims have each verdict, every verdict listed (0 if none)."""
     counts = pd.Series(list(verdicts), dtype=object).value_counts()
     return {v: int(counts.get(v, 0)) for v in VERDICTS}
