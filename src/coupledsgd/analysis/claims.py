@@ -36,8 +36,9 @@ import pandas as pd
 
 from ..core.conditions import BARRIER_REFERENCE, REFERENCE
 from .aggregate import cumulative_forgetting, reinit_condition
-from .estimates import (INCONCLUSIVE, N_PERMUTATIONS, NOT_SUPPORTED, SUPPORTED,  # noqa: F401 (VERDICTS)
-                        VERDICTS, Estimate, decide, direction_rule, early_excess, equivalence_rule, joint_trend,
+from .estimates import VERDICTS  # noqa: F401 (the claims table's verdicts, for its readers)
+from .estimates import (INCONCLUSIVE, N_PERMUTATIONS, NOT_SUPPORTED, SUPPORTED,
+                        Estimate, decide, direction_rule, early_excess, equivalence_rule, joint_trend,
                         lacking, noninferiority_rule, one_sample, paired, trend, unit_curves, welch)
 
 ACCURACY_MARGIN = 0.01
