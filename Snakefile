@@ -18,6 +18,7 @@ include: "workflow/rules/metrics.smk"
 include: "workflow/rules/barriers.smk"
 include: "workflow/rules/claims.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/report.smk"
 include: "workflow/rules/cluster.smk"
 
 
@@ -50,4 +51,5 @@ rule all:
         ],
         barriers=L.table("barriers"),
         claims=L.claims,
+        pages=[L.table_page(name) for name in ("claims", "summary")],
         figures=figure_outputs(),

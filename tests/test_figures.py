@@ -407,3 +407,104 @@ def test_one_parent_many_children_and_many_parents_one_child():
     assert _no_data(one_child["fig3"]) == _no_data(one_child["fig1e"]) == D.NO_PAIRS_OF_CHILDREN
     assert "coupled-to-t-reset ensembles (mean ± sd over 3 parent pairs)" in _legend_texts(one_child["fig1f"])
     assert "no-coupling (mean ± sd over 3 runs)" in _legend_texts(one_child["fig1g"])
+
+
+def _tick_x(fig) -> np.ndarray:
+    """Where the x ticks sit on the canvas, in pixels."""
+    fig.draw_without_rendering()
+    ax = fig.axes[0]
+    ticks = ax.get_xticks()
+    return ax.transData.transform(np.c_[ticks, np.zeros(len(ticks))])[:, 0]
+
+
+def test_spawn_scale_is_linear_unless_the_steps_span_more_than_a_factor_of_ten():
+    assert D.spawn_scale([0, 8]) == ("linear", None)
+    assert D.spawn_scale([8]) == ("linear", None)
+    assert D.spawn_scale([0, 431, 878, 1254, 1791, 2558, 3654]) == ("linear", None)  # a factor of 8.5
+    assert D.spawn_scale([0, 6, 30, 60, 180]) == ("symlog", 6.0)  # the default config: a factor of 30
+
+
+def test_spawn_steps_sit_at_their_true_values_on_a_linear_axis():
+    tables = synthetic_tables(steps=[0, 8, 16, 40])
+    fig = F.fig1b_accuracy_gain_reset(tables["ensembles"])
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "linear" and "linear scale" in ax.get_xlabel()
+    assert ax.get_xticks().tolist() == [0, 8, 16, 40]
+    assert ax.get_lines()[0].get_xdata().tolist() == [0, 8, 16, 40]
+    x = _tick_x(fig)
+    np.testing.assert_allclose((x - x[0]) / (x[-1] - x[0]), [0, 0.2, 0.4, 1.0], atol=1e-9)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0\n(init)", "8\n(1 ep)", "16\n(2 ep)", "40\n(5 ep)"]
+
+
+@pytest.mark.parametrize("name", ["fig1a_accuracy_gain", "fig1e_kl_same_parent", "fig1h_cumulative_forgetting"])
+def test_spawn_steps_spanning_decades_sit_on_a_symmetric_log_axis(name):
+    tables = synthetic_tables(steps=[0, 6, 30, 60, 180])
+    fn, needed, _ = F.FIGURES[name]
+    fig = fn(**{t: tables[t] for t in needed})
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "symlog" and "symmetric-log scale, linear below 6" in ax.get_xlabel()
+    assert ax.get_xticks().tolist() == [0, 6, 30, 60, 180]
+    x = _tick_x(fig)
+    gaps = np.diff(x)
+    assert (gaps > 0).all() and gaps.max() / gaps.min() > 1.5  # not evenly spaced
+    # above the threshold the distance is logarithmic: 30 -> 60 against 60 -> 180
+    assert (x[3] - x[2]) / (x[4] - x[3]) == pytest.approx(np.log(2) / np.log(3), rel=1e-6)
+    assert (x[2] - x[1]) / (x[3] - x[2]) == pytest.approx(np.log(5) / np.log(2), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["fig1i_accuracy_gain_reinit", "fig1j_mace_reinit", "fig3_error_barrier"])
+def test_low_and_high_points_at_one_percent_are_dodged_apart(name, tables):
+    fn, needed, _ = F.FIGURES[name]
+    fig = fn(**{t: tables[t] for t in needed})
+    fig.draw_without_rendering()
+    lines = {l.get_label(): l for l in fig.axes[0].get_lines()}
+    low, high = lines["low layers"], lines["high layers"]
+    assert low.get_xdata().tolist() == high.get_xdata().tolist() == [25.0]  # the data keep their x
+    drawn = [l.get_transform().transform([[25.0, 0.0]])[0, 0] for l in (low, high)]
+    assert drawn[1] - drawn[0] == pytest.approx(D.DODGE_PT * fig.dpi / 72)
+
+
+def test_two_reinit_steps_give_four_distinct_offsets_and_two_no_reinit_markers_apart():
+    tables = synthetic_tables(steps=[0, 8, 16], reinit_steps=[8, 16])
+    fig = F.fig1i_accuracy_gain_reinit(tables["ensembles"])
+    fig.draw_without_rendering()
+    ax = fig.axes[0]
+    lines = [l for l in ax.get_lines() if l.get_label().endswith(("t = 8", "t = 16"))]
+    assert len(lines) == 4
+    assert len({round(l.get_transform().transform([[25.0, 0.0]])[0, 0], 6) for l in lines}) == 4
+    markers = [l for l in ax.get_lines() if list(l.get_xdata()) == [0.0]]
+    assert len({round(l.get_transform().transform([[0.0, 0.0]])[0, 0], 6) for l in markers}) == 2
+
+
+def _boxes_drawn(fig) -> int:
+    return sum(type(p).__name__ == "PathPatch" for p in fig.axes[0].patches)
+
+
+def test_fig2_draws_points_and_means_for_small_groups_and_boxes_from_ten_members():
+    small = synthetic_tables(parents=2, children=2)["members"]  # 4 members a group
+    fig = F.fig2_member_accuracy(small)
+    assert _boxes_drawn(fig) == 0
+    assert any(t.startswith(f"mean of a group of < {D.MIN_BOX_MEMBERS} members") for t in _legend_texts(fig))
+    large = synthetic_tables(parents=2, children=5)["members"]  # 10 members a group
+    fig = F.fig2_member_accuracy(large)
+    assert _boxes_drawn(fig) == len(fig.axes[0].get_yticklabels()) == 8
+    assert not any(t.startswith("mean of a group") for t in _legend_texts(fig))
+
+
+def test_every_caption_says_what_its_band_is_over_and_how_its_x_axis_is_scaled():
+    from pathlib import Path
+
+    report = Path(__file__).resolve().parents[1] / "workflow" / "report"
+    over = ("standard deviation over parents", "standard deviation over pairs of parents",
+            "standard deviation over runs")
+    for name in F.FIGURES:
+        text = " ".join((report / f"{name}.rst").read_text().split())
+        if name.startswith("fig2"):
+            assert "no band" in text and f"{D.MIN_BOX_MEMBERS} members" in text, name
+        else:
+            assert any(o in text for o in over), name
+        if name.startswith(("fig1i", "fig1j", "fig3")):
+            assert "apart sideways" in text, name
+        elif not name.startswith(("fig1g", "fig2")):
+            assert "symmetric-log" in text and "not evenly spaced" not in text, name
+            assert "evenly spaced, not to scale" not in text, name

@@ -166,6 +166,7 @@ def test_metric_tables_have_their_schemas_and_values_in_range(smoke):
 
 def test_every_figure_is_a_nonempty_image_and_the_report_builds(smoke):
     import matplotlib.image
+    import pandas as pd
 
     from coupledsgd.analysis.figures import FIGURES
 
@@ -182,6 +183,25 @@ def test_every_figure_is_a_nonempty_image_and_the_report_builds(smoke):
     assert all(name in html for name in FIGURES) and "summary.csv" in html and "claims.csv" in html
     assert "results/smoke/figures/" in html and "results/mnist1d-cnn1d" not in html
     assert not (workdir / "results/report.html").exists()
+    # The claims and summary tables are shown in the report as HTML tables, one row each, verdicts first.
+    claims = pd.read_csv(workdir / "results/smoke/claims.csv", keep_default_na=False)
+    page = _embedded(html, "claims.html")
+    rows = re.findall(r'<tr id="claim-([\w-]+)"><td><span class="verdict"[^>]*>. ([a-z ]+)</span>', page)
+    assert rows == list(zip(claims["claim"], claims["verdict"]))
+    summary = pd.read_csv(workdir / "results/smoke/metrics/summary.csv")
+    page = _embedded(html, "summary.html")
+    rows = re.findall(r'<tr id="summary-([\w-]+)-t(\d+)">', page)
+    assert rows == [(c, str(t)) for c, t in zip(summary["condition"], summary["t"])]
+
+
+def _embedded(report: str, filename: str) -> str:
+    """The file `filename` as the self-contained report carries it (a base64 data URI)."""
+    import base64
+
+    found = re.findall(rf"data:text/html;charset=[\w-]+;filename={re.escape(filename)};base64,([A-Za-z0-9+/=]+)",
+                       report)
+    assert len(found) == 1, f"{filename}: {len(found)} embedded copies"
+    return base64.b64decode(found[0]).decode()
 
 
 def test_claims_table_names_every_claim_with_a_rule_and_a_verdict(smoke):

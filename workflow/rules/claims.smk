@@ -9,7 +9,12 @@ rule claims:
         forgetting=rules.metrics.output.forgetting,
         barriers=rules.barriers.output.table,
     output:
-        table=report(L.claims, caption="../report/claims.rst", category="Tables"),
+        table=report(
+            L.claims,
+            caption="../report/claims.rst",
+            category="Tables",
+            labels={"table": "claims", "format": "CSV"},
+        ),
     log:
         L.analysis_log("claims"),
     conda:

@@ -12,7 +12,10 @@ rule metrics:
         pairs=L.table("pairs"),
         forgetting=L.table("forgetting"),
         summary=report(
-            L.table("summary"), caption="../report/summary.rst", category="Tables"
+            L.table("summary"),
+            caption="../report/summary.rst",
+            category="Tables",
+            labels={"table": "summary", "format": "CSV"},
         ),
     log:
         L.analysis_log("metrics"),

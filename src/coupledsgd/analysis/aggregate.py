@@ -11,15 +11,21 @@ imported here at module level, so the figure registry that imports this module s
 
 from __future__ import annotations
 
-from ..core.conditions import REFERENCE, REGISTRY, parse_condition
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from ..core.conditions import REFERENCE, REGISTRY, Condition, parse_condition
 from ..core.errors import ArtifactError, ConfigError
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def is_empty(df) -> bool:
+
+def is_empty(df: pd.DataFrame | None) -> bool:
     return df is None or len(df) == 0
 
 
-def require(df, table: str, columns):
+def require(df: pd.DataFrame, table: str, columns: Iterable[str]) -> pd.DataFrame:
     """`df` checked for `columns`, with categorical (Parquet dictionary) string columns made plain."""
     missing = [c for c in columns if c not in df.columns]
     if missing:
@@ -32,11 +38,11 @@ def require(df, table: str, columns):
     return df
 
 
-def rows(df, condition: str):
+def rows(df: pd.DataFrame, condition: str) -> pd.DataFrame:
     return df[df["condition"] == condition]
 
 
-def largest_k(ensembles):
+def largest_k(ensembles: pd.DataFrame) -> pd.DataFrame:
     """One row per (condition, t, parent): the full ensemble, should a table hold several sizes."""
     if "k" not in ensembles.columns or ensembles.empty:
         return ensembles
@@ -44,12 +50,12 @@ def largest_k(ensembles):
     return ensembles[ensembles["k"] == top]
 
 
-def ensemble_size(ensembles) -> int | None:
+def ensemble_size(ensembles: pd.DataFrame) -> int | None:
     """The largest ensemble size of the table, None if it has no rows or no `k`."""
     return int(ensembles["k"].max()) if "k" in ensembles.columns and len(ensembles) else None
 
 
-def parent_stats(df, by, value: str, unit=("parent",)):
+def parent_stats(df: pd.DataFrame, by: Sequence[str], value: str, unit: Sequence[str] = ("parent",)) -> pd.DataFrame:
     """Mean of `value` within each (by, unit), then mean, std (ddof 1) and count over units per `by`."""
     by, unit = list(by), list(unit)
     inner = df.groupby(by + unit, dropna=False, observed=True)[value].mean().reset_index()
@@ -57,13 +63,13 @@ def parent_stats(df, by, value: str, unit=("parent",)):
     return out.reset_index()
 
 
-def overall_stats(df, value: str, unit=("parent",)) -> tuple[float, float, int]:
+def overall_stats(df: pd.DataFrame, value: str, unit: Sequence[str] = ("parent",)) -> tuple[float, float, int]:
     """(mean, std, n) of `value` over units, each unit's rows averaged first: a reference level."""
     s = parent_stats(df.assign(_all=0), ["_all"], value, unit).iloc[0]
     return float(s["mean"]), float(s["std"]), int(s["n"])
 
 
-def reinit_condition(condition: str):
+def reinit_condition(condition: str) -> Condition | None:
     """The registry's condition for a re-initialisation name, None for any other name."""
     try:
         c = parse_condition(condition)
@@ -72,7 +78,7 @@ def reinit_condition(condition: str):
     return c if c.reinit else None
 
 
-def reinit_rows(df, realised=None):
+def reinit_rows(df: pd.DataFrame, realised: pd.DataFrame | None = None) -> pd.DataFrame:
     """The re-initialisation rows, with `side` (low/high) and `requested` percent parsed from the
     condition, and `percent` the share really re-drawn: the mean over the condition's members of the
     `reinit_percent` column of `df` (or of `realised`, a table that has it), the request where neither
@@ -97,7 +103,7 @@ def family(condition: str) -> str:
     return c.family if c is not None else condition
 
 
-def condition_order(condition: str):
+def condition_order(condition: str) -> tuple[int, float, str]:
     """Sort key: the registry's conditions in its order, then reinit-low, reinit-high by percent."""
     base = list(REGISTRY)
     c = reinit_condition(condition)
@@ -106,11 +112,11 @@ def condition_order(condition: str):
     return (base.index(condition) if condition in base else len(base) + 2, 0.0, condition)
 
 
-def epoch_map(*frames) -> dict[int, float]:
+def epoch_map(*frames: pd.DataFrame | None) -> dict[int, float]:
     """t -> t_epoch from any frame that has both columns."""
     out: dict[int, float] = {}
     for df in frames:
-        if is_empty(df) or "t" not in df.columns or "t_epoch" not in df.columns:
+        if df is None or is_empty(df) or "t" not in df.columns or "t_epoch" not in df.columns:
             continue
         for t, e in df.groupby("t")["t_epoch"].first().items():
             out.setdefault(int(t), float(e))
@@ -132,7 +138,8 @@ def t_label(t: int, epochs: dict[int, float], sep: str = "\n") -> str:
     return f"{t}{sep}({fmt_epoch(e)} ep)"
 
 
-def cumulative_forgetting(forgetting, conditions, epochs: float | None = None):
+def cumulative_forgetting(forgetting: pd.DataFrame, conditions: Iterable[str],
+                          epochs: float | None = None) -> tuple[pd.DataFrame, float | None]:
     """Per member of `conditions`: its cumulative forgetting events at the last evaluation point with
     epoch <= E (epochs since the member's first evaluation point, i.e. since the spawn). E defaults to the
     largest epoch every one of these members reached. Returns (frame of condition, t, parent, child,
@@ -148,7 +155,7 @@ def cumulative_forgetting(forgetting, conditions, epochs: float | None = None):
     return last[keys + ["cumulative_events", "epoch"]].reset_index(drop=True), epochs
 
 
-def forgetting_per_epoch(forgetting, condition: str = REFERENCE):
+def forgetting_per_epoch(forgetting: pd.DataFrame, condition: str = REFERENCE) -> pd.DataFrame | None:
     """Forgetting events of `condition` by epoch, mean/std/n over independent runs (parent, child); the
     first point (epoch 0) left out, since no event can happen there."""
     rows_ = rows(forgetting, condition)
@@ -158,13 +165,13 @@ def forgetting_per_epoch(forgetting, condition: str = REFERENCE):
     return parent_stats(rows_, ["epoch"], "events", unit=("parent", "child")).sort_values("epoch")
 
 
-def barrier_per_pair(barriers):
+def barrier_per_pair(barriers: pd.DataFrame) -> pd.DataFrame:
     """One row per pair of children: the pair's barrier (the table repeats it on every point alpha)."""
     keys = ["condition", "t", "parent", "child_a", "child_b"]
     return barriers.groupby(keys, as_index=False, observed=True)["barrier"].mean()
 
 
-def member_groups(members):
+def member_groups(members: pd.DataFrame) -> tuple[list[str], list[str], pd.DataFrame]:
     """The (condition, t) groups of the members in figure order, and each row's group and family.
 
     Returns (order: the group labels, in order; families: the groups' families, each once, in that
@@ -173,7 +180,7 @@ def member_groups(members):
     groups = sorted({(c, int(t)) for c, t in zip(members["condition"], members["t"])},
                     key=lambda ct: (condition_order(ct[0]), ct[1]))
 
-    def label(c, t):
+    def label(c: str, t: int) -> str:
         spawned = c not in REGISTRY or REGISTRY[c].has_parent  # no spawn step: no-coupling, coupled-order
         return f"{c}, t = {t_label(t, epochs, sep=' ')}" if spawned else c
 

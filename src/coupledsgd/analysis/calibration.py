@@ -39,29 +39,32 @@ class Scenario:
     name: str
     claim: str  # the claim whose test it runs
     truth: str  # "null" (supported must stay at or below 5%) or "effect" (the rate is power)
-    draw: Callable  # (rng, n_parents) -> (Estimate, true value or nan)
+    draw: Draw
     kind: str
     sign: int = 0
     margin: float = 0.0
     permutation: bool = False  # a permutation test: dearer, and no interval
 
 
+Draw = Callable[[np.random.Generator, int], tuple[E.Estimate, float]]  # (rng, n_parents) -> (estimate, truth or nan)
+
+
 def _curves(values: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(values, columns=SPAWN_STEPS)
 
 
-def _trend(curve, noise, n_perm):
+def _trend(curve: np.ndarray, noise: float, n_perm: int) -> Draw:
     """Parents' curves: the curve, a parent offset and independent noise at each t."""
-    def draw(rng, n):
+    def draw(rng: np.random.Generator, n: int) -> tuple[E.Estimate, float]:
         v = curve + rng.normal(0, noise, (n, 1)) + rng.normal(0, noise, (n, len(curve)))
         return E.trend(_curves(v), "parents", n_perm, seed=int(rng.integers(2**31))), np.nan
     return draw
 
 
-def _between(curve, noise, n_perm):
+def _between(curve: np.ndarray, noise: float, n_perm: int) -> Draw:
     """Pairs of parents: the curve plus each parent's own offset curve (so pairs sharing a parent are
     correlated) and the pair's noise."""
-    def draw(rng, n):
+    def draw(rng: np.random.Generator, n: int) -> tuple[E.Estimate, float]:
         own = rng.normal(0, noise, (n, len(curve)))
         pairs = [(a, b) for a in range(n) for b in range(a + 1, n)]
         v = np.array([curve + own[a] + own[b] + rng.normal(0, noise / 2, len(curve)) for a, b in pairs])
@@ -69,15 +72,15 @@ def _between(curve, noise, n_perm):
     return draw
 
 
-def _paired(mean, sd):
-    def draw(rng, n):
+def _paired(mean: float, sd: float) -> Draw:
+    def draw(rng: np.random.Generator, n: int) -> tuple[E.Estimate, float]:
         return E.one_sample(rng.normal(mean, sd, n), "parents", "paired t over parents"), mean
     return draw
 
 
-def _welch(mean, sd_a, sd_b):
+def _welch(mean: float, sd_a: float, sd_b: float) -> Draw:
     """Two independent groups of parents with unequal spreads."""
-    def draw(rng, n):
+    def draw(rng: np.random.Generator, n: int) -> tuple[E.Estimate, float]:
         return E.welch(rng.normal(mean, sd_a, n), rng.normal(0, sd_b, n), "parents"), mean
     return draw
 
@@ -123,7 +126,7 @@ def rates(scenario: Scenario, n_parents: int, reps: int, seed: int = 0) -> dict:
             "coverage": float(np.mean(covered)) if covered else float("nan")}
 
 
-def table(parents=(3, 4, 10), reps: int = 1000, perm_reps: int = 300, n_perm: int = 999,
+def table(parents: tuple[int, ...] = (3, 4, 10), reps: int = 1000, perm_reps: int = 300, n_perm: int = 999,
           seed: int = 0) -> pd.DataFrame:
     """Every scenario at every number of parents: `reps` draws of a t-test (cheap; enough to tell a
     coverage of 93% from 95%), `perm_reps` of a permutation test of n_perm arrangements."""

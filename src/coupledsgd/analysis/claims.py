@@ -28,6 +28,7 @@ and numpy over the tables of the metrics and barriers stages; the job is `jobs.a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,8 +36,9 @@ import pandas as pd
 
 from ..core.conditions import BARRIER_REFERENCE, REFERENCE
 from .aggregate import cumulative_forgetting, reinit_condition
-from .estimates import (INCONCLUSIVE, N_PERMUTATIONS, NOT_SUPPORTED, SUPPORTED,  # noqa: F401 (VERDICTS)
-                        VERDICTS, Estimate, decide, direction_rule, early_excess, equivalence_rule, joint_trend,
+from .estimates import VERDICTS  # noqa: F401 (the claims table's verdicts, for its readers)
+from .estimates import (INCONCLUSIVE, N_PERMUTATIONS, NOT_SUPPORTED, SUPPORTED,
+                        Estimate, decide, direction_rule, early_excess, equivalence_rule, joint_trend,
                         lacking, noninferiority_rule, one_sample, paired, trend, unit_curves, welch)
 
 ACCURACY_MARGIN = 0.01
@@ -44,6 +46,9 @@ MACE_MARGIN = 0.001
 EARLY_FRACTION = 0.25  # fig1g: the first quarter of training against the rest
 
 NO_COUPLING, ORDER, TO_T, RESET = REFERENCE, "coupled-order", "coupled-to-t", BARRIER_REFERENCE
+
+Tables = dict[str, pd.DataFrame]
+Check = Callable[[Tables, int], Estimate]  # (tables, n_perm) -> Estimate
 
 COLUMNS = ["claim", "figure", "text", "statistic", "value", "ci_low", "ci_high", "interval", "test", "n_units",
            "p_value", "rule", "verdict", "reason"]
@@ -72,7 +77,7 @@ def _per_parent(df: pd.DataFrame, condition: str, t: int, value: str) -> pd.Seri
     return rows.groupby("parent", observed=True)[value].mean()
 
 
-def _missing(*conditions) -> str:
+def _missing(*conditions: str) -> str:
     return f"no {' / '.join(conditions)} rows in this experiment"
 
 
@@ -84,8 +89,8 @@ def _cumulative_forgetting(forgetting: pd.DataFrame) -> pd.DataFrame:
 # The claims
 
 
-def _gain_falls(condition):
-    def check(tables, n_perm):
+def _gain_falls(condition: str) -> Check:
+    def check(tables: Tables, n_perm: int) -> Estimate:
         rows = _of(tables["ensembles"], condition)
         if rows.empty:
             return lacking(_missing(condition))
@@ -93,8 +98,8 @@ def _gain_falls(condition):
     return check
 
 
-def _order_equivalent(value):
-    def check(tables, n_perm):
+def _order_equivalent(value: str) -> Check:
+    def check(tables: Tables, n_perm: int) -> Estimate:
         e = tables["ensembles"]
         a, b = _of(e, ORDER), _of(e, NO_COUPLING)
         if a.empty or b.empty:
@@ -104,7 +109,7 @@ def _order_equivalent(value):
     return check
 
 
-def _members_not_worse(tables, n_perm):
+def _members_not_worse(tables: Tables, n_perm: int) -> Estimate:
     m = tables["members"]
     coupled = m[m["condition"].isin([TO_T, RESET])]
     ref = _of(m, NO_COUPLING)
@@ -114,16 +119,16 @@ def _members_not_worse(tables, n_perm):
                  "parents")
 
 
-def _kl_trend(curves, n_perm):
+def _kl_trend(curves: pd.DataFrame, n_perm: int) -> Estimate:
     return trend(curves, "parents", n_perm)
 
 
-def _kl_early_excess(curves, n_perm):
+def _kl_early_excess(curves: pd.DataFrame, n_perm: int) -> Estimate:
     return early_excess(curves, "parents")
 
 
-def _same_parent_kl(statistic):
-    def check(tables, n_perm):
+def _same_parent_kl(statistic: Callable[[pd.DataFrame, int], Estimate]) -> Check:
+    def check(tables: Tables, n_perm: int) -> Estimate:
         p = tables["pairs"]
         rows = _of(p[p["kind"] == "same-parent"], RESET)
         if rows.empty:
@@ -132,7 +137,7 @@ def _same_parent_kl(statistic):
     return check
 
 
-def _between_parent_kl(tables, n_perm):
+def _between_parent_kl(tables: Tables, n_perm: int) -> Estimate:
     p = tables["pairs"]
     rows = _of(p[p["kind"] == "between-parents"], RESET)
     if rows.empty:
@@ -142,7 +147,7 @@ def _between_parent_kl(tables, n_perm):
     return joint_trend(curves, len(parents), n_perm)
 
 
-def _forgetting_early(tables, n_perm):
+def _forgetting_early(tables: Tables, n_perm: int) -> Estimate:
     f = _of(tables["forgetting"], NO_COUPLING)
     f = f[f["epoch"] > 0]  # no event can happen at the first evaluation point
     if f.empty:
@@ -157,14 +162,14 @@ def _forgetting_early(tables, n_perm):
     return one_sample(values[:, early].mean(axis=1) - values[:, ~early].mean(axis=1), "runs")
 
 
-def _cumulative_forgetting_falls(tables, n_perm):
+def _cumulative_forgetting_falls(tables: Tables, n_perm: int) -> Estimate:
     f = tables["forgetting"]
     if _of(f, RESET).empty:
         return lacking(_missing(RESET))
     return trend(unit_curves(_cumulative_forgetting(f), "cumulative_events", "parent"), "parents", n_perm)
 
 
-def _reinit_low_beats_high(tables, n_perm):
+def _reinit_low_beats_high(tables: Tables, n_perm: int) -> Estimate:
     e = tables["ensembles"]
     r = reinit_conditions(e)
     low, high = r[r["side"] == "low"], r[r["side"] == "high"]
@@ -186,7 +191,7 @@ def _against_reset(df: pd.DataFrame, value: str) -> dict[str, Estimate]:
     return out
 
 
-def _reinit_calibration_small(tables, n_perm):
+def _reinit_calibration_small(tables: Tables, n_perm: int) -> Estimate:
     e = tables["ensembles"]
     if reinit_conditions(e).empty or _of(e, RESET).empty:
         return lacking(_missing("reinit-low/high", RESET))
@@ -206,7 +211,7 @@ def _reinit_calibration_small(tables, n_perm):
     return out
 
 
-def _reinit_barrier(tables, n_perm):
+def _reinit_barrier(tables: Tables, n_perm: int) -> Estimate:
     b = tables["barriers"]
     if b.empty or reinit_conditions(b).empty or _of(b, RESET).empty:
         return lacking("no error barriers of re-initialised and coupled-to-t-reset children")
@@ -224,7 +229,7 @@ class Claim:
     figure: str
     text: str
     statistic: str
-    check: object  # (tables, n_perm) -> Estimate
+    check: Check
     kind: str  # direction, equivalence or noninferiority
     sign: int = 0
     margin: float = 0.0
@@ -320,12 +325,12 @@ def _plain(df: pd.DataFrame | None, name: str) -> pd.DataFrame:
                            for c in TABLE_COLUMNS[name]})
     cats = [c for c in ("condition", "kind") if c in df.columns and df[c].dtype.name == "category"]
     missing = [c for c in TABLE_COLUMNS[name] if c not in df.columns]
-    return df.assign(**{c: df[c].astype(str) for c in cats}, **{c: np.nan for c in missing})
+    return df.assign(**{c: df[c].astype(str) for c in cats}, **dict.fromkeys(missing, np.nan))
 
 
 def markdown(table: pd.DataFrame) -> str:
     """The claims as a Markdown table (docs/claims.md's findings quote it; tests/test_docs.py checks)."""
-    def num(x):
+    def num(x: float) -> str:
         return "" if pd.isna(x) else f"{x:.3g}"
 
     lines = ["| claim | fig. | statistic | value | 95% interval | test | units | p | verdict |",

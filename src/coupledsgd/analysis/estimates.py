@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from scipy import stats as S
 
@@ -86,7 +87,7 @@ def too_few_units(n: int, what: str) -> str | None:
     return f"{n} {what}: a test over {what} needs {MIN_UNITS} or more" if n < MIN_UNITS else None
 
 
-def unit_curves(df: pd.DataFrame, value: str, unit, x: str = "t") -> pd.DataFrame:
+def unit_curves(df: pd.DataFrame, value: str, unit: str | list[str], x: str = "t") -> pd.DataFrame:
     """Units x values of `x`: the mean of `value` within each (unit, x); units lacking an x dropped."""
     unit = [unit] if isinstance(unit, str) else list(unit)
     curves = df.groupby(unit + [x], observed=True)[value].mean().unstack(x)
@@ -117,7 +118,7 @@ def decide(est: Estimate, kind: str, sign: int = 0, margin: float = 0.0) -> Esti
     """est with its verdict and the p-value it rests on, by the rule of `kind` (module docstring)."""
     if est.verdict is not None:
         return est
-    if est.reason or est.p_above is None:
+    if est.reason or est.p_above is None or est.p_below is None:
         est.verdict = INCONCLUSIVE
         return est
     if kind == "direction":
@@ -143,18 +144,18 @@ def _t_estimate(mean: float, se: float, df: float, n: int, test: str, interval: 
         q = float(S.t.ppf(1 - ALPHA, df))
         lo, hi = mean - q * se, mean + q * se
 
-        def p_above(x):
+        def p_above(x: float) -> float:
             return float(S.t.sf((mean - x) / se, df))
 
-        def p_below(x):
+        def p_below(x: float) -> float:
             return float(S.t.cdf((mean - x) / se, df))
     else:
         lo = hi = mean
 
-        def p_above(x):
+        def p_above(x: float) -> float:
             return 0.0 if mean > x else 1.0
 
-        def p_below(x):
+        def p_below(x: float) -> float:
             return 0.0 if mean < x else 1.0
     return Estimate(float(mean), float(lo), float(hi), n, test, interval, p_above=p_above, p_below=p_below)
 
@@ -177,15 +178,15 @@ def welch_summary(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     return a.mean(axis=-1) - b.mean(axis=-1), np.sqrt(se2), df
 
 
-def one_sample(x, what: str, test: str | None = None) -> Estimate:
+def one_sample(x: npt.ArrayLike, what: str, test: str | None = None) -> Estimate:
     """The mean over units of a per-unit statistic, Student's t over the units."""
-    x = np.asarray(x, dtype=float)
-    x = x[np.isfinite(x)]
+    values = np.asarray(x, dtype=float)
+    values = values[np.isfinite(values)]
     test = test or f"one-sample t over {what}"
-    if (reason := too_few_units(len(x), what)) is not None:
-        return lacking(reason, len(x), test)
-    mean, se, df = t_summary(x)
-    return _t_estimate(mean, se, df, len(x), test, f"95% t-interval over {what}")
+    if (reason := too_few_units(len(values), what)) is not None:
+        return lacking(reason, len(values), test)
+    mean, se, df = t_summary(values)
+    return _t_estimate(float(mean), float(se), float(df), len(values), test, f"95% t-interval over {what}")
 
 
 def paired(a: pd.Series, b: pd.Series, what: str) -> Estimate:
@@ -193,7 +194,7 @@ def paired(a: pd.Series, b: pd.Series, what: str) -> Estimate:
     return one_sample((a - b).dropna(), what, f"paired t over {what}")
 
 
-def welch(a, b, what: str) -> Estimate:
+def welch(a: npt.ArrayLike, b: npt.ArrayLike, what: str) -> Estimate:
     """mean(a) - mean(b) of two independent groups of units, Welch's t."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     n = min(len(a), len(b))
@@ -233,7 +234,7 @@ def _arrangements(m: int, n: int, n_perm: int, seed: int) -> tuple[np.ndarray, b
     return np.concatenate([np.broadcast_to(np.arange(m), (1, n, m)), drawn]), False
 
 
-def _permutation_estimate(t, values, n_blocks: int, n_units: int, what: str, test: str,
+def _permutation_estimate(t: np.ndarray, values: np.ndarray, n_blocks: int, n_units: int, what: str, test: str,
                           n_perm: int, seed: int, per_row: bool = False) -> Estimate:
     """The statistic and its permutation p-values: the mean over values' rows of each row's rho(t, row)
     (per_row), else rho(t, mean of values over rows). The steps of values' rows are permuted together
@@ -264,7 +265,7 @@ def _permutation_estimate(t, values, n_blocks: int, n_units: int, what: str, tes
 
 def _at_zero(p: float) -> Callable[[float], float]:
     """A permutation test's p-value answers "no trend" (rho 0) only."""
-    def f(x):
+    def f(x: float) -> float:
         if x != 0:
             raise ValueError("a permutation test of a trend tests rho = 0 only")
         return p

@@ -21,13 +21,20 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from ..core.conditions import BARRIER_REFERENCE, REFERENCE
 from ..core.layout import Layout
 from . import aggregate as A
 from . import draw as D
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure as MplFigure
+
+Draw = Callable[..., "MplFigure"]  # (**tables) -> matplotlib Figure
 
 TABLES = ("members", "ensembles", "pairs", "forgetting", "barriers")
 TO_T = "coupled-to-t"
@@ -35,7 +42,7 @@ RESET = BARRIER_REFERENCE  # coupled-to-t-reset: extended training, and the "no 
 
 
 class Figure(NamedTuple):
-    draw: Callable  # (**tables) -> matplotlib Figure
+    draw: Draw
     tables: tuple[str, ...]  # the metric tables it reads, by name
     columns: dict[str, tuple[str, ...]]  # the columns it needs of each (others it reads only if there)
 
@@ -43,13 +50,13 @@ class Figure(NamedTuple):
 FIGURES: dict[str, Figure] = {}
 
 
-def _figure(name: str, tables, **columns):
+def _figure(name: str, tables: Sequence[str], **columns: Sequence[str]) -> Callable[[Draw], Draw]:
     """Register `fn` as figure `name`, reading `tables` and needing `columns` (table -> columns)."""
-    def register(fn):
+    def register(fn: Draw) -> Draw:
         signature = inspect.signature(fn)
 
         @functools.wraps(fn)
-        def checked(*args, **kwargs):
+        def checked(*args: Any, **kwargs: Any) -> MplFigure:
             bound = signature.bind(*args, **kwargs)
             for table, needed in columns.items():
                 if bound.arguments.get(table) is not None:
@@ -77,12 +84,12 @@ _GAIN_LABEL = "ensemble accuracy gain\nover mean of members"
 _MACE_LABEL = "MACE improvement\n(mean member − ensemble)"
 
 
-def _k(ensembles) -> str:
+def _k(ensembles: pd.DataFrame) -> str:
     k = A.ensemble_size(ensembles)
     return f"{k}-" if k is not None else ""
 
 
-def _ensemble_figure(ensembles, condition, value, ylabel, title):
+def _ensemble_figure(ensembles: pd.DataFrame, condition: str, value: str, ylabel: str, title: str) -> MplFigure:
     e = A.largest_k(ensembles)
     return D.spawn_figure(e, condition=condition, value=value, unit=("parent",), ylabel=ylabel,
                           title=title, epochs=A.epoch_map(e))
@@ -90,7 +97,7 @@ def _ensemble_figure(ensembles, condition, value, ylabel, title):
 
 @_figure("fig1a_accuracy_gain", ["ensembles"], ensembles=_ENS + ["gain"])
 @D.styled
-def fig1a_accuracy_gain(ensembles):
+def fig1a_accuracy_gain(ensembles: pd.DataFrame) -> MplFigure:
     """Accuracy gain (ensemble minus mean member accuracy) vs t, coupled-to-t, with no-coupling."""
     return _ensemble_figure(ensembles, TO_T, "gain", _k(A.largest_k(ensembles)) + _GAIN_LABEL,
                             "(a) Accuracy gain")
@@ -98,7 +105,7 @@ def fig1a_accuracy_gain(ensembles):
 
 @_figure("fig1b_accuracy_gain_reset", ["ensembles"], ensembles=_ENS + ["gain"])
 @D.styled
-def fig1b_accuracy_gain_reset(ensembles):
+def fig1b_accuracy_gain_reset(ensembles: pd.DataFrame) -> MplFigure:
     """As 1a for coupled-to-t-reset (extended training)."""
     return _ensemble_figure(ensembles, RESET, "gain", _k(A.largest_k(ensembles)) + _GAIN_LABEL,
                             "(b) Accuracy gain (extended training)")
@@ -106,14 +113,14 @@ def fig1b_accuracy_gain_reset(ensembles):
 
 @_figure("fig1c_mace_improvement", ["ensembles"], ensembles=_ENS + ["mace_improvement"])
 @D.styled
-def fig1c_mace_improvement(ensembles):
+def fig1c_mace_improvement(ensembles: pd.DataFrame) -> MplFigure:
     """MACE improvement (mean member MACE minus ensemble MACE) vs t, coupled-to-t."""
     return _ensemble_figure(ensembles, TO_T, "mace_improvement", _MACE_LABEL, "(c) MACE improvement")
 
 
 @_figure("fig1d_mace_improvement_reset", ["ensembles"], ensembles=_ENS + ["mace_improvement"])
 @D.styled
-def fig1d_mace_improvement_reset(ensembles):
+def fig1d_mace_improvement_reset(ensembles: pd.DataFrame) -> MplFigure:
     """As 1c for coupled-to-t-reset."""
     return _ensemble_figure(ensembles, RESET, "mace_improvement", _MACE_LABEL,
                             "(d) MACE improvement (extended training)")
@@ -121,7 +128,7 @@ def fig1d_mace_improvement_reset(ensembles):
 
 @_figure("fig1e_kl_same_parent", ["pairs", "ensembles"], pairs=_PAIRS)
 @D.styled
-def fig1e_kl_same_parent(pairs, ensembles=None):
+def fig1e_kl_same_parent(pairs: pd.DataFrame, ensembles: pd.DataFrame | None = None) -> MplFigure:
     """Symmetric KL between two children of one parent (all pairs averaged within the parent) vs t,
     coupled-to-t-reset; the no-coupling level is the same quantity between members of one group.
     `ensembles` only supplies the epoch of each spawn step."""
@@ -135,7 +142,7 @@ def fig1e_kl_same_parent(pairs, ensembles=None):
 
 @_figure("fig1f_kl_between_parents", ["pairs", "ensembles"], pairs=_PAIRS)
 @D.styled
-def fig1f_kl_between_parents(pairs, ensembles=None):
+def fig1f_kl_between_parents(pairs: pd.DataFrame, ensembles: pd.DataFrame | None = None) -> MplFigure:
     """Symmetric KL between the mean predictions of two ensembles with different parents vs t,
     coupled-to-t-reset; mean +-1 sd over pairs of parents."""
     between = pairs[pairs["kind"] == "between-parents"]
@@ -148,7 +155,7 @@ def fig1f_kl_between_parents(pairs, ensembles=None):
 
 @_figure("fig1g_forgetting_per_epoch", ["forgetting"], forgetting=_FORGET)
 @D.styled
-def fig1g_forgetting_per_epoch(forgetting):
+def fig1g_forgetting_per_epoch(forgetting: pd.DataFrame) -> MplFigure:
     """Test-set forgetting events at each evaluation point (default: each epoch) of the no-coupling
     runs, mean +-1 sd over runs. The first point (epoch 0) is left out: no event can happen there."""
     title = "(g) Mean forgetting events by epoch"
@@ -162,7 +169,8 @@ def fig1g_forgetting_per_epoch(forgetting):
 
 @_figure("fig1h_cumulative_forgetting", ["forgetting", "ensembles"], forgetting=_FORGET)
 @D.styled
-def fig1h_cumulative_forgetting(forgetting, ensembles=None, epochs: float | None = None):
+def fig1h_cumulative_forgetting(forgetting: pd.DataFrame, ensembles: pd.DataFrame | None = None,
+                                epochs: float | None = None) -> MplFigure:
     """Cumulative test-set forgetting events over the first E epochs after the spawn, per child of
     coupled-to-t-reset (averaged over children, then over parents) vs t; no-coupling over its first E
     epochs as the reference. E defaults to the largest epoch all these members reached."""
@@ -170,6 +178,7 @@ def fig1h_cumulative_forgetting(forgetting, ensembles=None, epochs: float | None
     if A.rows(forgetting, RESET).empty:
         return D.no_data_figure(title, D.missing(RESET))
     last, E = A.cumulative_forgetting(forgetting, [RESET, REFERENCE], epochs)
+    assert E is not None  # the reset condition has rows
     return D.spawn_figure(last, condition=RESET, value="cumulative_events", unit=("parent",),
                           ylabel="cumulative forgetting events\n(test set, mean over children)",
                           title=f"{title}\n(first {A.fmt_epoch(E)} epochs after the spawn)",
@@ -178,7 +187,7 @@ def fig1h_cumulative_forgetting(forgetting, ensembles=None, epochs: float | None
 
 @_figure("fig1i_accuracy_gain_reinit", ["ensembles"], ensembles=_ENS + ["gain"])
 @D.styled
-def fig1i_accuracy_gain_reinit(ensembles):
+def fig1i_accuracy_gain_reinit(ensembles: pd.DataFrame) -> MplFigure:
     """Accuracy gain vs percent of parameters re-initialised, low and high layers, with the
     coupled-to-t-reset members at the re-init step as "no re-init" and the no-coupling level."""
     e = A.largest_k(ensembles)
@@ -188,7 +197,7 @@ def fig1i_accuracy_gain_reinit(ensembles):
 
 @_figure("fig1j_mace_reinit", ["ensembles"], ensembles=_ENS + ["ensemble_mace"])
 @D.styled
-def fig1j_mace_reinit(ensembles):
+def fig1j_mace_reinit(ensembles: pd.DataFrame) -> MplFigure:
     """Ensemble MACE vs percent re-initialised, low and high layers (lower is better)."""
     e = A.largest_k(ensembles)
     return D.percent_figure(e, value="ensemble_mace", unit=("parent",),
@@ -199,8 +208,9 @@ def fig1j_mace_reinit(ensembles):
 @_figure("fig2_member_accuracy", ["members"],
          members=["condition", "t", "t_epoch", "parent", "child", "accuracy"])
 @D.styled
-def fig2_member_accuracy(members):
-    """Test accuracy of every member, one box (with the members as dots) per condition and spawn step."""
+def fig2_member_accuracy(members: pd.DataFrame) -> MplFigure:
+    """Test accuracy of every member as dots, one row per condition and spawn step, with a box where the
+    row has at least `draw.MIN_BOX_MEMBERS` members and the mean as a bar where it has fewer."""
     title = "Individual accuracy of all members"
     if members.empty:
         return D.no_data_figure(title, "no data: no members in this experiment")
@@ -214,7 +224,7 @@ def fig2_member_accuracy(members):
 @_figure("fig3_error_barrier", ["barriers", "ensembles"],
          barriers=["condition", "t", "parent", "child_a", "child_b", "barrier"])
 @D.styled
-def fig3_error_barrier(barriers, ensembles=None):
+def fig3_error_barrier(barriers: pd.DataFrame, ensembles: pd.DataFrame | None = None) -> MplFigure:
     """Error barrier on the linear path between two children vs percent re-initialised (low, high);
     the coupled-to-t-reset children at the re-init step are the "no re-init" marker at 0%. Each pair's
     barrier is averaged within its parent, then mean +-1 sd over parents."""

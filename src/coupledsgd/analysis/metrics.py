@@ -14,6 +14,7 @@ from collections.abc import Callable
 import math
 
 import numpy as np
+import numpy.typing as npt
 
 BOOTSTRAP_SEED = 0
 LEVEL = 0.95
@@ -27,24 +28,24 @@ def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
         return np.squeeze(m, axis) + np.log(np.sum(np.exp(x - m), axis=axis))
 
 
-def log_softmax(logits) -> np.ndarray:
+def log_softmax(logits: npt.ArrayLike) -> np.ndarray:
     """log p_j = z_j - log sum_k exp(z_k) over the last axis, as float64."""
     z = np.asarray(logits, dtype=np.float64)
     return z - _logsumexp(z, axis=-1)[..., None]
 
 
-def ensemble_log_probs(member_logits) -> np.ndarray:
+def ensemble_log_probs(member_logits: npt.ArrayLike) -> np.ndarray:
     """log((1/M) sum_m softmax(z_m)): log of the members' mean probability, (M, N, C) -> (N, C)."""
     lp = log_softmax(member_logits)
     return _logsumexp(lp, axis=0) - np.log(lp.shape[0])
 
 
-def correct(log_probs, labels) -> np.ndarray:
+def correct(log_probs: npt.ArrayLike, labels: npt.ArrayLike) -> np.ndarray:
     """(N,) bool: argmax_j log p_j == y (ties go to the lowest class index)."""
     return np.argmax(log_probs, axis=-1) == np.asarray(labels)
 
 
-def accuracy(log_probs, labels) -> float:
+def accuracy(log_probs: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     """Fraction of examples whose argmax equals the label."""
     return float(np.mean(correct(log_probs, labels)))
 
@@ -59,20 +60,20 @@ def diverged(final_accuracy: float, first_accuracy: float, n: int, num_classes: 
     return final_accuracy <= chance + 3 * se or final_accuracy < first_accuracy - 3 * start_se
 
 
-def nll(log_probs, labels) -> float:
+def nll(log_probs: np.ndarray, labels: np.ndarray) -> float:
     """-(1/N) sum_i log p_{i, y_i}."""
     lp = np.asarray(log_probs, dtype=np.float64)
     return float(-np.mean(lp[np.arange(lp.shape[0]), labels]))
 
 
-def brier(log_probs, labels) -> float:
+def brier(log_probs: np.ndarray, labels: np.ndarray) -> float:
     """(1/N) sum_i sum_j (p_ij - 1[y_i = j])^2."""
     p = np.exp(np.asarray(log_probs, dtype=np.float64))
     p[np.arange(p.shape[0]), labels] -= 1.0
     return float(np.mean(np.sum(p**2, axis=-1)))
 
 
-def ece(log_probs, labels, n_bins: int = 15) -> float:
+def ece(log_probs: np.ndarray, labels: npt.ArrayLike, n_bins: int = 15) -> float:
     """Top-label ECE: sum_b (n_b/N) |acc_b - conf_b| over non-empty bins.
 
     conf = max_j p_j; bin b covers (b/n, (b+1)/n] with boundaries np.linspace(0, 1, n+1), and
@@ -119,14 +120,14 @@ def _bin_means(sorted_rows: np.ndarray, k: int) -> np.ndarray:
     return np.concatenate([big, small], axis=1)
 
 
-def _mace_of_sorted(p: np.ndarray, labels, order: np.ndarray, k: int) -> float:
+def _mace_of_sorted(p: np.ndarray, labels: np.ndarray, order: np.ndarray, k: int) -> float:
     p_sorted = np.ascontiguousarray(np.take_along_axis(p, order, axis=0).T)
     hit_sorted = np.ascontiguousarray((np.asarray(labels)[order] == np.arange(p.shape[1])).T)
     gaps = np.abs(_bin_means(hit_sorted, k) - _bin_means(p_sorted, k))
     return float(np.mean(gaps.mean(axis=1)))
 
 
-def mace(log_probs, labels, n_bins: int = 15) -> float:
+def mace(log_probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
     """Classwise adaptive calibration error (ACE, Nixon et al. 2019).
 
     For each class j: sort examples by p_j ascending (stable), split that order into
@@ -140,7 +141,7 @@ def mace(log_probs, labels, n_bins: int = 15) -> float:
     return _mace_of_sorted(p, labels, order, k)
 
 
-def symmetric_kl_per_example(log_p, log_q) -> np.ndarray:
+def symmetric_kl_per_example(log_p: np.ndarray, log_q: np.ndarray) -> np.ndarray:
     """(N,) KL(p||q) + KL(q||p) = sum_j (p_j - q_j)(log p_j - log q_j)."""
     lp, lq = np.asarray(log_p, dtype=np.float64), np.asarray(log_q, dtype=np.float64)
     # Where both probabilities are 0 the term is 0, not 0 * (-inf - -inf) = nan.
@@ -149,17 +150,17 @@ def symmetric_kl_per_example(log_p, log_q) -> np.ndarray:
     return np.sum(terms, axis=-1)
 
 
-def symmetric_kl(log_p, log_q) -> float:
+def symmetric_kl(log_p: np.ndarray, log_q: np.ndarray) -> float:
     """Mean over examples of KL(p||q) + KL(q||p)."""
     return float(np.mean(symmetric_kl_per_example(log_p, log_q)))
 
 
-def disagreement(log_p, log_q) -> float:
+def disagreement(log_p: np.ndarray, log_q: np.ndarray) -> float:
     """Fraction of examples on which the two argmax predictions differ."""
     return float(np.mean(np.argmax(log_p, axis=-1) != np.argmax(log_q, axis=-1)))
 
 
-def forgetting_events(correct) -> np.ndarray:
+def forgetting_events(correct: npt.ArrayLike) -> np.ndarray:
     """(E,) int: entry e >= 1 counts examples correct at point e-1 and wrong at e; entry 0 is 0."""
     c = np.asarray(correct, dtype=bool)
     out = np.zeros(c.shape[0], dtype=np.int64)
@@ -187,7 +188,7 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
-def accuracy_gain(member_logits, labels) -> float:
+def accuracy_gain(member_logits: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     """Ensemble accuracy minus mean member accuracy.
 
     member_logits is (M, N, C) logits; log-probabilities are valid logits too. The ensemble
@@ -198,7 +199,7 @@ def accuracy_gain(member_logits, labels) -> float:
     return accuracy(ensemble_log_probs(lp), labels) - float(members)
 
 
-def gain_by_size(member_logits, labels) -> np.ndarray:
+def gain_by_size(member_logits: npt.ArrayLike, labels: npt.ArrayLike) -> np.ndarray:
     """(M,) float: entry m-1 is accuracy_gain of the ensemble of members 0..m-1, in the given order.
 
     Entry 0 is always 0. The value depends on member order; average over permutations for
@@ -213,7 +214,7 @@ def gain_by_size(member_logits, labels) -> np.ndarray:
     return ens - member
 
 
-def ranks(x) -> np.ndarray:
+def ranks(x: npt.ArrayLike) -> np.ndarray:
     """(N,) float64 ranks 1..N of x, ties given the mean of the ranks they span."""
     x = np.asarray(x, dtype=np.float64)
     order = np.argsort(x, kind="stable")
@@ -223,7 +224,7 @@ def ranks(x) -> np.ndarray:
     return (np.bincount(tie, weights=r) / counts)[tie]
 
 
-def spearman(x, y) -> float:
+def spearman(x: npt.ArrayLike, y: npt.ArrayLike) -> float:
     """Spearman's rank correlation of x and y (Pearson's of their tie-averaged ranks); 0 where either is
     constant (no monotone association to speak of), nan for fewer than 2 points."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
@@ -245,13 +246,13 @@ def bootstrap_weights(n: int, n_boot: int, seed: int = BOOTSTRAP_SEED) -> np.nda
     return counts.reshape(n_boot, n).astype(np.float64)
 
 
-def percentile_ci(stats, level: float = LEVEL) -> tuple[float, float]:
+def percentile_ci(stats: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
     """The percentile interval of bootstrap statistics, as bootstrap_ci computes it."""
     lo, hi = np.percentile(stats, [50 * (1 - level), 50 * (1 + level)])
     return float(lo), float(hi)
 
 
-def draw_counts(weights) -> np.ndarray:
+def draw_counts(weights: npt.ArrayLike) -> np.ndarray:
     """`weights` as float32, the exact type for summing draw counts (`mace_bootstrap`): integers
     whose sums stay below 2^24 are exact in float32. Other weights stay float64."""
     weights = np.asarray(weights, dtype=np.float64)
@@ -261,7 +262,8 @@ def draw_counts(weights) -> np.ndarray:
     return counts if exact else weights
 
 
-def mace_bootstrap(log_probs, labels, weights, n_bins: int = 15, counts=None) -> np.ndarray:
+def mace_bootstrap(log_probs: npt.ArrayLike, labels: np.ndarray, weights: npt.ArrayLike, n_bins: int = 15,
+                   counts: np.ndarray | None = None) -> np.ndarray:
     """(B,) MACE of each resample, the resamples given as (B, N) draw counts (`bootstrap_weights`).
 
     The simplification: the equal-mass bins are those of the full test set (exactly as in
@@ -278,7 +280,8 @@ def mace_bootstrap(log_probs, labels, weights, n_bins: int = 15, counts=None) ->
     return mace_and_bootstrap(log_probs, labels, weights, n_bins, counts)[1]
 
 
-def mace_and_bootstrap(log_probs, labels, weights, n_bins: int = 15, counts=None) -> tuple[float, np.ndarray]:
+def mace_and_bootstrap(log_probs: npt.ArrayLike, labels: np.ndarray, weights: npt.ArrayLike, n_bins: int = 15,
+                       counts: np.ndarray | None = None) -> tuple[float, np.ndarray]:
     """`mace` and `mace_bootstrap` of one network from one sort of each class's probabilities."""
     p = np.exp(np.asarray(log_probs, dtype=np.float64))
     k = min(n_bins, p.shape[0])
@@ -288,7 +291,8 @@ def mace_and_bootstrap(log_probs, labels, weights, n_bins: int = 15, counts=None
     return _mace_of_sorted(p, labels, order, k), _mace_resamples(p, labels, bins, weights, counts, k)
 
 
-def _mace_resamples(p, labels, bins, weights, counts, k: int) -> np.ndarray:
+def _mace_resamples(p: np.ndarray, labels: npt.ArrayLike, bins: np.ndarray, weights: np.ndarray,
+                    counts: np.ndarray, k: int) -> np.ndarray:
     """The cost is B x N x C x k multiply-adds, in two products per block of classes: the residuals
     in float64, the bins' draw counts in `counts`' type (float32: exact, twice as fast)."""
     n, c = p.shape

@@ -13,7 +13,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +26,11 @@ from ..core.errors import ArtifactError
 from ..core.parquet import (CONFIG_HASH_KEY, DIVERGED_KEY, KEY_COLUMNS, NONFINITE_KEY, ORIGIN_COLUMNS,
                             REINIT_PERCENT_KEY, STEPS_PER_EPOCH_KEY)
 from .metrics import log_softmax
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PathLike = str | Path
 
 SPE_KEY = STEPS_PER_EPOCH_KEY.encode()
 HASH_KEY = CONFIG_HASH_KEY.encode()
@@ -106,7 +114,7 @@ class MemberTrajectory:
         return self.condition, self.t, self.parent, self.child
 
 
-def open_parquet(path, kind: str = "member", reader=pq.read_table):
+def open_parquet(path: PathLike, kind: str = "member", reader: Callable[[PathLike], Any] = pq.read_table) -> Any:
     """`reader(path)`, its failures as ArtifactErrors naming the file. kind: member, barriers, metrics."""
     missing, noun = _KINDS[kind]
     try:
@@ -117,8 +125,8 @@ def open_parquet(path, kind: str = "member", reader=pq.read_table):
         raise ArtifactError(f"{path}: not a readable Parquet {noun} ({type(e).__name__}: {e})") from None
 
 
-def _one_key(table: pa.Table, path, constants: dict) -> dict:
-    key = {}
+def _one_key(table: pa.Table, path: PathLike, constants: dict) -> dict:
+    key: dict[str, str | int] = {}
     for c in KEY_COLUMNS:
         if c in constants:
             values = [constants[c]]
@@ -130,7 +138,7 @@ def _one_key(table: pa.Table, path, constants: dict) -> dict:
     return key
 
 
-def _constant(f: pq.ParquetFile, name: str):
+def _constant(f: pq.ParquetFile, name: str) -> Any:
     """The one value of column `name` when every row group's statistics show it (min = max, no nulls),
     else None: then the column is read and checked. Jobs' files carry statistics, so a trajectory's
     key columns (millions of rows) are never decoded."""
@@ -143,7 +151,7 @@ def _constant(f: pq.ParquetFile, name: str):
     return values.pop() if len(values) == 1 else None
 
 
-def _metadata(table: pa.Table, path, key: bytes) -> bytes:
+def _metadata(table: pa.Table, path: PathLike, key: bytes) -> bytes:
     raw = (table.schema.metadata or {}).get(key)
     if raw is None:
         raise ArtifactError(f"{path}: schema metadata lacks {key.decode()} (written by an older "
@@ -151,7 +159,7 @@ def _metadata(table: pa.Table, path, key: bytes) -> bytes:
     return raw
 
 
-def _steps_per_epoch(table: pa.Table, path) -> int:
+def _steps_per_epoch(table: pa.Table, path: PathLike) -> int:
     raw = _metadata(table, path, SPE_KEY)
     try:
         spe = int(raw)
@@ -162,7 +170,7 @@ def _steps_per_epoch(table: pa.Table, path) -> int:
     return spe
 
 
-def _check_origin(table: pa.Table, path, constants: dict) -> None:
+def _check_origin(table: pa.Table, path: PathLike, constants: dict) -> None:
     """The origin columns are optional (files of older versions lack them), but must not disagree."""
     for name in ORIGIN_COLUMNS:
         meta = (table.schema.metadata or {}).get(f"coupledsgd.{name}".encode())
@@ -173,7 +181,7 @@ def _check_origin(table: pa.Table, path, constants: dict) -> None:
                                     f"says {meta.decode() if meta is not None else None!r}")
 
 
-def diverged_record(path) -> dict | None:
+def diverged_record(path: PathLike) -> dict | None:
     """The record of a member file written for a member whose training diverged (its key, step and
     learning rate; `core.parquet.write_diverged`), or None for a member file holding a result. Reads
     the footer only."""
@@ -181,7 +189,7 @@ def diverged_record(path) -> dict | None:
     return json.loads(raw) if raw is not None else None
 
 
-def read_member_table(path, required, columns=None) -> tuple[pa.Table, dict, int, str]:
+def read_member_table(path: PathLike, required: Sequence[str], columns: Sequence[str] | None = None) -> tuple[pa.Table, dict, int, str]:
     """A member file (only `columns` of it, if given): the table, its key (condition, t, parent, child:
     one value each), its steps per epoch and the hash of the config that produced it. Key and origin
     columns that the statistics show to hold one value are not read (`_constant`)."""
@@ -202,7 +210,7 @@ def read_member_table(path, required, columns=None) -> tuple[pa.Table, dict, int
     return table, key, spe, config_hash
 
 
-def _read_member(path, columns) -> tuple[pa.Table, dict, int]:
+def _read_member(path: PathLike, columns: Sequence[str] | None) -> tuple[pa.Table, dict, int]:
     """The file's `columns` (all if None) it has, less the constant key and origin columns (`_constant`),
     those constants, and the number of rows."""
     f = pq.ParquetFile(path)
@@ -217,7 +225,7 @@ def _reinit_percent(table: pa.Table) -> float:
     return float(raw) if raw is not None else float("nan")
 
 
-def read_member_file(path) -> MemberFile:
+def read_member_file(path: PathLike) -> MemberFile:
     """A predictions file's member, steps per epoch, config hash and re-initialised share, checked as
     `read_predictions` checks them, without reading its logits."""
     table, key, spe, config_hash = read_member_table(path, KEY_COLUMNS, (*KEY_COLUMNS, *ORIGIN_COLUMNS))
@@ -225,7 +233,7 @@ def read_member_file(path) -> MemberFile:
                       _reinit_percent(table))
 
 
-def _int_column(table, name, path, dtype=np.int64) -> np.ndarray:
+def _int_column(table: pa.Table, name: str, path: PathLike, dtype: type | None = np.int64) -> np.ndarray:
     """The column as integers of `dtype` (None: as stored, no copy for a trajectory's millions of rows)."""
     col = table.column(name)
     if col.null_count or not pa.types.is_integer(col.type):
@@ -235,7 +243,7 @@ def _int_column(table, name, path, dtype=np.int64) -> np.ndarray:
     return values if dtype is None else values.astype(dtype)
 
 
-def _logits(table: pa.Table, path, ids) -> np.ndarray:
+def _logits(table: pa.Table, path: PathLike, ids: np.ndarray) -> np.ndarray:
     """(N, C) float64 from the columns logit_0..logit_{C-1}: all there, floating point and finite."""
     found = {int(c[6:]) for c in table.column_names if c.startswith("logit_") and c[6:].isdigit()}
     n_classes = max(found, default=0) + 1
@@ -256,7 +264,7 @@ def _logits(table: pa.Table, path, ids) -> np.ndarray:
     return logits
 
 
-def read_predictions(path) -> Predictions:
+def read_predictions(path: PathLike) -> Predictions:
     """Read and check one predictions file: the columns, finite logits, labels in range, unique ids."""
     table, key, spe, config_hash = read_member_table(path, PREDICTION_COLUMNS)
     ids = _int_column(table, "example_id", path)
@@ -274,7 +282,7 @@ def read_predictions(path) -> Predictions:
                        labels[order], log_softmax(logits[order]), spe, config_hash, _reinit_percent(table))
 
 
-def read_trajectory(path) -> MemberTrajectory:
+def read_trajectory(path: PathLike) -> MemberTrajectory:
     """Read and check one trajectory file: every evaluation point holds the same examples once."""
     table, key, spe, config_hash = read_member_table(path, TRAJECTORY_COLUMNS)
     steps = _int_column(table, "step", path, None)
@@ -303,7 +311,7 @@ def _in_point_order(steps: np.ndarray, ids: np.ndarray) -> bool:
     return bool(np.all(later | (steps[1:] == steps[:-1]) & (ids[1:] > ids[:-1])))
 
 
-def read_barriers(path) -> pa.Table:
+def read_barriers(path: PathLike) -> pa.Table:
     """A per-(condition, t, parent) barrier table, checked against `BARRIER_SCHEMA`."""
     table = open_parquet(path, "barriers")
     if not table.schema.equals(BARRIER_SCHEMA, check_metadata=False):
@@ -312,7 +320,7 @@ def read_barriers(path) -> pa.Table:
     return table
 
 
-def read_table(path):
+def read_table(path: PathLike) -> pd.DataFrame:
     """A metric table as a DataFrame that remembers its file (for error messages) and how many members
     the metrics left out because their training loss became non-finite (attrs "nonfinite")."""
     import pandas as pd

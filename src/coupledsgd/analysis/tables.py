@@ -29,8 +29,10 @@ the percentile interval of the per-resample mean over parents. How each statisti
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import Any
 from itertools import combinations
 
 import numpy as np
@@ -44,7 +46,7 @@ from .read import MemberFile, MemberTrajectory, Predictions, read_predictions
 _f64, _i16, _i32 = pa.float64(), pa.int16(), pa.int32()
 
 
-def _schema(*fields) -> pa.Schema:
+def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
     return pa.schema([pa.field(name, typ) for name, typ in fields])
 
 
@@ -84,7 +86,7 @@ SCHEMAS = {"members": MEMBERS_SCHEMA, "ensembles": ENSEMBLES_SCHEMA, "pairs": PA
 # Groups
 
 
-def _agreed(items, attr: str, what: str):
+def _agreed(items: Sequence[MemberFile], attr: str, what: str) -> Any:
     """The value of `attr` that every file shares; files of different configs never mix."""
     first = items[0]
     other = next((x for x in items if getattr(x, attr) != getattr(first, attr)), None)
@@ -94,14 +96,14 @@ def _agreed(items, attr: str, what: str):
     return getattr(first, attr)
 
 
-def steps_per_epoch(items) -> int:
+def steps_per_epoch(items: Sequence[MemberFile]) -> int:
     """The steps per epoch every file shares (they must share their config hash too)."""
     _agreed(items, "config_hash", "config hash")
     return _agreed(items, "steps_per_epoch", "steps per epoch")
 
 
-def _unique_members(items) -> None:
-    seen = {}
+def _unique_members(items: Iterable[MemberFile]) -> None:
+    seen: dict[tuple[str, int, int, int], str] = {}
     for x in items:
         if x.key in seen:
             raise ArtifactError(f"{x.path}: member {x.key} is also in {seen[x.key]}")
@@ -145,7 +147,8 @@ def read_group(condition: str, t: int, parents: dict[int, list[MemberFile]]) -> 
 # Rows
 
 
-def member_metrics(m: Predictions, settings: dict, weights=None, counts=None):
+def member_metrics(m: Predictions, settings: dict, weights: np.ndarray | None = None,
+                   counts: np.ndarray | None = None) -> dict[str, float] | tuple[dict[str, float], np.ndarray]:
     """accuracy, nll, brier, ece, mace of one member (settings: the config's `metrics`); with the
     (B, N) resample `weights`, also its MACE under each resample: (row, (B,) array)."""
     s = settings
@@ -158,12 +161,13 @@ def member_metrics(m: Predictions, settings: dict, weights=None, counts=None):
     return row, boot
 
 
-def _pair(lp_a, lp_b) -> dict:
+def _pair(lp_a: np.ndarray, lp_b: np.ndarray) -> dict:
     return {"sym_kl": M.symmetric_kl(lp_a, lp_b), "disagreement": M.disagreement(lp_a, lp_b)}
 
 
-def ensemble_metrics(members: list[Predictions], member_rows: list[dict], weights, settings: dict,
-                     member_boots=None, counts=None):
+def ensemble_metrics(members: list[Predictions], member_rows: list[dict], weights: np.ndarray, settings: dict,
+                     member_boots: list[np.ndarray] | None = None, counts: np.ndarray | None = None
+                     ) -> tuple[dict, dict[str, np.ndarray], dict[tuple[int, int], dict], np.ndarray]:
     """One ensemble's row (without keys), its bootstrap statistics {"gain": (B,), "mace_improvement": (B,)}
     and the pairs of its members {(a, b): {"sym_kl", "disagreement"}} (a < b, positions in `members`).
 
@@ -208,10 +212,13 @@ def forgetting_rows(tr: MemberTrajectory) -> pd.DataFrame:
         "accuracy": tr.correct.mean(axis=1), "events": events, "cumulative_events": np.cumsum(events)})
 
 
-def forgetting_table(trajectories) -> tuple[pd.DataFrame, list[MemberFile], dict]:
+def forgetting_table(trajectories: Iterable[MemberTrajectory]) -> tuple[pd.DataFrame, list[MemberFile], dict]:
     """The forgetting table of the trajectories (any iterable: each is used once and dropped), each
     one's member and provenance, and each member's accuracy at its first evaluation."""
-    parts, seen, first, paths = [], [], {}, {}
+    parts: list[pd.DataFrame] = []
+    seen: list[MemberFile] = []
+    first: dict = {}
+    paths: dict[tuple[str, int, int, int], str] = {}
     for tr in trajectories:
         if tr.key in paths:
             raise ArtifactError(f"{tr.path}: member {tr.key} is also in {paths[tr.key]}")
@@ -239,7 +246,7 @@ def _typed(df: pd.DataFrame, schema: pa.Schema) -> pd.DataFrame:
     return df
 
 
-def _forgetting_per_member(forgetting: pd.DataFrame, epochs) -> pd.DataFrame:
+def _forgetting_per_member(forgetting: pd.DataFrame, epochs: float | None) -> pd.DataFrame:
     """Cumulative events over the first `epochs` epochs of each member's span. None: the longest span
     every member of the experiment has, so that every row counts events over the same span (a child
     coupled to t trains T - t steps, fewer than an independent run; its whole span would count fewer
@@ -254,7 +261,9 @@ def _forgetting_per_member(forgetting: pd.DataFrame, epochs) -> pd.DataFrame:
 # All tables
 
 
-def _group_rows(condition, t, spe, parents, weights, settings, out, pmap=map) -> None:
+def _group_rows(condition: str, t: int, spe: int, parents: dict[int, list[Predictions]],
+                weights: dict[int, tuple[np.ndarray, np.ndarray]], settings: dict, out: dict[str, list[dict]],
+                pmap: Callable[..., Iterator] = map) -> None:
     """Append the member, ensemble, pair and summary rows of one (condition, t) group to `out`.
     weights: (B, N) draw counts and `metrics.draw_counts` of them, by N (made at first need).
     pmap: the map that computes the members, then the ensembles, side by side (`parallel_map`)."""
@@ -289,7 +298,7 @@ def _group_rows(condition, t, spe, parents, weights, settings, out, pmap=map) ->
 
 
 @contextmanager
-def parallel_map(threads: int):
+def parallel_map(threads: int) -> Iterator[Callable[..., Iterator]]:
     """A map over `threads` threads (the builtin map for one), with the BLAS library held to one thread.
 
     Networks are computed side by side (numpy releases the GIL in its sorts, ufuncs and products),
@@ -315,7 +324,7 @@ def _flag_diverged(members: list[dict], first: dict, n: int, classes: int) -> No
         row["diverged"] = M.diverged(row["accuracy"], first.get(key, 1.0 / classes), n, classes)
 
 
-def _summary(rows: list[dict], members: list[dict], forgetting: pd.DataFrame, epochs) -> pd.DataFrame:
+def _summary(rows: list[dict], members: list[dict], forgetting: pd.DataFrame, epochs: float | None) -> pd.DataFrame:
     """The summary rows with the forgetting events and the count of diverged members added."""
     summary = pd.DataFrame(rows)
     flagged = pd.DataFrame(members, columns=["condition", "t", "diverged"]).groupby(["condition", "t"])["diverged"].sum()
@@ -330,7 +339,8 @@ def _summary(rows: list[dict], members: list[dict], forgetting: pd.DataFrame, ep
     return summary[SUMMARY_COLUMNS]
 
 
-def compute_tables(members: list[MemberFile], trajectories, settings: dict, log=None,
+def compute_tables(members: list[MemberFile], trajectories: Iterable[MemberTrajectory], settings: dict,
+                   log: Callable[[str], None] | None = None,
                    threads: int = 1) -> dict[str, pd.DataFrame]:
     """All metric tables: {"members", "ensembles", "pairs", "forgetting", "summary"} as DataFrames.
 
@@ -343,8 +353,8 @@ def compute_tables(members: list[MemberFile], trajectories, settings: dict, log=
     forgetting, seen, first = forgetting_table(trajectories)
     spe = steps_per_epoch(list(members) + seen)
     weights: dict[int, tuple] = {}
-    out = {"members": [], "ensembles": [], "pairs": [], "summary": []}
-    shape = None
+    out: dict[str, list[dict]] = {"members": [], "ensembles": [], "pairs": [], "summary": []}
+    shape: tuple[int, ...] = ()
     with parallel_map(threads) as pmap:
         for (condition, t), parents in group_members(members).items():
             tick = time.perf_counter()
@@ -365,13 +375,14 @@ def compute_tables(members: list[MemberFile], trajectories, settings: dict, log=
     }
 
 
-def _summary_row(condition, t, spe, parents, rows, boots, between) -> dict:
+def _summary_row(condition: str, t: int, spe: int, parents: dict[int, list[Predictions]], rows: list[dict],
+                 boots: list[dict[str, np.ndarray]], between: list[dict]) -> dict:
     """One (condition, t): means over parents; std over parents (ddof=1, nan for one parent); the
     intervals bootstrap the parent-averaged statistic (the same resamples for every parent)."""
-    def mean(key):
+    def mean(key: str) -> float:
         return float(np.mean([r[key] for r in rows]))
 
-    def std(key):
+    def std(key: str) -> float:
         return float(np.std([r[key] for r in rows], ddof=1)) if len(rows) > 1 else float("nan")
 
     out = {"condition": condition, "t": t, "t_epoch": t / spe, "n_parents": len(parents),

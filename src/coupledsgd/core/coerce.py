@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 _INTEGER = re.compile(r"[-+]?\d+")
 # YAML's spellings of the special floats, beside Python's (nan, inf), which float() reads itself.
@@ -23,7 +24,7 @@ def _types(schema: dict) -> list[str]:
     return [kind] if isinstance(kind, str) else list(kind)
 
 
-def _scalar(value: str, types: list[str]):
+def _scalar(value: str, types: list[str]) -> Any:
     """`value` (a string) as the first of `types` it spells; unchanged if it spells none."""
     text = value.strip()
     if "string" in types:
@@ -44,7 +45,7 @@ def _scalar(value: str, types: list[str]):
     return value
 
 
-def coerce(node, schema: dict):
+def coerce(node: Any, schema: dict) -> Any:
     """`node` with every string the schema types otherwise turned into that type where it spells one,
     and an integer where the schema wants a string only (`--config experiment=2024`) as its digits."""
     types = _types(schema)
@@ -60,7 +61,7 @@ def coerce(node, schema: dict):
     return node
 
 
-def non_finite(node, path: str = "") -> tuple[str, float] | None:
+def non_finite(node: Any, path: str = "") -> tuple[str, float] | None:
     """(dotted key, value) of the first number in `node` that is NaN or infinite, or None: no setting of
     an experiment means anything at NaN or infinity (null says "never" where a key allows it)."""
     if isinstance(node, (dict, list)):

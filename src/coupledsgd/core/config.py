@@ -10,7 +10,9 @@ import copy
 import functools
 import os
 from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -18,6 +20,9 @@ from .coerce import coerce, non_finite
 from .conditions import REINIT_FAMILIES, expand, parse_condition
 from .errors import ConfigError
 from .registry import ARRAYS, DATASETS, MODELS, SYNTHETIC, dataset, is_custom_model
+
+if TYPE_CHECKING:  # jsonschema loads only when a config is checked
+    from jsonschema import ValidationError
 
 # The schema every config is checked against; the one place the defaults are written. Package data,
 # so an installed package (wheel, non-editable, zipped) carries it; nothing reads it at import.
@@ -29,7 +34,7 @@ def _package_schema() -> dict:
     return yaml.safe_load(SCHEMA.read_text())
 
 
-def load_schema(schema=None) -> dict:
+def load_schema(schema: str | Path | Traversable | None = None) -> dict:
     """The parsed schema: the package's (None), or the file at `schema` (a path or a resource)."""
     if schema is None:
         return copy.deepcopy(_package_schema())
@@ -44,15 +49,15 @@ def _fill_defaults(node: dict, schema: dict) -> None:
             _fill_defaults(node[key], sub)
 
 
-def defaults(schema=None) -> dict:
+def defaults(schema: str | Path | Traversable | None = None) -> dict:
     """The schema's defaults as a nested dict, a section for every object (the required ones too)."""
-    schema = load_schema(schema)
-    node = {key: {} for key, sub in schema["properties"].items() if sub.get("type") == "object"}
-    _fill_defaults(node, schema)
+    loaded = load_schema(schema)
+    node: dict = {key: {} for key, sub in loaded["properties"].items() if sub.get("type") == "object"}
+    _fill_defaults(node, loaded)
     return node
 
 
-def _key(error) -> str:
+def _key(error: ValidationError) -> str:
     path = ".".join(str(p) for p in error.absolute_path)
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
@@ -63,7 +68,7 @@ def _key(error) -> str:
     return path or "(top level)"
 
 
-def _message(error) -> str:
+def _message(error: ValidationError) -> str:
     if error.validator == "anyOf":  # model.name: a registry name or an import path
         forms = [f"one of {', '.join(map(str, sub['enum']))}" if "enum" in sub else f"of the form {sub['pattern']}"
                  for sub in error.validator_value]
@@ -71,26 +76,26 @@ def _message(error) -> str:
     return error.message
 
 
-def validate(config: dict, schema=None) -> dict:
+def validate(config: dict, schema: str | Path | Traversable | None = None) -> dict:
     """A validated copy of `config` with the schema's defaults filled in (schema: `load_schema`'s)."""
     config = conform(config, schema)
     _check(config)
     return _sorted(config)
 
 
-def conform(config: dict, schema=None) -> dict:
+def conform(config: dict, schema: str | Path | Traversable | None = None) -> dict:
     """A copy of `config` with the schema's defaults filled in and its strings coerced to the schema's
     types (`coerce`), checked against the schema, for finite numbers and for a usable experiment name:
     every check that holds on any machine (not the data, the cores or the device)."""
     import jsonschema
 
-    schema = load_schema(schema)
-    config = coerce(copy.deepcopy(dict(config)), schema)
-    _fill_defaults(config, schema)
+    loaded = load_schema(schema)
+    config = coerce(copy.deepcopy(dict(config)), loaded)
+    _fill_defaults(config, loaded)
     found = non_finite(config)
     if found:
         raise ConfigError(f"{found[0]}: {found[1]} is not a finite number")
-    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(jsonschema.Draft7Validator(loaded).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]
         raise ConfigError(f"{_key(e)}: {_message(e)}")
@@ -100,7 +105,7 @@ def conform(config: dict, schema=None) -> dict:
     return config
 
 
-def _sorted(node):
+def _sorted(node: Any) -> Any:
     # Snakemake compares params as ordered dicts: reordering keys in a YAML file must not rerun jobs.
     return {k: _sorted(node[k]) for k in sorted(node)} if isinstance(node, dict) else node
 

@@ -11,6 +11,7 @@ import errno
 import functools
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def refused(error: OSError, path: str | Path, doing: str = "cannot write") -> St
     return StorageError(f"{doing} {path}: {reason}")
 
 
-def unwritable(folders) -> str | None:
+def unwritable(folders: Iterable[str | Path]) -> str | None:
     """Why a file could not be written under one of `folders`, in one line, or None: a file where a
     folder (or one above it) should be, or a nearest existing folder on a read-only file system or
     without write permission. Snakemake creates its jobs' folders itself, before any job runs, and
@@ -56,7 +57,7 @@ def unwritable(folders) -> str | None:
 
 
 @contextmanager
-def atomic_path(path: str | Path):
+def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds. The file
     system's refusals (a full disk, a read-only one, ...) end as a `StorageError` naming `path`."""
     path, tmp = Path(path), None

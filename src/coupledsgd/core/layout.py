@@ -9,6 +9,9 @@ Each method takes numbers for one file, or Snakemake wildcards for a rule's patt
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+Part = int | str  # a number, or a wildcard pattern such as "{t}"
 
 # The member files of a training job are named for the job's members; its log and benchmark files
 # for the job, whose extent `job_shape` sets.
@@ -16,19 +19,19 @@ JOB_NAMES = {"member": "{cond}/t{t}/p{p}/c{c}", "children": "{cond}/t{t}/p{p}/ch
              "condition": "{cond}/t{t}/members"}
 
 
-def member_key(cond, t, p, c) -> str:
+def member_key(cond: str, t: Part, p: Part, c: Part) -> str:
     return f"{cond}/t{t}/p{p}/c{c}"
 
 
 RESUME_SUFFIX = ".resume.pt"
 
 
-def resume_path(output) -> str:
+def resume_path(output: str | Path) -> str:
     """The in-job checkpoint beside a job's first output (`X.pt` -> `X.resume.pt`)."""
     return str(output).removesuffix(".pt") + RESUME_SUFFIX
 
 
-def resumed_output(resume) -> str:
+def resumed_output(resume: str | Path) -> str:
     """The output an in-job checkpoint stands beside (`X.resume.pt` -> `X.pt`; `resume_path` inverted)."""
     return str(resume).removesuffix(RESUME_SUFFIX) + ".pt"
 
@@ -53,8 +56,8 @@ class Layout:
 
     def folders(self) -> list[str]:
         """The folders that hold the experiment's files, checked before a run (`files.unwritable`)."""
-        results = ("parents", "children", "predictions", "trajectories", "barriers", "metrics", "figures")
-        logs = ("parents", "children", "barriers", "metrics", "figures")
+        results = ("parents", "children", "predictions", "trajectories", "barriers", "metrics", "figures", "report")
+        logs = ("parents", "children", "barriers", "metrics", "figures", "report")
         return [self.exp, self.logs, self.benchmarks, *(f"{self.exp}/{name}" for name in results),
                 *(f"{self.logs}/{name}" for name in logs)]
 
@@ -67,43 +70,43 @@ class Layout:
     def data_log(self) -> str:
         return f"{self.logs}/prepare_data.log"
 
-    def parent_state(self, p, t) -> str:
+    def parent_state(self, p: Part, t: Part) -> str:
         return f"{self.exp}/parents/p{p}/step{t}.pt"
 
-    def parent_log(self, p, t) -> str:
+    def parent_log(self, p: Part, t: Part) -> str:
         return f"{self.logs}/parents/p{p}/step{t}.log"
 
-    def parent_benchmark(self, p, t) -> str:
+    def parent_benchmark(self, p: Part, t: Part) -> str:
         return f"{self.benchmarks}/parent_state/p{p}/step{t}.tsv"
 
     # members
-    def final(self, cond, t, p, c) -> str:
+    def final(self, cond: str, t: Part, p: Part, c: Part) -> str:
         return f"{self.exp}/children/{member_key(cond, t, p, c)}/final.pt"
 
-    def predictions(self, cond, t, p, c) -> str:
+    def predictions(self, cond: str, t: Part, p: Part, c: Part) -> str:
         return f"{self.exp}/predictions/{member_key(cond, t, p, c)}.parquet"
 
-    def trajectory(self, cond, t, p, c) -> str:
+    def trajectory(self, cond: str, t: Part, p: Part, c: Part) -> str:
         return f"{self.exp}/trajectories/{member_key(cond, t, p, c)}.parquet"
 
-    def member_file(self, kind: str, cond, t, p, c) -> str:
+    def member_file(self, kind: str, cond: str, t: Part, p: Part, c: Part) -> str:
         """`kind`: final, predictions or trajectory."""
         return getattr(self, kind)(cond, t, p, c)
 
-    def job_log(self, shape: str, cond, t, p="{p}", c="{c}") -> str:
+    def job_log(self, shape: str, cond: str, t: Part, p: Part = "{p}", c: Part = "{c}") -> str:
         return f"{self.logs}/children/{JOB_NAMES[shape].format(cond=cond, t=t, p=p, c=c)}.log"
 
-    def job_benchmark(self, shape: str, cond, t, p="{p}", c="{c}") -> str:
+    def job_benchmark(self, shape: str, cond: str, t: Part, p: Part = "{p}", c: Part = "{c}") -> str:
         return f"{self.benchmarks}/train_members/{JOB_NAMES[shape].format(cond=cond, t=t, p=p, c=c)}.tsv"
 
     # barriers
-    def barrier(self, cond, t, p) -> str:
+    def barrier(self, cond: str, t: Part, p: Part) -> str:
         return f"{self.exp}/barriers/{cond}/t{t}/p{p}.parquet"
 
-    def barrier_log(self, cond, t, p) -> str:
+    def barrier_log(self, cond: str, t: Part, p: Part) -> str:
         return f"{self.logs}/barriers/{cond}/t{t}/p{p}.log"
 
-    def barrier_benchmark(self, cond, t, p) -> str:
+    def barrier_benchmark(self, cond: str, t: Part, p: Part) -> str:
         return f"{self.benchmarks}/barrier/{cond}/t{t}/p{p}.tsv"
 
     # analysis
@@ -124,6 +127,13 @@ class Layout:
 
     def figure_log(self, name: str) -> str:
         return f"{self.logs}/figures/{name}.log"
+
+    def table_page(self, name: str) -> str:
+        """The HTML page of the claims or summary table, which the report shows."""
+        return f"{self.exp}/report/{name}.html"
+
+    def table_page_log(self, name: str) -> str:
+        return f"{self.logs}/report/{name}.log"
 
     @property
     def report(self) -> str:

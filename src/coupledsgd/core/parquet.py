@@ -89,7 +89,7 @@ def write_table(columns: dict[str, pa.Array], path: str | Path, metadata: dict[s
     write_parquet(pa.table(columns), path, metadata, [c for c in (*KEY_COLUMNS, *ORIGIN_COLUMNS) if c in columns])
 
 
-def write_predictions(path, key: dict, labels: np.ndarray, logits: np.ndarray, metadata: dict) -> None:
+def write_predictions(path: str | Path, key: dict, labels: np.ndarray, logits: np.ndarray, metadata: dict) -> None:
     """Test-set logits of one member: key columns, experiment and config_hash (where the metadata
     holds them), example_id, label, logit_0..logit_{C-1}."""
     n = len(labels)
@@ -100,7 +100,7 @@ def write_predictions(path, key: dict, labels: np.ndarray, logits: np.ndarray, m
     write_table(cols, path, metadata)
 
 
-def write_trajectory(path, key: dict, steps: list[int], correct: np.ndarray, metadata: dict) -> None:
+def write_trajectory(path: str | Path, key: dict, steps: list[int], correct: np.ndarray, metadata: dict) -> None:
     """Per-example test correctness at each evaluation point: key columns, experiment and config_hash
     (where the metadata holds them), step, example_id, correct."""
     e, n = correct.shape
@@ -110,7 +110,7 @@ def write_trajectory(path, key: dict, steps: list[int], correct: np.ndarray, met
     write_table(cols, path, metadata)
 
 
-def write_diverged(path, key: dict, record: dict, metadata: dict) -> None:
+def write_diverged(path: str | Path, key: dict, record: dict, metadata: dict) -> None:
     """The predictions or trajectories file of a member whose training loss became non-finite: its key
     and origin columns with no rows, and its key with `record` (the step and learning rate) under
     DIVERGED_KEY."""

@@ -31,7 +31,7 @@ def module_channels(module: nn.Module) -> Channels:
     tensors = {n: t for n, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
                if t.dim() > 0}
     if isinstance(module, _ROWS_BY_OUTPUT):
-        return tensors["weight"].shape[0], {n: (0, _rows) for n in tensors}
+        return tensors["weight"].shape[0], dict.fromkeys(tensors, (0, _rows))
     if isinstance(module, nn.MultiheadAttention):
         # Channel j is feature j of the query, key and value together (rows j, D + j, 2D + j of the
         # fused projection), not row j of it: a split of the fused rows would re-draw every query before

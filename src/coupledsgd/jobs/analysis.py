@@ -1,6 +1,6 @@
 """The analysis jobs, the entry points the workflow scripts call: the metric tables (`metric_tables`),
-the experiment's one barriers table (`concat_barriers`), one figure (`run_figure`) and the claims table
-(`check_claims`). Each reads its inputs through `analysis.read`, computes with `coupledsgd.analysis`,
+the experiment's one barriers table (`concat_barriers`), one figure (`run_figure`), the claims table
+(`check_claims`) and the HTML page of the claims or summary table for the report (`table_page`). Each reads its inputs through `analysis.read`, computes with `coupledsgd.analysis`,
 writes every output atomically and logs through `runtime.logger`.
 """
 
@@ -18,6 +18,7 @@ from ..analysis import claims as C
 from ..analysis import draw as D
 from ..analysis import figures as F
 from ..analysis import metrics as M
+from ..analysis import pages as P
 from ..analysis import tables as T
 from ..analysis.read import (BARRIER_SCHEMA, HASH_KEY, SPE_KEY, diverged_record, read_barriers, read_member_file,
                              read_table, read_trajectory)
@@ -181,3 +182,16 @@ def check_claims(inputs: dict[str, str], output: str, log_path: str | None = Non
     log(f"{len(table)} claims, {json.dumps(counts)}, {C.N_PERMUTATIONS} permutations where not exact, "
         f"{time.perf_counter() - tick:.2f} s"
         + (f"; {left_out} member(s) left out of the tables, their training loss non-finite" if left_out else ""))
+
+
+def table_page(name: str, table: str, output: str, experiment: str, log_path: str | None = None) -> None:
+    """Write the HTML page of table `name` (claims or summary, `analysis.pages.PAGES`) read from the CSV
+    file `table`."""
+    import pandas as pd
+
+    if name not in P.PAGES:
+        raise ValueError(f"unknown table page {name!r}; known: {', '.join(P.PAGES)}")
+    df = pd.read_csv(table)
+    with atomic_path(output) as tmp:
+        Path(tmp).write_text(P.PAGES[name](df, experiment), encoding="utf-8")
+    logger(log_path)(f"{name}: {len(df)} rows from {table} -> {output}")
