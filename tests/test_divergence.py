@@ -38,6 +38,8 @@ from coupledsgd.engine.training import LOSS_BOUND, Hparams, Run, loss_bound, tra
 HERE = Path(__file__).resolve().parent
 NO = "no-coupling"
 COUPLED = "coupled-to-t"
+RESET = "coupled-to-t-reset"
+REINIT = "reinit-low-50"
 NAN_MEMBER = member_seeds(0, parse_condition(NO), 0, 2)["init"]    # no-coupling p0c2: NaN logits
 ZERO_MEMBER = member_seeds(0, parse_condition(NO), 0, 1)["init"]   # no-coupling p0c1: at chance
 NAN_PARENT = parent_seeds(0, 1)["init"]                            # parent 1: NaN logits
@@ -46,7 +48,8 @@ MODEL = {"name": "poisoned_net:Net", "kwargs": {"nan_seeds": [NAN_MEMBER, NAN_PA
 CONFIG = {"experiment": "blowup", "seed": 0, "device": "cpu", "threads": 1, "job_shape": "condition",
           "data": {"name": "mnist1d", "n_train": 256, "augment": False}, "model": MODEL,
           "training": {"steps": 24, "batch_size": 32, "lr": 0.05, "schedule": "constant", "momentum": 0.9},
-          "ensemble": {"parents": 2, "children": 3}, "spawn_steps": [8, 16], "conditions": [NO, COUPLED],
+          "ensemble": {"parents": 2, "children": 3}, "spawn_steps": [8, 16], "conditions": [NO, COUPLED, RESET, "reinit-low"],
+          "reinit": {"percents": [50], "steps": [8]}, "barrier": {"points": 3},
           "metrics": {"bootstrap": 50}}
 
 
@@ -131,10 +134,13 @@ def test_the_run_succeeds_and_warns_naming_the_diverged_member_and_parent(blown)
     assert result.returncode == 0, result.stderr[-3000:]
     assert figure.returncode == 0, figure.stderr[-3000:]
     warnings = [line for line in result.stderr.splitlines() if "became non-finite" in line]
-    assert len(warnings) == 1 and "7 member(s) left out" in warnings[0], result.stderr[-3000:]
-    assert f"{NO} t=0 p0c2 (step 8)" in warnings[0]
-    assert f"{COUPLED} t=8 p1 c0,1,2 (their parent diverged)" in warnings[0]
-    assert f"{COUPLED} t=16 p1 c0,1,2 (their parent diverged)" in warnings[0]
+    # p0c2 of no-coupling, and the 3 children of parent 1 at each of 2 steps of 2 conditions and at 8
+    # re-initialised
+    assert len(warnings) == 1 and "16 member(s) left out" in warnings[0], result.stderr[-3000:]
+    assert f"{NO} t=0 p0c2 (step 8)" in warnings[0] and f"{REINIT} t=8 p1 c0,1,2 (their parent diverged)" in warnings[0]
+    for condition in (COUPLED, RESET):
+        for t in (8, 16):
+            assert f"{condition} t={t} p1 c0,1,2 (their parent diverged)" in warnings[0]
     # p0c1 is at chance with a finite loss: no divergence, no warning
     assert "member(s) diverged" not in result.stderr
 
@@ -160,14 +166,20 @@ def test_a_diverged_parent_costs_only_its_own_children(blown):
     for t in (8, 16):
         state = torch.load(L.parent_state(1, t), weights_only=False)
         assert state["diverged"] == {"step": 8, "lr": 0.05} and state["step"] == t and "model" not in state
-        for c in range(3):
-            record = diverged_record(L.predictions(COUPLED, t, 1, c))
-            assert record == {"condition": COUPLED, "t": t, "parent": 1, "child": c, "step": 8, "lr": 0.05,
-                              "parent_diverged": True}
-            assert "model" not in torch.load(L.final(COUPLED, t, 1, c), weights_only=False)
-        # parent 0's children train and are written
+        for condition in (COUPLED, RESET):
+            for c in range(3):
+                record = diverged_record(L.predictions(condition, t, 1, c))
+                assert record == {"condition": condition, "t": t, "parent": 1, "child": c, "step": 8,
+                                  "lr": 0.05, "parent_diverged": True}
+                assert "model" not in torch.load(L.final(condition, t, 1, c), weights_only=False)
+            # parent 0's children train and are written
+            assert np.isfinite(read_predictions(L.predictions(condition, t, 0, 2)).log_probs).all()
         assert "model" in torch.load(L.parent_state(0, t), weights_only=False)
-        assert np.isfinite(read_predictions(L.predictions(COUPLED, t, 0, 2)).log_probs).all()
+    assert diverged_record(L.predictions(REINIT, 8, 1, 0))["parent_diverged"]
+    # the barriers of parent 0's children only: parent 1's barrier jobs have no pair to interpolate
+    barriers = pd.read_parquet(L.table("barriers")).astype({"condition": str})
+    pairs = barriers[["condition", "t", "parent", "child_a", "child_b"]].drop_duplicates().values.tolist()
+    assert sorted(map(tuple, pairs)) == [(c, 8, 0, a, b) for c in (RESET, REINIT) for a, b in ((0, 1), (0, 2), (1, 2))]
 
 
 def test_the_other_members_are_those_of_a_job_without_it(blown):
@@ -189,14 +201,17 @@ def test_the_metrics_leave_them_out_count_them_and_do_not_call_chance_divergence
     kept = members[["condition", "t", "parent", "child"]].astype({"condition": str}).values.tolist()
     assert sorted(map(tuple, kept)) == sorted(
         [(NO, 0, p, c) for p in (0, 1) for c in range(3) if (p, c) != (0, 2)]
-        + [(COUPLED, t, 0, c) for t in (8, 16) for c in range(3)])
+        + [(cond, t, 0, c) for cond in (COUPLED, RESET) for t in (8, 16) for c in range(3)]
+        + [(REINIT, 8, 0, c) for c in range(3)])
     assert not members["diverged"].any()
     at_chance = members[(members["condition"] == NO) & (members["parent"] == 0) & (members["child"] == 1)]
     assert at_chance["accuracy"].iloc[0] < 0.2  # MNIST-1D's 10 classes: at chance, and not diverged
     summary = pd.read_csv(L.table("summary")).set_index(["condition", "t"])
     assert summary.loc[(NO, 0), ["n_members", "n_nonfinite", "n_diverged"]].tolist() == [5, 1, 0]
-    for t in (8, 16):
-        assert summary.loc[(COUPLED, t), ["n_parents", "n_members", "n_nonfinite"]].tolist() == [1, 3, 3]
+    for condition in (COUPLED, RESET):
+        for t in (8, 16):
+            assert summary.loc[(condition, t), ["n_parents", "n_members", "n_nonfinite"]].tolist() == [1, 3, 3]
+    assert summary.loc[(REINIT, 8), ["n_parents", "n_members", "n_nonfinite"]].tolist() == [1, 3, 3]
     claims = pd.read_csv(L.claims)
     assert len(claims) and set(claims["verdict"]) <= {"supported", "not supported", "inconclusive"}
 
@@ -209,9 +224,12 @@ def test_claims_and_figures_say_which_were_left_out(blown):
 
     workdir = blown[0]
     members = read_table(_layout(workdir).table("members"))
-    assert members.attrs["nonfinite"] == 7
+    assert members.attrs["nonfinite"] == 16
     texts = " ".join(t.get_text() for t in fig2_member_accuracy(members).findobj(matplotlib.text.Text))
-    assert "7 member(s) left out: training loss non-finite" in texts
-    assert f"{NO} t=0 p0c2 (step 8)" in texts and f"{COUPLED} t=8 p1 c0,1,2 (their parent diverged)" in texts
+    # the note names the first 4 of the 6 items (one member, five (condition, t)'s of parent 1's
+    # children) and counts the rest
+    assert "16 member(s) left out: training loss non-finite" in texts and "and 2 more" in texts
+    assert texts.count("(their parent diverged)") + texts.count("p0c2 (step 8)") == 4
     log = (workdir / "logs/blowup/claims.log").read_text()
-    assert "7 member(s) left out of the tables" in log and f"{COUPLED} t=16 p1 c0,1,2 (their parent diverged)" in log
+    assert "16 member(s) left out of the tables" in log and f"{NO} t=0 p0c2 (step 8)" in log
+    assert log.count("(their parent diverged)") == 5
