@@ -150,7 +150,9 @@ def train_members(data_path: str, parent_paths: dict[int, str], outputs: list[di
     state, test-set logits and correctness trajectory (`outputs[i]` for member i).
 
     A job of one member, of the k children of a parent, or of every member of (condition, t): the
-    results are the same (bit-for-bit for one member; see `members` for several).
+    results are the same (bit-for-bit for one member; see `members` for several). The members whose
+    parent state records that the parent diverged before t are recorded as diverged, not trained
+    (`_write_orphan`); the others train as one network.
     """
     log = logger(log_path)
     device = setup(params["threads"], params["device"], params["jobs_per_device"], log)
