@@ -73,7 +73,7 @@ def test_welch_uses_the_satterthwaite_degrees_of_freedom():
 
 def test_equivalence_and_noninferiority_rules_read_the_95_percent_interval():
     def est(mean, se):
-        return E._t_estimate(mean, se, 10, 11, "t", "95% t")
+        return E._t_estimate(mean, se, 10, 11, "units", "t", "95% t")
 
     q = float(E.S.t.ppf(0.975, 10))
     inside, straddle, outside = est(0.0, 0.009 / q), est(0.0, 0.011 / q), est(0.03, 0.019 / q)
@@ -163,7 +163,7 @@ def test_between_parent_kl_rising_is_supported_with_the_parents_as_units():
 def test_same_parent_kl_falling_fastest_early_is_supported_and_linear_fall_is_not():
     def pairs(kl):
         return pd.DataFrame([{"condition": "coupled-to-t-reset", "t": t, "kind": "same-parent", "parent_a": p,
-                              "parent_b": p, "sym_kl": kl(t) + 0.01 * p} for t in TS for p in range(4)])
+                              "parent_b": p, "sym_kl": kl(t) * (1 + 0.1 * p)} for t in TS for p in range(4)])
 
     early = C.claims_table({"pairs": pairs(lambda t: 0.7 * np.exp(-t / 20))}, N_PERM).set_index("claim")
     assert early.loc["kl-same-parent-falls", "verdict"] == "supported"
@@ -188,7 +188,7 @@ def test_coupled_order_equivalence_uses_the_margin():
 def test_members_not_worse_is_a_noninferiority_rule():
     def members(coupled):
         return pd.DataFrame([{"condition": c, "t": 0, "parent": p, "child": k,
-                              "accuracy": (0.88 if c == "no-coupling" else coupled) + 0.001 * k}
+                              "accuracy": (0.88 if c == "no-coupling" else coupled) + 0.001 * k + 0.0005 * p}
                              for c in ("no-coupling", "coupled-to-t") for p in range(4) for k in range(4)])
     assert _check("members-not-worse", {"members": members(0.885)}).verdict == "supported"
     assert _check("members-not-worse", {"members": members(0.80)}).verdict == "not supported"
@@ -218,6 +218,37 @@ def test_reinit_calibration_small_needs_every_condition_inside_the_margin():
     assert row.verdict == "not supported" and "reinit-low" in row.reason
 
 
+def test_reinit_calibration_small_is_inconclusive_when_a_condition_is_untested_naming_it():
+    small = _reinit(lambda p: 0.02 + 1e-5 * p, lambda p: 0.02 - 1e-5 * p, lambda p: 0.02, "ensemble_mace")
+    # reinit-high-25 has one parent in common with coupled-to-t-reset: too few units to test it
+    lone = small[~((small["condition"] == "reinit-high-25") & (small["parent"] > 0))]
+    row = _check("reinit-calibration-small", {"ensembles": lone})
+    assert row.verdict == "inconclusive" and math.isnan(row.p_value)
+    assert "1 of 4 conditions untested (reinit-high-25)" in row.reason
+    assert "reinit-high-25 (1 parents: a test over parents needs 2 or more)" in row.reason
+    # one tested condition outside the margin refutes "every" whatever the untested ones would show
+    large = _reinit(lambda p: 0.03 + 1e-5 * p, lambda p: 0.02 - 1e-5 * p, lambda p: 0.02, "ensemble_mace")
+    lone = large[~((large["condition"] == "reinit-high-25") & (large["parent"] > 0))]
+    row = _check("reinit-calibration-small", {"ensembles": lone})
+    assert row.verdict == "not supported" and "untested: reinit-high-25" in row.reason
+
+
+def test_units_with_no_spread_give_no_p_value_and_say_what_they_show():
+    est = E.one_sample([0.002, 0.002], "parents")
+    assert est.value == 0.002 and est.p_above is None and math.isnan(est.ci_low)
+    assert est.reason.startswith("no spread: the 2 parents all give 0.002")
+    assert "cannot say how far the true value may lie from it" in est.reason
+    decided = E.decide(est, "direction", sign=+1)
+    assert decided.verdict == "inconclusive" and math.isnan(decided.p_value)
+    assert E.welch([0.5, 0.5], [0.25, 0.25], "parents").reason.startswith("no spread: the 4 parents all give 0.25")
+    # through a claim: every parent's barrier difference the same
+    barriers = pd.DataFrame([{"condition": c, "t": 30, "parent": p, "child_a": 0, "child_b": 1, "alpha": 0.5,
+                              "error": 0.1, "barrier": 0.002 if c.startswith("reinit") else 0.0}
+                             for c in ("coupled-to-t-reset", "reinit-low-25") for p in range(2)])
+    row = _check("reinit-opens-barrier", {"barriers": barriers})
+    assert row.verdict == "inconclusive" and math.isnan(row.p_value) and row.reason.startswith("no spread")
+
+
 def test_reinit_barrier_and_forgetting():
     barriers = pd.DataFrame([{"condition": c, "t": 30, "parent": p, "child_a": 0, "child_b": 1, "alpha": a,
                               "error": 0.1, "barrier": (0.4 if c.startswith("reinit") else 0.01) + 0.01 * p}
@@ -225,7 +256,7 @@ def test_reinit_barrier_and_forgetting():
                              for p in range(3) for a in (0.0, 0.5, 1.0)])
     assert _check("reinit-opens-barrier", {"barriers": barriers}).verdict == "supported"
     forgetting = pd.DataFrame([{"condition": "no-coupling", "t": 0, "parent": p, "child": k, "epoch": e,
-                                "events": int(200 / (1 + e)) + k, "cumulative_events": 0}
+                                "events": int(200 * (1 + 0.1 * (2 * p + k)) / (1 + e)), "cumulative_events": 0}
                                for p in range(2) for k in range(2) for e in range(11)])
     assert _check("forgetting-falls-early", {"forgetting": forgetting}).verdict == "supported"
 

@@ -114,7 +114,7 @@ def test_gpu_rates_come_from_the_bench_at_the_jobs_member_count(tmp_path):
     config["cuda"]["graphs"] = False
     # A projection runs the members at the jobs' rate, parent states and barriers (one network a job) at k = 1.
     rates = {c.kind: c.rate for c in cost.run_cost(config, tmp_path / "results", bench=bench)}
-    assert rates == {"train_members": 9000, "parent_state": 1000, "barrier": 1000 / cost.FORWARD_COST}
+    assert rates == {"train_members": 9000, "parent_state": 1000, "barrier": 1000}  # forward images count 1/3
     config["job_shape"] = "member"
     assert cost.estimate(config, bench=bench).images_per_second == 1000
     # A CPU-sized bench result is no measure of a GPU run.
@@ -142,7 +142,9 @@ def touch(path):
 def test_spent_and_projection_from_hand_written_benchmarks(tmp_path):
     config = load("configs/smoke.yaml")  # cnn1d: job_shape condition, one job of 4 members per (condition, t)
     exp = tmp_path / "smoke"
-    # no-coupling t0 finished in 10 s: 4 members x 24 steps x batch 32 = 3,072 images, 307.2 images/s
+    # no-coupling t0 finished in 10 s: 4 members x 24 steps x batch 32 = 3,072 training images, and
+    # 4 members x 4 evaluations (steps 0, 8, 16, 24) x 1,000 test images = 16,000 forward-only images at
+    # a third: 8,405.33 training images in 10 s
     for p in (0, 1):
         for c in (0, 1):
             touch(exp / f"predictions/no-coupling/t0/p{p}/c{c}.parquet")
@@ -154,11 +156,13 @@ def test_spent_and_projection_from_hand_written_benchmarks(tmp_path):
     costs = {c.kind: c for c in cost.run_cost(config, tmp_path, images_per_second=1000)}
 
     train = costs["train_members"]
-    assert (train.jobs, train.done, train.measured, train.seconds, train.images) == (8, 1, 1, 10.0, 3072)
-    assert train.rate == pytest.approx(307.2) and train.rate_source.startswith("measured")
-    # left: 736 member-steps in all (test_smoke_config_by_hand) - 96 done = 640, x 32 = 20,480 images
-    assert train.left_jobs == 7 and train.left_images == 20480
-    assert train.left_seconds == pytest.approx(20480 / 307.2)
+    assert (train.jobs, train.done, train.measured, train.seconds, train.images, train.forward) == (
+        8, 1, 1, 10.0, 3072, 16000)
+    assert train.rate == pytest.approx(840.5333) and train.rate_source.startswith("measured")
+    # left: 736 member-steps in all (test_smoke_config_by_hand) - 96 done = 640, x 32 = 20,480 training
+    # images; 124,000 evaluation images in all - 16,000 done = 108,000 forward only
+    assert train.left_jobs == 7 and (train.left_images, train.left_forward) == (20480, 108000)
+    assert train.left_seconds == pytest.approx((20480 + 108000 / 3) / 840.5333)
 
     parents = costs["parent_state"]
     assert (parents.jobs, parents.done, parents.measured, parents.seconds, parents.images) == (4, 1, 1, 2.0, 0)
@@ -168,13 +172,13 @@ def test_spent_and_projection_from_hand_written_benchmarks(tmp_path):
     barrier = costs["barrier"]
     assert barrier.measured == 0 and barrier.rate_source.startswith("assumed")
     # 6 jobs x 1 pair x 11 points x (10 x 32 + 1,000) = 87,120 forward images at 3 x 1,000 per second
-    assert barrier.left_images == 87120 and barrier.left_seconds == pytest.approx(29.04)
+    assert (barrier.left_images, barrier.left_forward) == (0, 87120) and barrier.left_seconds == pytest.approx(29.04)
 
     text = cost.run_report(config, list(costs.values()), tmp_path)
     assert "spent so far" in text and "12 s" not in text
     assert f"{12 / 3600:.3g} CPU-hours" in text                          # 10 s + 2 s, 1 thread per job
-    assert f"{(12 + 20480 / 307.2 + 6 + 29.04) / 3600:.3g} in all" in text
-    assert "307 images/s" in text
+    assert f"{(12 + (20480 + 36000) / 840.5333 + 6 + 29.04) / 3600:.3g} in all" in text
+    assert "841 images/s" in text
 
 
 def test_benchmark_seconds_reads_column_s(tmp_path):
@@ -206,3 +210,32 @@ def test_a_training_job_asks_for_its_dataset_and_the_normalised_copy():
     synthetic["data"] = {**synthetic["data"], "name": "synthetic", "like": "tinyimagenet", "n_train": 1000,
                          "n_test": 1000, "root": None}
     assert job_memory_mb(synthetic) == 1000 + 118  # 2,000 x 12,288 x 5 = 122,880,000 B = 117.2 MB
+
+
+@pytest.mark.parametrize("name", ["configs/cifar10-resnet20.yaml", "configs/tinyimagenet-resnet50.yaml",
+                                  "configs/tinyimagenet-vit.yaml", "configs/smoke.yaml"])
+def test_one_total_per_quantity_before_a_run(name, tmp_path, capsys):
+    # Before any job has run, the estimate and the projection of what is left count the same work at the
+    # same rates: one number of device-hours and of images, evaluation images included.
+    assert cost.main([str(ROOT / name), "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    hours = out.split("-hours: ")[1].split(" at ")[0]
+    assert f"more, {hours} in all" in out, out
+    config = load(name)
+    e, costs = cost.estimate(config), cost.run_cost(config, tmp_path)
+    assert sum(c.left_seconds for c in costs) == pytest.approx(e.seconds, rel=1e-12)
+    assert sum(c.left_images + c.left_forward for c in costs) == e.images
+    assert sum(c.left_forward for c in costs) == e.forward_images
+
+
+def test_the_estimate_runs_each_job_kind_at_its_own_rate(tmp_path):
+    import json
+
+    bench = tmp_path / "bench_gpu.json"
+    rows = [{"model": "resnet20", "k": k, "mode": "eager", "member_images_per_s": rate} for k, rate in [(1, 1000), (15, 9000)]]
+    bench.write_text(json.dumps({"device": "cuda", "gpu": "Some GPU", "full_size": True, "rows": rows}))
+    e = cost.estimate(load("configs/cifar10-resnet20.yaml"), bench=bench)
+    members = (e.member_steps * 128 + e.eval_images / 3) / 9000
+    others = (e.parent_steps * 128 + e.barrier_images / 3) / 1000
+    assert e.seconds == pytest.approx(members + others, rel=1e-12)
+    assert "parent states and barrier jobs (one network a job) at 1,000" in cost.report(load("configs/cifar10-resnet20.yaml"), e)

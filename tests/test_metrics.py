@@ -152,16 +152,6 @@ def test_bootstrap_ci_contains_estimate_and_narrows():
     assert M.bootstrap_ci(f, 50, seed=7) == M.bootstrap_ci(f, 50, seed=7)
 
 
-def test_diverged_means_at_chance_or_ending_below_the_start():
-    # 10 classes, 1,000 examples: chance 0.1, one standard error sqrt(0.1 * 0.9 / 1000) = 0.009487
-    assert M.diverged(0.128, 0.1, 1000, 10)          # 0.128 <= 0.1 + 3 x 0.009487 = 0.12846
-    assert not M.diverged(0.129, 0.1, 1000, 10)
-    # a child that starts at its parent's 0.80 and ends 3 standard errors below it (sqrt(.8 x .2 / 1000) = 0.01265)
-    assert M.diverged(0.76, 0.80, 1000, 10)          # 0.76 < 0.80 - 0.03795
-    assert not M.diverged(0.77, 0.80, 1000, 10)
-    assert not M.diverged(0.95, 0.10, 1000, 10)
-
-
 def _mace_by_loops(p, y, n_bins):
     """MACE as its definition reads: per class, per np.array_split bin of the stable sort."""
     per_class = []

@@ -88,7 +88,8 @@ def test_cost_projects_from_the_rate_the_rehearsal_measured(rehearsal):
     costs = {c.kind: c for c in run_cost(config, workdir / "results")}
     trained = costs["train_members"]
     # the one member job the rehearsal ran: 8 steps of 16 images in the seconds its benchmark file holds
-    assert (trained.done, trained.measured, trained.images) == (1, 1, 8 * 16)
+    # and its 3 evaluations (steps 0, 4, 8) of the 32 test images, forward only (a third of a training image)
+    assert (trained.done, trained.measured, trained.images, trained.forward) == (1, 1, 8 * 16, 3 * 32)
     assert trained.rate_source == "measured: 1 finished job(s) of this run"
-    assert trained.rate == pytest.approx(128 / trained.seconds)
-    assert trained.left_seconds == pytest.approx(trained.left_images / trained.rate)
+    assert trained.rate == pytest.approx((128 + 32) / trained.seconds)
+    assert trained.left_seconds == pytest.approx((trained.left_images + trained.left_forward / 3) / trained.rate)

@@ -24,7 +24,11 @@ Counted from the config alone (the same grid the workflow builds, `core.grid.mem
   networks per child pair, each pass over `bn_batches` training batches (to recompute BatchNorm
   statistics) and the test set. A forward pass costs about a third of a training step (forward and
   backward), so these count at a third of a training image;
-- hours = (training images + forward-only images / 3) / images per second, for one device;
+- hours = (training images + forward-only images / 3) / images per second, for one device, each job
+  kind at its own rate: members at the rate of their jobs (k members a job), parent states and
+  barrier jobs (one network a job) at the rate of one member a job. `coupledsgd.work` counts each
+  job's work the same way, so the estimate before a run and the projection of a run that has not
+  started ("left: ... in all") are one number;
 - disk: every member's final state and every parent state hold the weights and the momentum buffers
   in float32, about 8 bytes per parameter each (Parquet outputs are small beside them).
 
@@ -52,7 +56,9 @@ from .core.grid import barrier_set, members, parent_states, training_jobs
 from .core.layout import Layout
 from .core.registry import dataset
 from .work import benchmark_seconds  # noqa: F401 (part of this module's interface: tests, bench)
-from .work import KINDS, KindCost, barrier_images, barrier_jobs, device_hours, kind_cost, member_jobs, member_span
+from .work import FORWARD_COST, evaluation_points  # noqa: F401 (part of this module's interface)
+from .work import (KINDS, KindCost, barrier_images, barrier_jobs, device_hours, kind_cost, member_evaluation_images,
+                   member_jobs, member_span)
 
 # (device, model) -> (training images per second of one job, where the figure comes from).
 # Measured: on the 2-core CPU machine this project was built on, 1 torch thread per job, quiet machine.
@@ -73,8 +79,6 @@ IMAGES_PER_SECOND = {
 }
 BENCH = Path("bench/results/bench_gpu.json")
 
-FORWARD_COST = 1 / 3  # a forward-only image, in training images
-
 
 @dataclass(frozen=True)
 class Estimate:
@@ -86,9 +90,11 @@ class Estimate:
     train_images: int            # SGD steps x batch size
     eval_images: int             # test-set images the members evaluate
     barrier_images: int          # images the barrier jobs pass forward
-    images_per_second: float
+    images_per_second: float     # the member jobs' rate
     rate_source: str
     parameters: int = 0          # of the model, for this dataset's input shape and classes
+    seconds: float = 0.0         # on one device, every job kind at its own rate
+    solo_rate: float = 0.0       # parent-state and barrier jobs' rate (one network a job)
 
     @property
     def checkpoint_bytes(self) -> int:
@@ -113,13 +119,7 @@ class Estimate:
 
     @property
     def hours(self) -> float:
-        return (self.train_images + FORWARD_COST * self.forward_images) / self.images_per_second / 3600
-
-
-def evaluation_points(start: int, end: int, every: int) -> int:
-    """How many test-set evaluations a member makes: its first step, every `every` steps, its end
-    (coupledsgd.engine.training.evaluation_steps)."""
-    return len(set(range(start, end, every)) | {end})
+        return self.seconds / 3600
 
 
 def parameter_count(config: dict) -> int:
@@ -166,44 +166,47 @@ def default_rate(config: dict, bench: Path = BENCH, k: int | None = None) -> tup
     return rate, source
 
 
+def rates(config: dict, images_per_second: float | None = None, bench: Path = BENCH) -> dict[str, tuple[float, str]]:
+    """Each job kind's rate in training images per second (forward-only images at FORWARD_COST) and
+    where it comes from: members at their jobs' k, parent states and barriers (one network a job) at
+    k = 1; a given rate for all."""
+    if images_per_second is not None:
+        if images_per_second <= 0:
+            raise ValueError(f"images per second must be positive, got {images_per_second}")
+        given = (float(images_per_second), "given")
+        return dict.fromkeys(KINDS, given)
+    solo = default_rate(config, bench, k=1)
+    return {"train_members": default_rate(config, bench), "parent_state": solo, "barrier": solo}
+
+
 def estimate(config: dict, images_per_second: float | None = None, bench: Path = BENCH) -> Estimate:
     """The cost of a validated config (defaults filled in, as `config.validate` returns it)."""
-    data, training = config["data"], config["training"]
-    facts = dataset(data)
-    n_train, n_test = facts.n_train, facts.n_test
-    if data["n_train"] is not None:
-        n_train = min(n_train, data["n_train"])
-    batch = training["batch_size"]
-    every = training["eval_every"] or max(1, n_train // batch)
-
+    batch = config["training"]["batch_size"]
     grid = members(config)
-    member_steps = evaluations = 0
+    member_steps = eval_images = 0
     for m in grid:
         start, end = member_span(config, m.condition, m.t)
         member_steps += end - start
-        evaluations += evaluation_points(start, end, every)
+        eval_images += member_evaluation_images(config, m.condition, m.t)
     states = parent_states(config)
     parent_steps = sum(t for _, t in states)
-
-    barriers = barrier_set(config)
-
-    if images_per_second is None:
-        images_per_second, source = default_rate(config, bench)
-    else:
-        source = "given"
-    if images_per_second <= 0:
-        raise ValueError(f"images per second must be positive, got {images_per_second}")
+    barriers = len(barrier_set(config)) * barrier_images(config)
+    rate = rates(config, images_per_second, bench)
+    seconds = ((member_steps * batch + FORWARD_COST * eval_images) / rate["train_members"][0]
+               + parent_steps * batch / rate["parent_state"][0] + FORWARD_COST * barriers / rate["barrier"][0])
     return Estimate(
-        members=len(grid), parent_states=len(states), barrier_jobs=len(barriers),
+        members=len(grid), parent_states=len(states), barrier_jobs=len(barrier_set(config)),
         member_steps=member_steps, parent_steps=parent_steps,
-        train_images=(member_steps + parent_steps) * batch, eval_images=evaluations * n_test,
-        barrier_images=len(barriers) * barrier_images(config), images_per_second=float(images_per_second), rate_source=source,
-        parameters=parameter_count(config))
+        train_images=(member_steps + parent_steps) * batch, eval_images=eval_images,
+        barrier_images=barriers, images_per_second=rate["train_members"][0],
+        rate_source=rate["train_members"][1], parameters=parameter_count(config), seconds=seconds,
+        solo_rate=rate["parent_state"][0])
 
 
 def report(config: dict, e: Estimate) -> str:
     device = "GPU" if config["device"] == "cuda" else "CPU"
-    hours = f"{e.hours:,.1f}" if e.hours >= 10 else f"{e.hours:.3g}"
+    solo = (f"; parent states and barrier jobs (one network a job) at {e.solo_rate:,.0f}"
+            if e.solo_rate != e.images_per_second else "")
     return "\n".join([
         f"experiment {config['experiment']}: {config['model']['name']} on {config['data']['name']}, "
         f"device {config['device']}, T = {config['training']['steps']:,} steps, batch {config['training']['batch_size']}",
@@ -212,8 +215,8 @@ def report(config: dict, e: Estimate) -> str:
         f"SGD steps: {e.steps:,} (members {e.member_steps:,}, parent states {e.parent_steps:,})",
         f"images: {e.images:,} ({e.train_images:,} trained on; forward only: {e.eval_images:,} in "
         f"test-set evaluations, {e.barrier_images:,} in barrier jobs)",
-        f"{device}-hours: {hours} at {e.images_per_second:,.0f} member training images/s "
-        f"({e.rate_source}); forward-only images count 1/3",
+        f"{device}-hours: {_hours(device_hours(config, e.seconds))} at {e.images_per_second:,.0f} member "
+        f"training images/s ({e.rate_source}){solo}; forward-only images count 1/3",
         f"disk: about {_size(e.checkpoint_bytes)} of checkpoints ({e.trainings:,} states of "
         f"{e.parameters:,} parameters and their momentum, float32)",
     ])
@@ -229,13 +232,9 @@ def run_cost(config: dict, results: str | Path = "results", images_per_second: f
              bench: Path = BENCH) -> list[KindCost]:
     """Spent and projected cost of each job kind of the experiment under `results`."""
     layout = Layout(config["experiment"], results=str(results))
-    rate = (images_per_second, "given") if images_per_second else default_rate(config, bench)
-    # a parent state is one network a job, whatever the members' job shape
-    solo = (images_per_second, "given") if images_per_second else default_rate(config, bench, k=1)
-    rates = {"train_members": rate, "parent_state": solo,
-             "barrier": (solo[0] / FORWARD_COST, f"{solo[1]}; forward-only images at 3x that")}
+    assumed = rates(config, images_per_second, bench)
     jobs = member_jobs(config, layout) + barrier_jobs(config, layout)
-    return [kind_cost(kind, [j for j in jobs if j.kind == kind], rates[kind]) for kind in KINDS]
+    return [kind_cost(kind, [j for j in jobs if j.kind == kind], assumed[kind]) for kind in KINDS]
 
 
 def run_report(config: dict, costs: list[KindCost], results: str | Path = "results") -> str:
@@ -246,16 +245,22 @@ def run_report(config: dict, costs: list[KindCost], results: str | Path = "resul
     lines = [f"spent so far ({where}): {_hours(device_hours(config, spent))} {unit}, "
              f"{sum(c.measured for c in costs):,} jobs measured"]
     for c in costs:
-        rate = f"{c.images / c.seconds:,.0f} images/s" if c.images and c.seconds else "no images"
+        work = c.images + FORWARD_COST * c.forward
+        rate = f"{work / c.seconds:,.0f} images/s" if work and c.seconds else "no images"
         lines.append(f"  {c.kind}: {c.done:,} of {c.jobs:,} jobs done, {c.measured:,} measured: "
-                     f"{c.seconds:,.1f} s, {c.images:,} images, {rate}")
+                     f"{c.seconds:,.1f} s, {_images(c.images, c.forward)}, {rate}")
     lines.append(f"left: {sum(c.left_jobs for c in costs):,} jobs, about "
                  f"{_hours(device_hours(config, left))} {unit} more, {_hours(device_hours(config, spent + left))} in all")
     for c in costs:
         at = f"{c.rate:,.0f} images/s" if c.rate else "per job"
-        lines.append(f"  {c.kind}: {c.left_jobs:,} jobs, {c.left_images:,} images, "
+        lines.append(f"  {c.kind}: {c.left_jobs:,} jobs, {_images(c.left_images, c.left_forward)}, "
                      f"{_hours(device_hours(config, c.left_seconds))} {unit} at {at} ({c.rate_source})")
+    lines.append("  (images/s: training images per second, a forward-only image counting 1/3)")
     return "\n".join(lines)
+
+
+def _images(trained: int, forward: int) -> str:
+    return f"{trained + forward:,} images ({forward:,} forward only)"
 
 
 def _hours(h: float) -> str:

@@ -2,11 +2,15 @@
 cost` and `coupledsgd status` use it).
 
 Every training and barrier job writes a benchmark file (Layout's `job_benchmark`, `parent_benchmark`,
-`barrier_benchmark`) whose column `s` is the job's wall-clock seconds. A job's work in images is
-counted from the config: a training job trains its members x their steps x batch size
-(train_members) or t x batch size (parent_state); a barrier job passes its interpolated networks
-forward (forward-only images). Per job kind, the measured rate is images / seconds over its finished
-jobs, and the jobs whose outputs are not there yet are projected at that rate (`kind_cost`).
+`barrier_benchmark`) whose column `s` is the job's wall-clock seconds. A job's work is counted from
+the config: a training job trains its members x their steps x batch size (train_members) or t x
+batch size (parent_state) and its members evaluate the test set at their evaluation points
+(forward-only images); a barrier job passes its interpolated networks forward (forward-only images).
+A forward-only image costs FORWARD_COST of a training image, so a job's `work` is its training images
+plus FORWARD_COST x its forward-only images, in training images. Per job kind, the measured rate is
+work / seconds over its finished jobs, and the jobs whose outputs are not there yet are projected at
+that rate (`kind_cost`): the same count as `coupledsgd cost`'s estimate before a run, so the two agree
+on a run that has not started.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from .core.layout import Layout
 from .core.registry import dataset
 
 KINDS = ("train_members", "parent_state", "barrier")
+# A forward pass costs about a third of a training step (forward and backward).
+FORWARD_COST = 1 / 3
 
 
 def member_span(config: dict, condition: str, t: int) -> tuple[int, int]:
@@ -32,6 +38,21 @@ def member_span(config: dict, condition: str, t: int) -> tuple[int, int]:
     if not c.has_parent:
         return 0, T
     return t, (t + T if c.resets else T)
+
+
+def evaluation_points(start: int, end: int, every: int) -> int:
+    """How many test-set evaluations a member makes: its first step, every `every` steps, its end
+    (coupledsgd.engine.training.evaluation_steps)."""
+    return len(set(range(start, end, every)) | {end})
+
+
+def member_evaluation_images(config: dict, condition: str, t: int) -> int:
+    """The test-set images one member passes forward at its evaluation points (every `eval_every`
+    steps, default one epoch)."""
+    d, training = dataset(config["data"]), config["training"]
+    n_train = min(d.n_train, config["data"]["n_train"] or d.n_train)
+    every = training["eval_every"] or max(1, n_train // training["batch_size"])
+    return evaluation_points(*member_span(config, condition, t), every) * d.n_test
 
 
 def barrier_images(config: dict) -> int:
@@ -63,8 +84,14 @@ class Job:
     kind: str            # the rule
     benchmark: Path      # its benchmark file (there once the job has succeeded)
     outputs: tuple       # files that exist once it is done
-    images: int          # training images (forward-only images for a barrier job)
+    images: int          # training images
     member_steps: int = 0
+    forward: int = 0     # forward-only images: test-set evaluations, a barrier job's networks
+
+    @property
+    def work(self) -> float:
+        """In training images."""
+        return self.images + FORWARD_COST * self.forward
 
     @property
     def done(self) -> bool:
@@ -98,7 +125,9 @@ def member_jobs(config: dict, layout: Layout) -> list[Job]:
     for job in training_jobs(config):
         steps = sum(end - start for start, end in (member_span(config, m.condition, m.t) for m in job))
         outputs = tuple(Path(layout.predictions(m.condition, m.t, m.parent, m.child)) for m in job)
-        jobs.append(Job("train_members", training_job_file(layout, job, shape), outputs, steps * batch, steps))
+        evaluations = sum(member_evaluation_images(config, m.condition, m.t) for m in job)
+        jobs.append(Job("train_members", training_job_file(layout, job, shape), outputs, steps * batch, steps,
+                        evaluations))
     for p, t in parent_states(config):
         jobs.append(Job("parent_state", Path(layout.parent_benchmark(p, t)), (Path(layout.parent_state(p, t)),),
                         t * batch, t))
@@ -107,8 +136,8 @@ def member_jobs(config: dict, layout: Layout) -> list[Job]:
 
 def barrier_jobs(config: dict, layout: Layout) -> list[Job]:
     images = barrier_images(config)
-    return [Job("barrier", Path(layout.barrier_benchmark(c, t, p)), (Path(layout.barrier(c, t, p)),), images)
-            for c, t, p in barrier_set(config)]
+    return [Job("barrier", Path(layout.barrier_benchmark(c, t, p)), (Path(layout.barrier(c, t, p)),), 0,
+                forward=images) for c, t, p in barrier_set(config)]
 
 
 @dataclass(frozen=True)
@@ -118,23 +147,25 @@ class KindCost:
     done: int
     measured: int          # finished jobs with a benchmark file
     seconds: float         # their wall-clock seconds
-    images: int            # their images
+    images: int            # their training images
     left_jobs: int
-    left_images: int
-    rate: float | None     # images per second the projection uses
+    left_images: int       # training images of the jobs left
+    rate: float | None     # work (training images, forward-only at FORWARD_COST) per second
     rate_source: str
     left_seconds: float
+    forward: int = 0       # forward-only images of the measured jobs
+    left_forward: int = 0  # forward-only images of the jobs left
 
 
 def kind_cost(kind: str, jobs: list[Job], assumed: tuple[float, str]) -> KindCost:
     measured = [(j, s) for j in jobs if j.done and (s := benchmark_seconds(j.benchmark)) is not None]
     seconds = sum(s for _, s in measured)
-    images = sum(j.images for j, _ in measured)
+    work = sum(j.work for j, _ in measured)
     left = [j for j in jobs if not j.done]
-    left_images = sum(j.images for j in left)
-    if images and seconds:
-        rate, source = images / seconds, f"measured: {len(measured)} finished job(s) of this run"
-        left_seconds = left_images / rate
+    left_work = sum(j.work for j in left)
+    if work and seconds:
+        rate, source = work / seconds, f"measured: {len(measured)} finished job(s) of this run"
+        left_seconds = left_work / rate
     elif measured:
         # finished jobs that train nothing (parent states at t = 0): their start-up is their cost
         rate, source = None, f"measured: {seconds / len(measured):.1f} s per job, {len(measured)} job(s)"
@@ -142,9 +173,10 @@ def kind_cost(kind: str, jobs: list[Job], assumed: tuple[float, str]) -> KindCos
     else:
         rate, source = assumed
         source = f"assumed, no finished job yet: the default rate, {source.split(';')[0]}"
-        left_seconds = left_images / rate
-    return KindCost(kind, len(jobs), sum(j.done for j in jobs), len(measured), seconds, images,
-                    len(left), left_images, rate, source, left_seconds)
+        left_seconds = left_work / rate
+    return KindCost(kind, len(jobs), sum(j.done for j in jobs), len(measured), seconds,
+                    sum(j.images for j, _ in measured), len(left), sum(j.images for j in left), rate, source,
+                    left_seconds, sum(j.forward for j, _ in measured), sum(j.forward for j in left))
 
 
 def device_hours(config: dict, seconds: float) -> float:

@@ -196,18 +196,36 @@ def _reinit_calibration_small(tables: Tables, n_perm: int) -> Estimate:
     if reinit_conditions(e).empty or _of(e, RESET).empty:
         return lacking(_missing("reinit-low/high", RESET))
     each = {c: decide(x, "equivalence", margin=MACE_MARGIN) for c, x in _against_reset(e, "ensemble_mace").items()}
+    return every_condition(each, "equivalent")
+
+
+def every_condition(each: dict[str, Estimate], what: str) -> Estimate:
+    """A claim about every condition of `each` (each one's decided estimate), as an intersection-union
+    test: supported only when every condition is tested and supported (at ALPHA with the largest p, no
+    correction), not supported when any tested one is not, else inconclusive. A condition that could
+    not be tested (its estimate has a reason) is named: without it "every" is not shown."""
     usable = {c: x for c, x in each.items() if not x.reason}
+    untested = {c: x.reason for c, x in each.items() if x.reason}
     if not usable:
-        return next(iter(each.values()))
+        return lacking("no condition could be tested: " + "; ".join(f"{c}: {r}" for c, r in untested.items()),
+                       max(x.n_units for x in each.values()), next(iter(each.values())).test)
     worst = max(usable, key=lambda c: abs(usable[c].value))
     out = Estimate(**vars(usable[worst]))
+    verdicts = {x.verdict for x in usable.values()}
     out.reason = (f"largest difference: {worst}; per condition: "
                   + ", ".join(f"{c} {x.verdict} (p {x.p_value:.2g})" for c, x in usable.items()))
-    # every condition equivalent: an intersection-union test, at ALPHA with the largest p, no correction
     out.p_value = max(x.p_value for x in usable.values())
-    verdicts = {x.verdict for x in usable.values()}
-    out.verdict = (NOT_SUPPORTED if NOT_SUPPORTED in verdicts else SUPPORTED if verdicts == {SUPPORTED}
-                   else INCONCLUSIVE)
+    if untested:
+        out.reason += "; untested: " + "; ".join(f"{c} ({r})" for c, r in untested.items())
+    if NOT_SUPPORTED in verdicts:
+        out.verdict = NOT_SUPPORTED
+    elif untested:
+        # the tested ones cannot speak for the rest: no verdict, and no p-value, on "every"
+        out.verdict, out.p_value = INCONCLUSIVE, float("nan")
+        out.reason = (f"{len(untested)} of {len(each)} conditions untested ({', '.join(untested)}), so it is not "
+                      f"shown that every one is {what}; " + out.reason)
+    else:
+        out.verdict = SUPPORTED if verdicts == {SUPPORTED} else INCONCLUSIVE
     return out
 
 

@@ -354,15 +354,16 @@ def _boxes(ax: Axes, data: pd.DataFrame, order: list[str], families: list[str]) 
 
 
 def box_figure(data: pd.DataFrame, order: list[str], families: list[str], *, title: str,
-               reference_level: float | None = None, left_out: int = 0) -> Figure:
+               reference_level: float | None = None, left_out: int = 0, left_out_names: str = "") -> Figure:
     """Member accuracy, the members as dots per group of `order` with a box where the group is large
-    enough (`_boxes`), coloured by family (data: accuracy, group, family, optionally diverged; see `aggregate.member_groups`), the diverged
-    members marked and the no-coupling mean as a line; `left_out`: members not in `data` because their
-    training loss became non-finite, said in a note."""
+    enough (`_boxes`), coloured by family (data: accuracy, group, family, optionally diverged; see
+    `aggregate.member_groups`), the diverged members marked and the no-coupling mean as a line;
+    `left_out`: how many members are not in `data` because their training loss, or their parent's,
+    became non-finite, and `left_out_names` which, said in a note."""
     fig, ax = new((7.0, 1.6 + 0.32 * len(order)))
     _boxes(ax, data, order, families)
     notes = [f"{left_out} member(s) left out: training loss non-finite (members.parquet metadata "
-             "coupledsgd.nonfinite)"] if left_out else []
+             "coupledsgd.nonfinite)" + (f": {left_out_names}" if left_out_names else "")] if left_out else []
     if "diverged" in data.columns and data["diverged"].any():
         bad = data[data["diverged"].astype(bool)]
         ax.scatter(bad["accuracy"], [order.index(g) for g in bad["group"]], marker="x", s=40, color="red",

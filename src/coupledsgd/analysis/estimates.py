@@ -32,8 +32,9 @@ Rules (`verdict`, one per kind of claim), with p(H) the one-sided p-value of the
   p(d >= -margin) < ALPHA -> not supported; else inconclusive.
 
 A test the units at hand cannot make significant (a permutation test with fewer than 1/ALPHA
-arrangements), or an estimate the data cannot give (too few units or steps), is inconclusive with the
-reason, never an error.
+arrangements), an estimate the data cannot give (too few units or steps), or a t-test over units with no
+spread (`no_spread`: they agree exactly, which measures no error) is inconclusive with the reason, never
+an error and never p = 0.
 """
 
 from __future__ import annotations
@@ -137,27 +138,29 @@ def decide(est: Estimate, kind: str, sign: int = 0, margin: float = 0.0) -> Esti
 # t-based: a mean over units, a paired difference, a difference of independent groups
 
 
-def _t_estimate(mean: float, se: float, df: float, n: int, test: str, interval: str) -> Estimate:
+def _t_estimate(mean: float, se: float, df: float, n: int, what: str, test: str, interval: str) -> Estimate:
     """The 95% t-interval mean +- q se and the one-sided p-values of (mean - x) / se on df degrees of
-    freedom; a zero spread makes every p 0 or 1 (the units agree exactly)."""
-    if se > 0:
-        q = float(S.t.ppf(1 - ALPHA, df))
-        lo, hi = mean - q * se, mean + q * se
+    freedom. Units with no spread (se 0) give no test: t would be infinite and every p 0 or 1, a
+    certainty that n agreeing units do not give. The estimate keeps their common value and says so."""
+    if not se > 0:
+        return Estimate(float(mean), n_units=n, test=test, reason=no_spread(n, what, mean))
+    q = float(S.t.ppf(1 - ALPHA, df))
 
-        def p_above(x: float) -> float:
-            return float(S.t.sf((mean - x) / se, df))
+    def p_above(x: float) -> float:
+        return float(S.t.sf((mean - x) / se, df))
 
-        def p_below(x: float) -> float:
-            return float(S.t.cdf((mean - x) / se, df))
-    else:
-        lo = hi = mean
+    def p_below(x: float) -> float:
+        return float(S.t.cdf((mean - x) / se, df))
 
-        def p_above(x: float) -> float:
-            return 0.0 if mean > x else 1.0
+    return Estimate(float(mean), float(mean - q * se), float(mean + q * se), n, test, interval,
+                    p_above=p_above, p_below=p_below)
 
-        def p_below(x: float) -> float:
-            return 0.0 if mean < x else 1.0
-    return Estimate(float(mean), float(lo), float(hi), n, test, interval, p_above=p_above, p_below=p_below)
+
+def no_spread(n: int, what: str, value: float) -> str:
+    """What units that all agree can and cannot conclude."""
+    return (f"no spread: the {n} {what} all give {value:.3g}, so the estimate is {value:.3g} but a t-test has "
+            f"no variation to weigh it against and cannot say how far the true value may lie from it "
+            f"(no p-value, no interval); more {what}, or a finer statistic, would")
 
 
 def t_summary(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -186,7 +189,7 @@ def one_sample(x: npt.ArrayLike, what: str, test: str | None = None) -> Estimate
     if (reason := too_few_units(len(values), what)) is not None:
         return lacking(reason, len(values), test)
     mean, se, df = t_summary(values)
-    return _t_estimate(float(mean), float(se), float(df), len(values), test, f"95% t-interval over {what}")
+    return _t_estimate(float(mean), float(se), float(df), len(values), what, test, f"95% t-interval over {what}")
 
 
 def paired(a: pd.Series, b: pd.Series, what: str) -> Estimate:
@@ -202,7 +205,7 @@ def welch(a: npt.ArrayLike, b: npt.ArrayLike, what: str) -> Estimate:
     if (reason := too_few_units(n, what)) is not None:
         return lacking(reason, n, test)
     d, se, df = welch_summary(a, b)
-    return _t_estimate(float(d), float(se), float(df), len(a) + len(b), test,
+    return _t_estimate(float(d), float(se), float(df), len(a) + len(b), what, test,
                        f"95% Welch t-interval over {what}")
 
 

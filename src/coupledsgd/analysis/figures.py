@@ -211,6 +211,8 @@ def fig1j_mace_reinit(ensembles: pd.DataFrame) -> MplFigure:
 def fig2_member_accuracy(members: pd.DataFrame) -> MplFigure:
     """Test accuracy of every member as dots, one row per condition and spawn step, with a box where the
     row has at least `draw.MIN_BOX_MEMBERS` members and the mean as a bar where it has fewer."""
+    from .read import left_out_names  # here: importing the figures' registry stays cheap
+
     title = "Individual accuracy of all members"
     if members.empty:
         return D.no_data_figure(title, "no data: no members in this experiment")
@@ -218,7 +220,8 @@ def fig2_member_accuracy(members: pd.DataFrame) -> MplFigure:
     ref = A.rows(members, REFERENCE)
     return D.box_figure(data, order, families, title=title,
                         reference_level=None if ref.empty else float(ref["accuracy"].mean()),
-                        left_out=members.attrs.get("nonfinite", 0))
+                        left_out=members.attrs.get("nonfinite", 0),
+                        left_out_names=left_out_names(members.attrs.get("left_out", []), limit=4))
 
 
 @_figure("fig3_error_barrier", ["barriers", "ensembles"],

@@ -50,16 +50,6 @@ def accuracy(log_probs: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     return float(np.mean(correct(log_probs, labels)))
 
 
-def diverged(final_accuracy: float, first_accuracy: float, n: int, num_classes: int) -> bool:
-    """Whether a member's training blew up without becoming non-finite: its final test accuracy on n
-    examples is not 3 standard errors above chance (1 / num_classes), or is 3 standard errors below
-    its accuracy at its first evaluation (its start: the parent's at t for a spawned child)."""
-    chance = 1.0 / num_classes
-    se = math.sqrt(chance * (1 - chance) / n)
-    start_se = math.sqrt(max(first_accuracy * (1 - first_accuracy), chance * (1 - chance)) / n)
-    return final_accuracy <= chance + 3 * se or final_accuracy < first_accuracy - 3 * start_se
-
-
 def nll(log_probs: np.ndarray, labels: np.ndarray) -> float:
     """-(1/N) sum_i log p_{i, y_i}."""
     lp = np.asarray(log_probs, dtype=np.float64)

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..core.errors import ArtifactError
-from ..core.parquet import (CONFIG_HASH_KEY, DIVERGED_KEY, KEY_COLUMNS, NONFINITE_KEY, ORIGIN_COLUMNS,
+from ..core.parquet import (BLEW_UP_KEY, CONFIG_HASH_KEY, DIVERGED_KEY, KEY_COLUMNS, NONFINITE_KEY, ORIGIN_COLUMNS,
                             REINIT_PERCENT_KEY, STEPS_PER_EPOCH_KEY)
 from .metrics import log_softmax
 
@@ -89,6 +89,7 @@ class MemberFile:
     steps_per_epoch: int
     config_hash: str
     reinit_percent: float = float("nan")
+    blew_up: dict | None = None  # its finite training loss rose above its bound: step, loss, bound
 
     @property
     def key(self) -> tuple[str, int, int, int]:
@@ -229,8 +230,9 @@ def read_member_file(path: PathLike) -> MemberFile:
     """A predictions file's member, steps per epoch, config hash and re-initialised share, checked as
     `read_predictions` checks them, without reading its logits."""
     table, key, spe, config_hash = read_member_table(path, KEY_COLUMNS, (*KEY_COLUMNS, *ORIGIN_COLUMNS))
+    blew_up = (table.schema.metadata or {}).get(BLEW_UP_KEY.encode())
     return MemberFile(str(path), key["condition"], key["t"], key["parent"], key["child"], spe, config_hash,
-                      _reinit_percent(table))
+                      _reinit_percent(table), json.loads(blew_up) if blew_up is not None else None)
 
 
 def _int_column(table: pa.Table, name: str, path: PathLike, dtype: type | None = np.int64) -> np.ndarray:
@@ -321,12 +323,34 @@ def read_barriers(path: PathLike) -> pa.Table:
 
 
 def read_table(path: PathLike) -> pd.DataFrame:
-    """A metric table as a DataFrame that remembers its file (for error messages) and how many members
-    the metrics left out because their training loss became non-finite (attrs "nonfinite")."""
+    """A metric table as a DataFrame that remembers its file (for error messages) and the members the
+    metrics left out because their training loss, or their parent's, became non-finite (attrs
+    "left_out": their records; "nonfinite": how many)."""
     import pandas as pd
 
     df = open_parquet(path, "metrics", pd.read_parquet)
     df.attrs["source"] = str(path)
     left_out = (pq.read_schema(path).metadata or {}).get(NONFINITE_KEY.encode())
-    df.attrs["nonfinite"] = len(json.loads(left_out)) if left_out else 0
+    df.attrs["left_out"] = json.loads(left_out) if left_out else []
+    df.attrs["nonfinite"] = len(df.attrs["left_out"])
     return df
+
+
+def left_out_names(records: list[dict], limit: int = 8) -> str:
+    """Which members were left out and why, shortly: each member that diverged itself with its step;
+    the children of a parent that diverged as one item per (condition, t, parent)."""
+    items: dict = {}
+    for r in records:
+        if r.get("parent_diverged"):
+            key = (r["condition"], r["t"], r["parent"])
+            items.setdefault(key, []).append(r["child"])
+        else:
+            items[(r["condition"], r["t"], r["parent"], r["child"])] = r["step"]
+    names = []
+    for key, value in items.items():
+        if len(key) == 3:
+            names.append(f"{key[0]} t={key[1]} p{key[2]} c{','.join(map(str, sorted(value)))} "
+                         "(their parent diverged)")
+        else:
+            names.append(f"{key[0]} t={key[1]} p{key[2]}c{key[3]} (step {value})")
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -212,12 +212,11 @@ def forgetting_rows(tr: MemberTrajectory) -> pd.DataFrame:
         "accuracy": tr.correct.mean(axis=1), "events": events, "cumulative_events": np.cumsum(events)})
 
 
-def forgetting_table(trajectories: Iterable[MemberTrajectory]) -> tuple[pd.DataFrame, list[MemberFile], dict]:
-    """The forgetting table of the trajectories (any iterable: each is used once and dropped), each
-    one's member and provenance, and each member's accuracy at its first evaluation."""
+def forgetting_table(trajectories: Iterable[MemberTrajectory]) -> tuple[pd.DataFrame, list[MemberFile]]:
+    """The forgetting table of the trajectories (any iterable: each is used once and dropped), and each
+    one's member and provenance."""
     parts: list[pd.DataFrame] = []
     seen: list[MemberFile] = []
-    first: dict = {}
     paths: dict[tuple[str, int, int, int], str] = {}
     for tr in trajectories:
         if tr.key in paths:
@@ -225,12 +224,10 @@ def forgetting_table(trajectories: Iterable[MemberTrajectory]) -> tuple[pd.DataF
         paths[tr.key] = tr.path
         seen.append(MemberFile(tr.path, tr.condition, tr.t, tr.parent, tr.child, tr.steps_per_epoch,
                                tr.config_hash))
-        if len(tr.steps):
-            first[tr.key] = float(tr.correct[0].mean())
         parts.append(forgetting_rows(tr))
     if not parts:
-        return _empty(FORGETTING_SCHEMA), seen, first
-    return _typed(pd.concat(parts, ignore_index=True), FORGETTING_SCHEMA), seen, first
+        return _empty(FORGETTING_SCHEMA), seen
+    return _typed(pd.concat(parts, ignore_index=True), FORGETTING_SCHEMA), seen
 
 
 def _empty(schema: pa.Schema) -> pd.DataFrame:
@@ -316,12 +313,12 @@ def parallel_map(threads: int) -> Iterator[Callable[..., Iterator]]:
             yield pool.map
 
 
-def _flag_diverged(members: list[dict], first: dict, n: int, classes: int) -> None:
-    """Each member row's `diverged`: at chance, or ending below where its trajectory started
-    (`first`: each member's accuracy at its first evaluation)."""
-    for row in members:
-        key = (row["condition"], row["t"], row["parent"], row["child"])
-        row["diverged"] = M.diverged(row["accuracy"], first.get(key, 1.0 / classes), n, classes)
+def _flag_diverged(rows: list[dict], members: list[MemberFile]) -> None:
+    """Each member row's `diverged`: its finite training loss rose above its bound
+    (`engine.training.loss_bound`; the member file's `blew_up`). Low accuracy is not divergence."""
+    blew_up = {m.key for m in members if getattr(m, "blew_up", None) is not None}
+    for row in rows:
+        row["diverged"] = (row["condition"], row["t"], row["parent"], row["child"]) in blew_up
 
 
 def _summary(rows: list[dict], members: list[dict], forgetting: pd.DataFrame, epochs: float | None) -> pd.DataFrame:
@@ -350,22 +347,20 @@ def compute_tables(members: list[MemberFile], trajectories: Iterable[MemberTraje
     log = log or (lambda line: None)
     if not members:
         raise ArtifactError("no prediction files given")
-    forgetting, seen, first = forgetting_table(trajectories)
+    forgetting, seen = forgetting_table(trajectories)
     spe = steps_per_epoch(list(members) + seen)
     weights: dict[int, tuple] = {}
     out: dict[str, list[dict]] = {"members": [], "ensembles": [], "pairs": [], "summary": []}
-    shape: tuple[int, ...] = ()
     with parallel_map(threads) as pmap:
         for (condition, t), parents in group_members(members).items():
             tick = time.perf_counter()
             group = read_group(condition, t, parents)
-            shape = shape or next(iter(group.values()))[0].log_probs.shape
             _group_rows(condition, t, spe, group, weights, settings, out, pmap)
             del group
             log(f"{condition} t={t}: {len(parents)} parents, {sum(map(len, parents.values()))} members, "
                 f"{time.perf_counter() - tick:.2f} s")
     rows, pairs = out["members"], out["pairs"]
-    _flag_diverged(rows, first, *shape)
+    _flag_diverged(rows, members)
     return {
         "members": _typed(pd.DataFrame(rows), MEMBERS_SCHEMA) if rows else _empty(MEMBERS_SCHEMA),
         "ensembles": _typed(pd.DataFrame(out["ensembles"]), ENSEMBLES_SCHEMA),

@@ -30,6 +30,9 @@ REINIT_PERCENT_KEY = "coupledsgd.reinit_percent"
 # A member whose training loss became non-finite: {"step": ..., "lr": ...} (JSON). Its predictions and
 # trajectories files hold this key and no rows, so they can never be read as a result.
 DIVERGED_KEY = "coupledsgd.diverged"
+# A member whose finite training loss rose above its bound (`engine.training.loss_bound`): {"step",
+# "loss", "bound"} (JSON), on a predictions file that holds its result; the tables flag it `diverged`.
+BLEW_UP_KEY = "coupledsgd.blew_up"
 # The members left out of the metric tables because their training loss became non-finite (each one's
 # key, step and learning rate, JSON), in the schema metadata of every metric table.
 NONFINITE_KEY = "coupledsgd.nonfinite"
@@ -111,8 +114,8 @@ def write_trajectory(path: str | Path, key: dict, steps: list[int], correct: np.
 
 
 def write_diverged(path: str | Path, key: dict, record: dict, metadata: dict) -> None:
-    """The predictions or trajectories file of a member whose training loss became non-finite: its key
-    and origin columns with no rows, and its key with `record` (the step and learning rate) under
-    DIVERGED_KEY."""
+    """The predictions or trajectories file of a member whose training loss became non-finite, or whose
+    parent's did (`parent_diverged` in the record): its key and origin columns with no rows, and its key
+    with `record` (the step and learning rate) under DIVERGED_KEY."""
     record = {**key, **record}
     write_table(_keys(key, 0, metadata), path, {**metadata, DIVERGED_KEY: json.dumps(record, sort_keys=True)})

@@ -32,7 +32,19 @@ from .optim import SGD, Hparams, learning_rate
 from .steps import EagerStep, GraphedStep
 
 __all__ = ["SGD", "Accel", "Hparams", "Members", "Run", "Trajectory", "describe", "evaluation_steps",
-           "learning_rate", "predict", "train"]
+           "learning_rate", "loss_bound", "predict", "train"]
+
+# A run's training loss diverged when it is non-finite, or above LOSS_BOUND times the larger of the
+# loss over its lineage's first steps (up to its first progress line) and ln(classes), the loss of a
+# uniform guess. The floor keeps a child spawned late, whose loss starts near 0, from being called
+# diverged for a loss that is still below chance level; a member at chance (loss ln(classes)) is never
+# diverged. A network that blew up without overflowing has a loss orders of magnitude above either.
+LOSS_BOUND = 10.0
+
+
+def loss_bound(first_loss: float, num_classes: int) -> float:
+    """The training loss above which a run has diverged (LOSS_BOUND)."""
+    return LOSS_BOUND * max(first_loss, math.log(num_classes))
 
 @dataclass
 class Run:
@@ -229,7 +241,9 @@ def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate:
     non-finite at a report stops training there (`TrainingDiverged`) with `on_divergence="stop"`; with
     "skip" it is marked (`run.info["diverged"]`: step and learning rate) and the others go on: each
     member has its own loss term, parameters and momentum, so its non-finite values reach no other
-    member. Training ends early once every run is marked.
+    member. Training ends early once every run is marked. A finite loss above `loss_bound` is marked
+    too (`run.info["blew_up"]`: step, loss and bound), and the run trains on; the loss over a run's
+    first steps is kept in `run.info["first_loss"]`, and a child inherits its parent's.
     Returns each run's test-set correctness at its evaluation points (empty if `evaluate` is False).
     """
     _check_runs(runs)
@@ -253,7 +267,9 @@ def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate:
             if step in eval_at:
                 _evaluate(forward, data, h, accel, k, step, r0.end, trajectories)
             if step in report_at and step > 0 and progress.seen:
-                bad = progress.report(log, runs, step, until, trajectories if step in eval_at else None)
+                losses = progress.report(log, runs, step, until, trajectories if step in eval_at else None)
+                _mark_blown_up(runs, losses, step, log)
+                bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
                 if _mark_diverged(runs, bad, step, on_divergence, log):
                     return trajectories
             if step >= until:
@@ -285,6 +301,23 @@ def _mark_diverged(runs: list[Run], bad: list[int], step: int, on_divergence: st
         runs[i].info["diverged"] = {"step": step, "lr": lr}
         log(f"WARNING: {message}; it is recorded as diverged and the other members go on")
     return all("diverged" in r.info for r in runs)
+
+
+def _mark_blown_up(runs: list[Run], losses: list[float], step: int, log) -> None:
+    """Keep each run's first reported loss, and mark the runs whose finite loss at `step` is above
+    their `loss_bound` (once: the first step it was)."""
+    for run, loss in zip(runs, losses):
+        if not math.isfinite(loss) or "diverged" in run.info:
+            continue
+        if "first_loss" not in run.info:
+            run.info["first_loss"] = loss
+            continue
+        bound = loss_bound(run.info["first_loss"], run.num_classes)
+        if loss > bound and "blew_up" not in run.info:
+            run.info["blew_up"] = {"step": step, "loss": loss, "bound": bound}
+            log(f"WARNING: {describe(run)}: the training loss {loss:.4g} at step {step} is above {bound:.4g} "
+                f"({LOSS_BOUND:g} x the larger of its first steps' loss and ln(classes)): it diverged; it "
+                "trains on, and is flagged in the tables")
 
 
 def _report_and_eval_steps(r0: Run, until: int, n_train: int, evaluate: bool) -> tuple[set[int], set[int]]:
@@ -322,7 +355,7 @@ class _Progress:
 
     def report(self, log, runs: list[Run], step: int, until: int, trajectories: list[Trajectory] | None) -> list[int]:
         """Log the members' progress at `step` (test accuracies from `trajectories`, evaluated at `step`);
-        returns the runs whose training loss is non-finite."""
+        returns each run's mean training loss since the last report."""
         r0 = runs[0]
         now = time.perf_counter()
         lr = learning_rate(r0.hparams, step - 1 - r0.schedule_start)
@@ -333,7 +366,7 @@ class _Progress:
                 len(runs) * self.seen / (now - self.clock), now - self.began, eta)
         self.loss_sum.zero_(), self.hits.zero_()
         self.seen, self.clock = 0, time.perf_counter()
-        return [i for i, v in enumerate(losses) if not math.isfinite(v)]
+        return losses
 
 
 def _evaluate(forward, data: DeviceData, h: Hparams, accel: Accel, k: int, step: int, end: int,

@@ -20,8 +20,8 @@ from ..analysis import figures as F
 from ..analysis import metrics as M
 from ..analysis import pages as P
 from ..analysis import tables as T
-from ..analysis.read import (BARRIER_SCHEMA, HASH_KEY, SPE_KEY, diverged_record, read_barriers, read_member_file,
-                             read_table, read_trajectory)
+from ..analysis.read import (BARRIER_SCHEMA, HASH_KEY, SPE_KEY, diverged_record, left_out_names, read_barriers,
+                             read_member_file, read_table, read_trajectory)
 from ..core.errors import ArtifactError
 from ..core.files import atomic_path
 from ..core.parquet import NONFINITE_KEY, provenance, write_parquet
@@ -44,14 +44,13 @@ SUMMARY_CSV_COLUMNS = [*T.SUMMARY_COLUMNS, "n_nonfinite"]
 
 
 def _finite_members(prediction_paths, trajectory_paths, log) -> tuple[list, list, list[dict]]:
-    """The members' files without those of members whose training diverged, and those members' records
-    (`core.parquet.write_diverged`)."""
+    """The members' files without those of members whose training, or whose parent's, diverged, and
+    those members' records (`core.parquet.write_diverged`)."""
     records = [diverged_record(p) for p in prediction_paths]
     nonfinite = [r for r in records if r is not None]
     if nonfinite:
-        log(f"WARNING: {len(nonfinite)} member(s) left out, their training loss became non-finite: "
-            + ", ".join(f"{r['condition']} t={r['t']} p{r['parent']}c{r['child']} (step {r['step']}, "
-                        f"lr {r['lr']:.4g})" for r in nonfinite))
+        log(f"WARNING: {len(nonfinite)} member(s) left out, their training loss or their parent's became "
+            f"non-finite: {left_out_names(nonfinite, limit=len(nonfinite))}")
     kept = [i for i, r in enumerate(records) if r is None]
     if not kept:
         raise ArtifactError(f"the training of every one of the {len(records)} members diverged: no metrics "
@@ -104,10 +103,14 @@ def metric_tables(prediction_paths, trajectory_paths, output_paths: dict, settin
     _write_csv(tables["summary"], output_paths["summary"])
     bad = tables["members"][tables["members"]["diverged"]]
     if len(bad):
-        log(f"WARNING: {len(bad)} member(s) diverged (at chance, or ending below where they started): "
-            + ", ".join(f"{r.condition} t={r.t} p{r.parent}c{r.child} ({r.accuracy:.3f})" for r in bad.itertuples()))
+        log(f"WARNING: {len(bad)} member(s) diverged (training loss above {DIVERGED_RULE}): "
+            + ", ".join(f"{r.condition} t={r.t} p{r.parent}c{r.child}" for r in bad.itertuples()))
     log(f"wrote {', '.join(str(Path(output_paths[k]).name) for k in (*T.SCHEMAS, 'summary'))} "
         f"in {time.perf_counter() - tick:.2f} s in all")
+
+
+# engine.training.loss_bound, in words (this module does not import torch)
+DIVERGED_RULE = "10 x the larger of its first steps' loss and ln(classes)"
 
 
 def _names(members: list[dict]) -> str:
@@ -117,8 +120,8 @@ def _names(members: list[dict]) -> str:
 
 def run_warnings(members_table) -> list[str]:
     """The warnings a finished run ends with, from its members table: the members left out because
-    their training loss became non-finite (each named, with its step), and those flagged as diverged
-    (at chance, or ending below where they started)."""
+    their training loss, or their parent's, became non-finite (each named, with its step), and those
+    flagged as diverged (a finite training loss above its bound)."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(members_table, columns=["condition", "t", "parent", "child", "diverged"])
@@ -126,13 +129,12 @@ def run_warnings(members_table) -> list[str]:
     nonfinite = json.loads((table.schema.metadata or {}).get(NONFINITE_KEY.encode(), b"[]"))
     if nonfinite:
         lines.append(f"WARNING: {len(nonfinite)} member(s) left out of the metrics, claims and figures: their "
-                     f"training loss became non-finite ({members_table}, metadata {NONFINITE_KEY}): "
-                     + ", ".join(f"{r['condition']} t={r['t']} p{r['parent']}c{r['child']} at step {r['step']}"
-                                 for r in nonfinite))
+                     f"training loss or their parent's became non-finite ({members_table}, metadata "
+                     f"{NONFINITE_KEY}): {left_out_names(nonfinite, limit=len(nonfinite))}")
     flagged = [row for row in table.to_pylist() if row["diverged"]]
     if flagged:
-        lines.append(f"WARNING: {len(flagged)} member(s) diverged (at chance, or ending below where they "
-                     f"started; {members_table}, column diverged): {_names(flagged)}")
+        lines.append(f"WARNING: {len(flagged)} member(s) diverged (training loss above {DIVERGED_RULE}; "
+                     f"{members_table}, column diverged): {_names(flagged)}")
     return lines
 
 
@@ -178,10 +180,11 @@ def check_claims(inputs: dict[str, str], output: str, log_path: str | None = Non
     table = C.claims_table(tables)
     _write_csv(table, output)
     counts = table["verdict"].value_counts().to_dict()
-    left_out = tables["members"].attrs["nonfinite"] if "members" in tables else 0
+    left_out = tables["members"].attrs["left_out"] if "members" in tables else []
     log(f"{len(table)} claims, {json.dumps(counts)}, {C.N_PERMUTATIONS} permutations where not exact, "
         f"{time.perf_counter() - tick:.2f} s"
-        + (f"; {left_out} member(s) left out of the tables, their training loss non-finite" if left_out else ""))
+        + (f"; {len(left_out)} member(s) left out of the tables, their training loss or their parent's "
+           f"non-finite: {left_out_names(left_out, limit=len(left_out))}" if left_out else ""))
 
 
 def table_page(name: str, table: str, output: str, experiment: str, log_path: str | None = None) -> None:

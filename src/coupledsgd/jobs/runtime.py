@@ -37,6 +37,32 @@ def logger(path: str | Path | None):
     return log
 
 
+# The cuBLAS workspace settings under which torch's deterministic mode allows cuBLAS (torch's
+# Context::checkCuBLASConfigDeterministic accepts exactly these two); the first is set where none is.
+CUBLAS_KEY = "CUBLAS_WORKSPACE_CONFIG"
+DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")
+
+
+def cublas_workspace(environ, strict: bool) -> tuple[str, str | None]:
+    """The cuBLAS workspace setting a CUDA job runs with, and a line for its log where it keeps a value
+    the environment set that is not deterministic. Unset (or empty): `:4096:8`. A deterministic value
+    already set (`:16:8` uses less memory): kept. Any other value: a strict job (a parent state, whose
+    bits must not depend on the run) stops with a ConfigError before it trains; a warn-only job keeps
+    it, as the user asked, and says that its cuBLAS products may differ from run to run."""
+    value = environ.get(CUBLAS_KEY, "")
+    if not value:
+        return DETERMINISTIC_CUBLAS[0], None
+    if value in DETERMINISTIC_CUBLAS:
+        return value, None
+    accepted = " or ".join(repr(v) for v in DETERMINISTIC_CUBLAS)
+    if strict:
+        raise ConfigError(f"{CUBLAS_KEY}={value!r} in the environment: parent-state jobs run strictly "
+                          f"deterministic kernels, which need {accepted}; unset it (the job then sets "
+                          f"{DETERMINISTIC_CUBLAS[0]!r}) or set one of these")
+    return value, (f"WARNING: {CUBLAS_KEY}={value!r} from the environment is kept; cuBLAS is deterministic "
+                   f"only with {accepted}, so this job's results may differ from run to run")
+
+
 # The lock on this job's GPU slot (`devices`): held, open, for as long as the process lives.
 _DEVICE_LOCK: list = []
 
@@ -46,7 +72,8 @@ def setup(threads: int, device: str, jobs_per_device: int, log=lambda line: None
     """The job's threads and device. On CUDA, deterministic kernels wherever torch has them, and with
     `strict` (the parent jobs) only those: an operation without one is an error, not a warning. Each
     parent state (p, t) is its own job from step 0, so parent p's states at two spawn steps lie on one
-    trajectory only if every run of it computes the same bits."""
+    trajectory only if every run of it computes the same bits. The cuBLAS workspace is set here
+    (`cublas_workspace`): a strict job stops before it trains on a conflicting value."""
     # Imported here, not above: the analysis jobs log and exit through this module without torch
     # (its import costs them 3-4 s and 600 MB each).
     import torch
@@ -62,7 +89,9 @@ def setup(threads: int, device: str, jobs_per_device: int, log=lambda line: None
     # CPU kernels are deterministic already; on the CPU this call would only add 1.5 s of
     # imports (torch._inductor) to every job. cuBLAS is deterministic only with a fixed workspace,
     # set before its first handle is made (here: no CUDA work has run yet).
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    os.environ[CUBLAS_KEY], warning = cublas_workspace(os.environ, strict)
+    if warning:
+        log(warning)
     torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(True, warn_only=not strict)
     count = torch.cuda.device_count()

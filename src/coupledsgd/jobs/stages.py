@@ -11,8 +11,8 @@ from ..core.conditions import parse_condition
 from ..core.errors import ArtifactError
 from ..core.layout import resume_path
 from ..core.registry import SYNTHETIC, dataset
-from ..core.parquet import (REINIT_PERCENT_KEY, SEEDS_KEY, STEPS_PER_EPOCH_KEY, provenance, write_diverged,
-                            write_predictions, write_trajectory)
+from ..core.parquet import (BLEW_UP_KEY, REINIT_PERCENT_KEY, SEEDS_KEY, STEPS_PER_EPOCH_KEY, provenance,
+                            write_diverged, write_predictions, write_trajectory)
 from ..core.seeds import member_seeds, parent_seeds
 from ..engine import data as D
 from ..engine.checkpoints import load_torch, save_torch
@@ -58,7 +58,11 @@ def _check_parent_state(state: dict, path, params: dict, parent: int) -> None:
 
 def parent_state(data_path: str, output: str, params: dict, log_path: str | None = None) -> None:
     """Train parent `p` from its initialisation to step `t` and save its full state, with strictly
-    deterministic kernels: the states of one parent at different t lie on one trajectory."""
+    deterministic kernels: the states of one parent at different t lie on one trajectory.
+
+    A parent whose training loss becomes non-finite before t stops the job with `on_divergence: stop`;
+    with "skip" its state at t is a record (step, learning rate; no weights), and its children are
+    recorded as diverged without training (`train_members`): it costs only them."""
     log = logger(log_path)
     device = setup(params["threads"], params["device"], params["jobs_per_device"], log, strict=True)
     data = D.load(data_path, device, params["augment"])
@@ -71,8 +75,17 @@ def parent_state(data_path: str, output: str, params: dict, log_path: str | None
         run = Run.fresh(params["model"]["name"], data.in_shape, data.num_classes, h,
                         parent_seeds(params["seed"], params["parent"]), device, params["model"].get("kwargs"))
         run.info = {"parent": params["parent"], "config_hash": params["config_hash"]}
-    train([run], data, params["t"], log=log, checkpoint=resume, accel=Accel.for_device(device, params.get("cuda")))
-    save_torch({**run.state_dict(), "provenance": provenance(_job_settings(params), device)}, output)
+    train([run], data, params["t"], log=log, checkpoint=resume, accel=Accel.for_device(device, params.get("cuda")),
+          on_divergence=params.get("on_divergence", "stop"))
+    meta = provenance(_job_settings(params), device)
+    if "diverged" in run.info:
+        # the state at t of a parent that diverged before t: who it is, and when it diverged
+        save_torch({"model_name": run.model_name, "step": params["t"], "info": dict(run.info),
+                    "diverged": run.info["diverged"], "provenance": meta}, output)
+        log(f"parent {params['parent']} diverged at step {run.info['diverged']['step']}: its state at "
+            f"{params['t']} records it, and its children there will be recorded as diverged")
+        return
+    save_torch({**run.state_dict(), "provenance": meta}, output)
     log(f"parent {params['parent']} state at step {run.step} saved")
 
 
@@ -111,6 +124,8 @@ def _write_member(run: Run, trajectory, data: D.DeviceData, outputs: dict, param
             STEPS_PER_EPOCH_KEY: str(D.steps_per_epoch(data.n_train, h.batch_size))}
     if "reinit_percent" in run.info:
         meta[REINIT_PERCENT_KEY] = repr(float(run.info["reinit_percent"]))
+    if "blew_up" in run.info:
+        meta[BLEW_UP_KEY] = json.dumps(run.info["blew_up"], sort_keys=True)
     if "diverged" in run.info:
         # files that record the divergence and hold no result (no rows, no weights)
         record = run.info["diverged"]
@@ -135,24 +150,47 @@ def train_members(data_path: str, parent_paths: dict[int, str], outputs: list[di
     state, test-set logits and correctness trajectory (`outputs[i]` for member i).
 
     A job of one member, of the k children of a parent, or of every member of (condition, t): the
-    results are the same (bit-for-bit for one member; see `members` for several).
+    results are the same (bit-for-bit for one member; see `members` for several). The members whose
+    parent state records that the parent diverged before t are recorded as diverged, not trained
+    (`_write_orphan`); the others train as one network.
     """
     log = logger(log_path)
     device = setup(params["threads"], params["device"], params["jobs_per_device"], log)
     data = D.load(data_path, device, params["augment"])
     h = Hparams.from_config(params["training"])
-    resume = _resume(outputs[0]["final"], params, log)
+    parents = _load_parents(parent_paths, params)  # one read per parent for all its children
+    members = [(i, p, c) for i, (p, c) in enumerate(params["members"])
+               if "diverged" not in parents.get(p, {})]
+    for i, (p, c) in enumerate(params["members"]):
+        if "diverged" in parents.get(p, {}):
+            _write_orphan(parents[p], p, c, outputs[i], params, device, log)
+    if not members:
+        return
+    resume = _resume(outputs[members[0][0]]["final"], params, log)
     restored = resume.load(h, device)
     if restored:
         runs, trajectories = restored
     else:
-        parents = _load_parents(parent_paths, params)  # one read per parent for all its children
-        runs = [_start_member(data, parents.get(p), params, p, c, h, device, log) for p, c in params["members"]]
+        runs = [_start_member(data, parents.get(p), params, p, c, h, device, log) for _, p, c in members]
         trajectories = None
     log(f"{params['condition']} t={params['t']}: {len(runs)} member(s) "
-        f"{', '.join(f'p{p}c{c}' for p, c in params['members'])}, steps {runs[0].step} -> {runs[0].end}")
+        f"{', '.join(f'p{p}c{c}' for _, p, c in members)}, steps {runs[0].step} -> {runs[0].end}")
     trajectories = train(runs, data, evaluate=True, log=log, trajectories=trajectories, checkpoint=resume,
                          accel=Accel.for_device(device, params.get("cuda")),
                          on_divergence=params.get("on_divergence", "stop"))
-    for run, trajectory, out in zip(runs, trajectories, outputs):
-        _write_member(run, trajectory, data, out, params, device, log)
+    for run, trajectory, (i, _, _) in zip(runs, trajectories, members):
+        _write_member(run, trajectory, data, outputs[i], params, device, log)
+
+
+def _write_orphan(parent: dict, p: int, c: int, outputs: dict, params: dict, device, log) -> None:
+    """The files of member (p, c), whose parent diverged before t: a record of the parent's divergence,
+    as `_write_member` writes for a member that diverged itself, with `parent_diverged`."""
+    key = {"condition": params["condition"], "t": params["t"], "parent": p, "child": c}
+    record = {**parent["diverged"], "parent_diverged": True}
+    meta = provenance(_job_settings(params), device)
+    write_diverged(outputs["predictions"], key, record, meta)
+    write_diverged(outputs["trajectory"], key, record, meta)
+    info = {**parent["info"], "condition": params["condition"], "spawned_at": params["t"], "child": c}
+    save_torch({"diverged": record, "info": info, "provenance": meta}, outputs["final"])
+    log(f"{params['condition']} t={params['t']} parent {p} child {c}: its parent diverged at step "
+        f"{record['step']}: recorded, not trained")
