@@ -15,6 +15,7 @@ can be captured once as a CUDA graph (`Accel.graphs`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -263,11 +264,23 @@ def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate:
             lr = learning_rate(h, step - r0.schedule_start)
             if step_fn is None:
                 step_fn = _step_function(forward, members, accel, x, y, log)
+            torch.manual_seed(noise_seed([r.seeds["aug"] for r in runs], step))
             losses, correct = step_fn(x, y, lr)
             progress.add(losses, correct, y.shape[1])
             step += 1
     finally:
         members.write_back(step)
+
+
+def noise_seed(aug_seeds: list[int], step: int) -> int:
+    """The seed of torch's generator for the training step `step` of the members with these `aug`
+    streams: a model's dropout masks (and any other draw of its forward pass) are a pure function of
+    the member's stream and the step, the same in a resumed or spawned run. A member's own masks
+    alone; members trained as one network draw theirs together under vmap (randomness="different"):
+    each member its own masks, independent and equal in distribution to its solo masks, not equal to
+    them bit for bit."""
+    key = "noise/" + ",".join(map(str, aug_seeds)) + f"/{step}"
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") >> 1
 
 
 def _mark_diverged(runs: list[Run], bad: list[int], step: int, on_divergence: str, log) -> bool:
