@@ -1,0 +1,330 @@
+"""Stock PyTorch models given by import path, unmodified: a pre-norm nn.TransformerEncoder with a class
+token and a position embedding, GRU and LSTM classifiers, a CNN with Dropout2d (examples/models.py) and
+torchvision's ResNet-18. Their re-initialisation units found by tracing, the realised shares against
+hand counts, dropout drawn from the members' seeded streams (deterministic, resumable), members as one
+network, and the whole workflow through `snakemake` with every condition."""
+
+import copy
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from fixtures import copy_workflow
+
+from coupledsgd.core.conditions import parse_condition
+from coupledsgd.core.config import SCHEMA, validate
+from coupledsgd.core.errors import ConfigError
+from coupledsgd.core.seeds import member_seeds, parent_seeds
+from coupledsgd.engine.check import check_model
+from coupledsgd.engine.data import DeviceData
+from coupledsgd.engine.models import build_model, count_parameters
+from coupledsgd.engine.spawn import spawn
+from coupledsgd.engine.training import SGD, Hparams, Run, train
+from coupledsgd.engine.units import example_batch, parameter_units
+
+ROOT = Path(__file__).resolve().parents[1]
+SIGNAL, IMAGE, RESNET = (1, 16), (1, 8, 8), (3, 32, 32)
+L0, L1 = "encoder.layers.0", "encoder.layers.1"
+
+# name, kwargs, input shape, classes, parameters counted by hand, and the parameters of one output
+# channel of each unit, by hand:
+#   transformer (width 16, 2 heads, feed-forward 32, 2 layers): embed Linear(1, 16) 32, class token 16,
+#     position (1, 17, 16) 272; per layer norm1 32, attention in_proj 3 x 16 x 16 + 48 = 816, out_proj
+#     272, norm2 32, linear1 544, linear2 528; final norm 32, head Linear(16, 4) 68: 4,868. A channel
+#     of the attention is one feature of q, k and v: 3 x (16 + 1) = 51 (its input norm1 stays whole).
+#   GRU (hidden 16, 2 layers): layer 0 3 gates x 16 x (1 + 16 + 2) = 912, a hidden unit 57; layer 1
+#     3 x 16 x (16 + 16 + 2) = 1,632, a unit 102; head 68 (17 a class): 2,612.
+#   LSTM (hidden 16, bidirectional): 2 directions x 4 gates x 16 x (1 + 16 + 2) = 2,432, a hidden unit
+#     of both directions 152; head Linear(32, 4) 132 (33 a class): 2,564.
+#   CNN (4 channels): conv 4 x 9 + BatchNorm 8 = 44 (11 a filter); conv 8 x 4 x 9 + 16 = 304 (38);
+#     Linear(8, 4) 36 (9): 384.
+#   ResNet-18, 10 classes: 11,689,512 for 1,000 classes less 512 x 990 + 990 = 11,181,642; a filter of
+#     layer4.0.conv1 with its BatchNorm 256 x 9 + 2 = 2,306, of the other layer4 convolutions 4,610.
+MODELS = {
+    "transformer": ("examples.models:transformer", {"width": 16, "heads": 2, "layers": 2}, SIGNAL, 4, 4868,
+                    {"embed": 2, "class_token": 1, "position": 17, f"{L0}.self_attn": 51, f"{L0}.self_attn.out_proj": 17,
+                     f"{L0}.linear1": 17, f"{L0}.linear2": 33, f"{L1}.self_attn": 51, f"{L1}.self_attn.out_proj": 17,
+                     f"{L1}.linear1": 17, f"{L1}.linear2": 33, "head": 17}),
+    "gru": ("examples.models:gru", {"hidden": 16, "layers": 2}, SIGNAL, 4, 2612, {"rnn.l0": 57, "rnn.l1": 102, "head": 17}),
+    "lstm": ("examples.models:lstm", {"hidden": 16, "layers": 1, "bidirectional": True}, SIGNAL, 4, 2564,
+             {"rnn.l0": 152, "head": 33}),
+    "cnn": ("examples.models:dropout_cnn", {"channels": 4}, IMAGE, 4, 384, {"0": 11, "4": 38, "10": 9}),
+    "resnet18": ("torchvision.models:resnet18", {}, RESNET, 10, 11_181_642,
+                 {"layer4.0.conv1": 2306, "layer4.0.conv2": 4610, "layer4.1.conv1": 4610, "layer4.1.conv2": 4610}),
+}
+
+
+@pytest.fixture(autouse=True)
+def in_repo(monkeypatch):
+    monkeypatch.chdir(ROOT)  # examples.models imports from the repository root, as in a run
+
+
+def build(key, seed=0, **change):
+    name, kwargs, shape, classes = MODELS[key][:4]
+    return build_model(name, shape, classes, seed, {**kwargs, **change})
+
+
+def test_units_follow_the_data_through_attention_recurrence_and_own_parameters():
+    model = build("transformer")
+    units = parameter_units(model, example_batch(model, SIGNAL))
+    layer = lambda b: [[f"{b}.norm1", f"{b}.self_attn"], [f"{b}.self_attn.out_proj"], [f"{b}.norm2", f"{b}.linear1"],
+                       [f"{b}.linear2"]]
+    # out_proj is called functionally by the attention; the pre-norm LayerNorms join the layer they feed
+    assert units == [["embed"], ["class_token"], ["position"], *layer(L0), *layer(L1), ["encoder.norm", "head"]]
+    gru = build("gru")
+    assert parameter_units(gru, example_batch(gru, SIGNAL)) == [["rnn.l0"], ["rnn.l1"], ["head"]]
+    cnn = build("cnn")
+    assert parameter_units(cnn, example_batch(cnn, IMAGE)) == [["0", "1"], ["4", "5"], ["10"]]
+
+
+def _fill(model, value):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(value)
+    return model
+
+
+@pytest.mark.parametrize("key", list(MODELS))
+def test_realised_shares_are_within_one_channel_of_25_and_50_percent(key):
+    name, kwargs, shape, classes, total, channel = MODELS[key]
+    model = build(key)
+    assert count_parameters(model) == total
+    run = Run(name, shape, classes, model, SGD(model, Hparams(steps=4, batch_size=4, lr=0.1)),
+              Hparams(steps=4, batch_size=4, lr=0.1), parent_seeds(0, 0), model_kwargs=kwargs)
+    _fill(run.model, 1234.5)  # a value no initialiser draws: every other value was re-drawn
+    for side in ("low", "high"):
+        for percent in (25, 50):
+            cond = parse_condition(f"reinit-{side}-{percent}")
+            child = spawn(copy.deepcopy(run), cond, member_seeds(0, cond, 0, 0))
+            redrawn = sum(int((p != 1234.5).sum()) for p in child.model.parameters())
+            share = child.info["reinit_percent"]
+            assert share == pytest.approx(100 * redrawn / total)
+            boundary = [e for e in child.info["reinitialised"] if e in channel][-1]
+            assert abs(redrawn - percent * total / 100) <= channel[boundary], (key, side, percent, boundary)
+
+
+PROJECTED = """
+import torch
+def make(in_shape, num_classes):
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.LSTM(in_shape[0], 16, batch_first=True, proj_size=8)
+            self.head = torch.nn.Linear(8, num_classes)
+        def forward(self, x):
+            return self.head(self.rnn(x.transpose(1, 2))[0][:, -1])
+    return Net()
+"""
+
+
+def test_a_module_that_cannot_be_split_is_refused_with_the_share_it_would_give(tmp_path, monkeypatch):
+    """An LSTM with a projection mixes its hidden units: it is re-drawn whole or not at all, and no
+    share near 25 % exists."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(__import__("sys").modules, "projected", raising=False)
+    (tmp_path / "projected.py").write_text(PROJECTED)
+    config = validate({"experiment": "x", "data": {"name": "synthetic", "like": "mnist1d", "shape": [1, 16]},
+                       "model": {"name": "projected:make"}, "training": {"steps": 8, "batch_size": 16, "lr": 0.1},
+                       "ensemble": {"parents": 1, "children": 2}, "reinit": {"steps": [4], "percents": [25]}}, SCHEMA)
+    with pytest.raises(ConfigError) as error:
+        check_model(config, log=lambda line: None)
+    # weight_ih 4 gates x 16 x 1, weight_hh 64 x 8, biases 2 x 64, the projection 8 x 16: 832; the head
+    # Linear(8, 10) 90: 0 % or 90.2 % (at least one channel is re-drawn)
+    assert str(error.value) == ("model.name: re-initialisation cannot split 'rnn.l0' (832 of 922 parameters): "
+                                "reinit-low-25 would re-draw 90.2 % of the parameters; its channels are not a block "
+                                "of rows of every tensor (give the model reinit_units(), or ask for other "
+                                "reinit.percents)")
+
+
+def test_library_constructor_takes_num_classes_and_a_wrong_input_is_refused_in_one_line():
+    model = build("resnet18")
+    assert type(model).__name__ == "ResNet" and model.fc.out_features == 10
+    config = validate({"experiment": "x", "data": {"name": "synthetic", "like": "digits"},
+                       "model": {"name": "torchvision.models:resnet18"}, "conditions": ["no-coupling"],
+                       "training": {"steps": 8, "batch_size": 16, "lr": 0.1},
+                       "ensemble": {"parents": 1, "children": 2}}, SCHEMA)
+    with pytest.raises(ConfigError) as error:
+        check_model(config, log=lambda line: None)
+    message = str(error.value)
+    assert message.startswith("model.name: torchvision.models:resnet18(num_classes=10) fails on a batch of 4 inputs "
+                              "of shape (1, 8, 8): RuntimeError: ") and "3 channels" in message and "\n" not in message
+
+
+def test_auto_trains_a_model_vmap_cannot_batch_one_member_a_job_and_says_so():
+    base = {"experiment": "x", "data": {"name": "synthetic", "like": "mnist1d", "shape": [1, 16]},
+            "model": {"name": "examples.models:gru", "kwargs": {"hidden": 8}}, "conditions": ["no-coupling"],
+            "training": {"steps": 8, "batch_size": 16, "lr": 0.1}, "ensemble": {"parents": 1, "children": 2}}
+    said = []
+    check_model(validate(base, SCHEMA), log=said.append)
+    assert said == ["job_shape: auto trains Recurrent one member per job: torch.func.vmap cannot batch its members "
+                    "(RuntimeError: Batching rule not implemented for aten::gru.input. We could not generate a "
+                    "fallback.)"]
+    with pytest.raises(ConfigError, match="^job_shape: condition trains members as one network under torch.func.vmap, "
+                                          "and the model fails there .*aten::gru.input"):
+        check_model(validate({**base, "job_shape": "condition"}, SCHEMA))
+
+
+# --- training: dropout from the seeded streams, resumption, members as one network ---------------------
+
+def data_for(shape, classes, n=64, dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, *shape, generator=g, dtype=dtype), torch.randint(0, classes, (n,), generator=g)
+    return DeviceData(x, y, x[:32], y[:32], classes, crop_pad=0, flip=False)
+
+
+def fresh(key, seeds, steps=6, dtype=torch.float32, **change):
+    name, kwargs, shape, classes = MODELS[key][:4]
+    h = Hparams(steps=steps, batch_size=4 if key == "resnet18" else 8, lr=0.05)
+    run = Run.fresh(name, shape, classes, h, seeds, model_kwargs={**kwargs, **change})
+    if dtype != torch.float32:
+        run.model.to(dtype)
+        run.optimizer = SGD(run.model, h)
+    return run
+
+
+def same(a: Run, b: Run) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return all(torch.equal(sa["model"][k], sb["model"][k]) for k in sa["model"]) and all(
+        torch.equal(p, q) for p, q in zip(a.optimizer.buffers, b.optimizer.buffers))
+
+
+DROPOUT = [("transformer", {"dropout": 0.2}), ("gru", {"dropout": 0.3}), ("lstm", {}), ("cnn", {}), ("resnet18", {})]
+
+
+@pytest.mark.parametrize("key,change", DROPOUT)
+def test_two_runs_are_identical_and_a_resumed_run_equals_the_uninterrupted_one(key, change):
+    shape, classes = MODELS[key][2:4]
+    steps = 2 if key == "resnet18" else 6
+    data, seeds = data_for(shape, classes, n=8 if key == "resnet18" else 64), parent_seeds(0, 0)
+    a, b = fresh(key, seeds, steps, **change), fresh(key, seeds, steps, **change)
+    train([a], data)
+    torch.manual_seed(999)  # whatever the process drew before, the masks are the stream's
+    torch.rand(7)
+    train([b], data)
+    assert same(a, b)
+    c = fresh(key, seeds, steps, **change)
+    train([c], data, steps // 2)
+    resumed = Run.from_state(copy.deepcopy(c.state_dict()), c.hparams)
+    torch.manual_seed(5)
+    train([resumed], data)
+    assert resumed.step == steps and same(a, resumed)
+
+
+@pytest.mark.parametrize("key,change", [("transformer", {"dropout": 0.2}), ("cnn", {})])
+def test_dropout_masks_are_the_members_own(key, change):
+    """Two members that differ only in their aug stream draw other masks: their runs differ (with the
+    dropout off they are the same run, the augmentation being off)."""
+    shape, classes = MODELS[key][2:4]
+    data, seeds = data_for(shape, classes), parent_seeds(0, 0)
+    other = {**seeds, "aug": seeds["aug"] + 1}
+    runs = [fresh(key, s, **change) for s in (seeds, other)]
+    for r in runs:
+        train([r], data)
+    assert not same(*runs)
+    off = {"dropout": 0.0} if key == "transformer" else {"p": 0.0}
+    runs = [fresh(key, s, **off) for s in (seeds, other)]
+    for r in runs:
+        train([r], data)
+    assert same(*runs)
+
+
+@pytest.mark.parametrize("key,change", [("transformer", {}), ("cnn", {"p": 0.0})])
+def test_members_as_one_network_equal_members_alone_without_dropout_in_float64(key, change):
+    shape, classes = MODELS[key][2:4]
+    data = data_for(shape, classes, dtype=torch.float64)
+    runs = [fresh(key, member_seeds(0, parse_condition("no-coupling"), 0, c), dtype=torch.float64, **change)
+            for c in range(2)]
+    solo = copy.deepcopy(runs)
+    for r in solo:
+        train([r], data)
+    train(runs, data)
+    for s, f in zip(solo, runs):
+        a, b = s.model.state_dict(), f.model.state_dict()
+        for k in a:
+            scale = max(1.0, a[k].double().abs().max().item())
+            assert (a[k].double() - b[k].double()).abs().max().item() <= 1e-12 * scale, (key, k)
+
+
+def test_members_as_one_network_with_dropout_are_deterministic_and_each_draws_its_own_masks():
+    data = data_for(SIGNAL, 4)
+    seeds = [member_seeds(0, parse_condition("no-coupling"), 0, c) for c in range(2)]
+    one = [fresh("transformer", s, dropout=0.2) for s in seeds]
+    two = copy.deepcopy(one)
+    same_init = [fresh("transformer", {**s, "init": seeds[0]["init"]}, dropout=0.2) for s in seeds]
+    train(one, data)
+    train(two, data)
+    train(same_init, data)
+    assert all(same(a, b) for a, b in zip(one, two))
+    # one initialisation, one order, other aug streams: the members' masks differ
+    assert not same(*same_init)
+
+
+# --- the workflow -------------------------------------------------------------------------------------
+
+CONFIG = {"experiment": "own", "seed": 0, "device": "cpu", "threads": 1,
+          "data": {"name": "synthetic", "like": "digits", "n_train": 64, "n_test": 32},
+          "model": {"name": "examples.models:dropout_cnn", "kwargs": {"channels": 4}},
+          "training": {"steps": 12, "batch_size": 16, "lr": 0.05}, "ensemble": {"parents": 2, "children": 2},
+          "spawn_steps": [0, 4], "reinit": {"percents": [25, 50], "steps": [4]}, "job_shape": "condition"}
+
+
+def snakemake(workdir, config, *extra, **kw):
+    return subprocess.run(["snakemake", "--cores", "2", "--configfile", config, *extra], cwd=workdir,
+                          capture_output=True, text=True, timeout=600, **kw)
+
+
+def workflow(folder: Path, config: dict) -> Path:
+    copy_workflow(folder)
+    shutil.copytree(ROOT / "examples", folder / "examples", ignore=shutil.ignore_patterns("*.npz", "__pycache__"))
+    (folder / "configs/own.yaml").write_text(yaml.safe_dump(config))
+    return folder
+
+
+def test_every_condition_through_snakemake_twice_byte_identical_with_the_hand_counted_shares(tmp_path):
+    folders = [workflow(tmp_path / name, CONFIG) for name in ("a", "b")]
+    for folder in folders:
+        done = snakemake(folder, "configs/own.yaml", "results/own/members.parquet")
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    files = sorted(p.relative_to(folders[0]) for p in (folders[0] / "results/own/predictions").rglob("*.parquet"))
+    assert len(files) == 2 * 2 * (2 + 2 * 2 + 2 * 2)  # no-coupling, coupled-order; t 0, 4; 25, 50 low and high
+    assert all((folders[0] / f).read_bytes() == (folders[1] / f).read_bytes() for f in files)
+    members = pd.read_parquet(folders[0] / "results/own/members.parquet")
+    shares = members.dropna(subset=["reinit_percent"])
+    total, channel = MODELS["cnn"][4], max(MODELS["cnn"][5].values())
+    assert len(shares) == 16
+    for row in shares.itertuples():
+        requested = float(row.condition.rsplit("-", 1)[1])
+        assert abs(row.reinit_percent - requested) * total / 100 <= channel, row
+
+
+LONG = {**CONFIG, "experiment": "long", "conditions": ["no-coupling"], "job_shape": "auto",
+        "ensemble": {"parents": 1, "children": 1}, "training": {"steps": 1600, "batch_size": 16, "lr": 0.02},
+        "checkpoint": {"every_seconds": None}}
+
+
+def test_a_run_with_dropout_interrupted_and_continued_through_snakemake_equals_the_uninterrupted(tmp_path):
+    whole, cut = workflow(tmp_path / "whole", LONG), workflow(tmp_path / "cut", LONG)
+    target = ["--until", "train_members"]
+    done = snakemake(whole, "configs/own.yaml", *target)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "job_shape: auto trains Sequential one member per job: its members as one network under " \
+           "torch.func.vmap were measured no faster" in done.stderr
+    run = subprocess.Popen(["snakemake", "--cores", "1", "--configfile", "configs/own.yaml", *target], cwd=cut,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log, deadline = cut / "logs/long/children/no-coupling/t0/p0/c0.log", time.monotonic() + 120
+    while "step 200/" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGINT)
+    assert run.wait(timeout=60) != 0
+    assert "Interrupted: stopped by SIGINT at step" in log.read_text()
+    again = snakemake(cut, "configs/own.yaml", *target)
+    assert again.returncode == 0, again.stderr[-3000:]
+    files = sorted(p.relative_to(whole) for p in (whole / "results/long/predictions").rglob("*.parquet"))
+    assert files and all((whole / f).read_bytes() == (cut / f).read_bytes() for f in files)
