@@ -1,9 +1,11 @@
-"""Two models of your own for the workflow, named in a config as "examples.models:mlp" and
-"examples.models:cnn" (run from the repository root, which is then on the module search path).
+"""Models of your own for the workflow, named in a config as "examples.models:mlp", "...:cnn",
+"...:transformer", "...:gru", "...:lstm" or "...:dropout_cnn" (run from the repository root, which
+is then on the module search path).
 
 Each is a callable(in_shape, num_classes, **model.kwargs) returning an nn.Module that maps a batch of
-in_shape inputs to num_classes logits. Modules are registered in the order forward calls them, so
-re-initialisation finds its units (a layer with the normalisation that follows it) by itself.
+in_shape inputs to num_classes logits. They are plain torch.nn building blocks: re-initialisation
+traces one forward pass for its units (a layer with the normalisation that belongs to it), and
+dropout draws from each member's seeded stream.
 """
 
 import math

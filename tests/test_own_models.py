@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
@@ -21,6 +21,7 @@ from fixtures import copy_workflow
 from coupledsgd.core.conditions import parse_condition
 from coupledsgd.core.config import SCHEMA, validate
 from coupledsgd.core.errors import ConfigError
+from coupledsgd.core.parquet import REINIT_PERCENT_KEY
 from coupledsgd.core.seeds import member_seeds, parent_seeds
 from coupledsgd.engine.check import check_model
 from coupledsgd.engine.data import DeviceData
@@ -271,12 +272,12 @@ def test_members_as_one_network_with_dropout_are_deterministic_and_each_draws_it
 CONFIG = {"experiment": "own", "seed": 0, "device": "cpu", "threads": 1,
           "data": {"name": "synthetic", "like": "digits", "n_train": 64, "n_test": 32},
           "model": {"name": "examples.models:dropout_cnn", "kwargs": {"channels": 4}},
-          "training": {"steps": 12, "batch_size": 16, "lr": 0.05}, "ensemble": {"parents": 2, "children": 2},
-          "spawn_steps": [0, 4], "reinit": {"percents": [25, 50], "steps": [4]}, "job_shape": "condition"}
+          "training": {"steps": 12, "batch_size": 16, "lr": 0.05}, "ensemble": {"parents": 1, "children": 2},
+          "spawn_steps": [4], "reinit": {"percents": [25, 50], "steps": [4]}, "job_shape": "condition"}
 
 
 def snakemake(workdir, config, *extra, **kw):
-    return subprocess.run(["snakemake", "--cores", "2", "--configfile", config, *extra], cwd=workdir,
+    return subprocess.run(["snakemake", "--cores", "2", *extra, "--configfile", config], cwd=workdir,
                           capture_output=True, text=True, timeout=600, **kw)
 
 
@@ -290,18 +291,18 @@ def workflow(folder: Path, config: dict) -> Path:
 def test_every_condition_through_snakemake_twice_byte_identical_with_the_hand_counted_shares(tmp_path):
     folders = [workflow(tmp_path / name, CONFIG) for name in ("a", "b")]
     for folder in folders:
-        done = snakemake(folder, "configs/own.yaml", "results/own/members.parquet")
+        done = snakemake(folder, "configs/own.yaml", "--until", "train_members")
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     files = sorted(p.relative_to(folders[0]) for p in (folders[0] / "results/own/predictions").rglob("*.parquet"))
-    assert len(files) == 2 * 2 * (2 + 2 * 2 + 2 * 2)  # no-coupling, coupled-order; t 0, 4; 25, 50 low and high
+    assert len(files) == 2 * (2 + 2 + 2 * 2)  # no-coupling, coupled-order, to-t, to-t-reset, 25 and 50 low and high
     assert all((folders[0] / f).read_bytes() == (folders[1] / f).read_bytes() for f in files)
-    members = pd.read_parquet(folders[0] / "results/own/members.parquet")
-    shares = members.dropna(subset=["reinit_percent"])
     total, channel = MODELS["cnn"][4], max(MODELS["cnn"][5].values())
-    assert len(shares) == 16
-    for row in shares.itertuples():
-        requested = float(row.condition.rsplit("-", 1)[1])
-        assert abs(row.reinit_percent - requested) * total / 100 <= channel, row
+    shares = {f: float(pq.read_schema(folders[0] / f).metadata[REINIT_PERCENT_KEY.encode()])
+              for f in files if "reinit" in str(f)}
+    assert len(shares) == 8
+    for f, share in shares.items():
+        requested = float(f.parts[3].rsplit("-", 1)[1])  # results/own/predictions/reinit-low-25/...
+        assert abs(share - requested) * total / 100 <= channel, (f, share)
 
 
 LONG = {**CONFIG, "experiment": "long", "conditions": ["no-coupling"], "job_shape": "auto",
