@@ -144,6 +144,16 @@ def test_a_module_that_cannot_be_split_is_refused_with_the_share_it_would_give(t
                                 "reinit.percents)")
 
 
+def test_snakemake_refuses_a_share_it_cannot_realise_before_any_job(tmp_path):
+    folder = workflow(tmp_path, {**CONFIG, "model": {"name": "projected:make"},
+                                 "data": {"name": "synthetic", "like": "mnist1d", "shape": [1, 16]}})
+    (folder / "projected.py").write_text(PROJECTED)
+    done = snakemake(folder, "configs/own.yaml")
+    assert done.returncode != 0 and not (folder / "results").exists()
+    assert "Error in config: model.name: re-initialisation cannot split 'rnn.l0' (832 of 922 parameters): " \
+           "reinit-low-25 would re-draw 90.2 % of the parameters" in done.stderr
+
+
 def test_library_constructor_takes_num_classes_and_a_wrong_input_is_refused_in_one_line():
     model = build("resnet18")
     assert type(model).__name__ == "ResNet" and model.fc.out_features == 10
@@ -296,7 +306,8 @@ def test_every_condition_through_snakemake_twice_byte_identical_with_the_hand_co
     files = sorted(p.relative_to(folders[0]) for p in (folders[0] / "results/own/predictions").rglob("*.parquet"))
     assert len(files) == 2 * (2 + 2 + 2 * 2)  # no-coupling, coupled-order, to-t, to-t-reset, 25 and 50 low and high
     assert all((folders[0] / f).read_bytes() == (folders[1] / f).read_bytes() for f in files)
-    total, channel = MODELS["cnn"][4], max(MODELS["cnn"][5].values())
+    # the CNN on 10 classes: 44 + 304 + Linear(8, 10) 90 = 438 parameters; the widest channel 38
+    total, channel = 438, max(MODELS["cnn"][5].values())
     shares = {f: float(pq.read_schema(folders[0] / f).metadata[REINIT_PERCENT_KEY.encode()])
               for f in files if "reinit" in str(f)}
     assert len(shares) == 8
