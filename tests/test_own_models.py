@@ -340,3 +340,122 @@ def test_a_run_with_dropout_interrupted_and_continued_through_snakemake_equals_t
     assert again.returncode == 0, again.stderr[-3000:]
     files = sorted(p.relative_to(whole) for p in (whole / "results/long/predictions").rglob("*.parquet"))
     assert files and all((whole / f).read_bytes() == (cut / f).read_bytes() for f in files)
+
+
+# --- every module type of torch.nn that owns parameters ------------------------------------------------
+
+class Zoo(torch.nn.Module):
+    """One of each splittable layer, in the order data flows through them (registered in reverse, so
+    the order must come from the trace): a (1, 16) signal through embeddings, 1-, 2- and 3-D and
+    transposed convolutions with GroupNorm and InstanceNorm, a PReLU, a GRU cell, a bilinear layer."""
+
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.head = torch.nn.Bilinear(6, 6, num_classes)
+        self.cell = torch.nn.GRUCell(8, 6)
+        self.act = torch.nn.PReLU(8)
+        self.up = torch.nn.ConvTranspose1d(4, 8, 3, stride=2)
+        self.vol = torch.nn.Conv3d(2, 4, 3, padding=1)
+        self.inorm = torch.nn.InstanceNorm2d(2, affine=True)
+        self.plane = torch.nn.Conv2d(4, 2, 3, padding=1, groups=2)
+        self.gnorm = torch.nn.GroupNorm(2, 4)
+        self.line = torch.nn.Conv1d(5, 4, 3, padding=1)
+        self.embed = torch.nn.Embedding(7, 5)
+
+    def forward(self, x):
+        tokens = (x[:, 0].abs() * 3).long().clamp(max=6)             # (B, 16) ids
+        h = self.gnorm(self.line(self.embed(tokens).transpose(1, 2)))  # (B, 4, 16)
+        h = self.inorm(self.plane(h.view(len(x), 4, 4, 4)))            # (B, 2, 4, 4)
+        h = self.vol(h.unsqueeze(2).expand(-1, -1, 2, -1, -1))         # (B, 4, 2, 4, 4)
+        h = self.act(self.up(h.mean((2, 3))))                          # (B, 8, 9)
+        state = self.cell(h.mean(2))
+        return self.head(state, state)
+
+
+def test_every_layer_type_splits_into_whole_output_channels_within_one_channel_of_the_request():
+    from coupledsgd.engine.spawn import redraw, share_plan
+
+    model = Zoo(SIGNAL, 3)
+    x = example_batch(model, SIGNAL)
+    units = parameter_units(model, x)
+    assert units == [["embed"], ["line", "gnorm"], ["plane", "inorm"], ["vol"], ["up"], ["act"], ["cell"], ["head"]]
+    total = count_parameters(model)
+    parent, fresh = _fill(copy.deepcopy(model), 1234.5), _fill(copy.deepcopy(model), -1.0)
+    # output channels by hand: an embedding feature 7 ids; a Conv1d filter 5 x 3 + 1 with GroupNorm's 2;
+    # a grouped Conv2d filter 2 x 9 + 1 with InstanceNorm's 2; a Conv3d filter 2 x 27 + 1; a transposed
+    # filter 4 x 3 + 1; a PReLU slope 1; a GRU cell's hidden unit 3 gates x (8 + 6 + 2); a bilinear
+    # output 6 x 6 + 1
+    channel = {"embed": 7, "line": 18, "plane": 21, "vol": 55, "up": 13, "act": 1, "cell": 48, "head": 37}
+    checked = set()
+    for side in ("low", "high"):
+        # low: 2 % ends in the embedding, 15 % in the grouped convolution, 54.2 % in the PReLU
+        for percent in (2, 10, 15, 25, 50, 54.2, 75):
+            plan = share_plan(parent, side, percent, x)
+            assert [s[0] for s in plan.splits] == [5, 4, 2, 4, 8, 8, 6, 3]
+            child = copy.deepcopy(parent)
+            rec = redraw(child, fresh, side, percent, x)
+            redrawn = sum(int((p == -1.0).sum()) for p in child.parameters())
+            assert rec.percent == pytest.approx(100 * redrawn / total)
+            boundary = plan.units[plan.steps[-1][0]][0]
+            assert abs(redrawn - percent * total / 100) <= channel[boundary], (side, percent, boundary)
+            for entry, (a, b) in rec.channels.items():  # the unit taken in part: whole channels a..b-1
+                for name, t in plan.tensors[entry].items():
+                    if name in plan.splits[plan.steps[-1][0]][1]:
+                        dim, rows = plan.splits[plan.steps[-1][0]][1][name]
+                        got = dict(child.named_parameters()).get(name)
+                        if got is None:
+                            continue
+                        mask = (got == -1.0).movedim(dim, 0).reshape(got.shape[dim], -1)
+                        expect = torch.zeros(got.shape[dim], dtype=torch.bool)
+                        expect[rows(a, b)] = True
+                        assert torch.equal(mask.all(1), expect) and torch.equal(mask.any(1), expect), name
+                        checked.add(name)
+    assert len(checked) == 20, checked  # every tensor of every layer taken in part at least once
+
+
+def test_the_call_convention_is_read_from_the_signature():
+    from coupledsgd.engine.models import takes_shape
+
+    def workflow_style(in_shape, num_classes, width=8): ...
+    def two_positional(shape, classes): ...
+    def library_style(*, weights=None, **kwargs): ...
+    def classes_first(num_classes=10, width=8): ...
+    assert takes_shape(workflow_style) and takes_shape(two_positional)
+    assert not takes_shape(library_style) and not takes_shape(classes_first)
+    with pytest.raises(ConfigError, match=r"^model.kwargs: num_classes is the data's \(10\); leave it out$"):
+        build_model("torchvision.models:resnet18", RESNET, 10, 0, {"num_classes": 5})
+
+
+STATED = """
+import torch
+class Net(torch.nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.embed = torch.nn.Linear(in_shape[0], 4)
+        self.position = torch.nn.Parameter(torch.randn(1, in_shape[1], 4))
+        self.head = torch.nn.Linear(4, num_classes)
+    def forward(self, x):
+        return self.head((self.embed(x.transpose(1, 2)) + self.position).mean(1))
+    def reinit_units(self):
+        return [["embed"], ["position"], ["head"]]  # the root's own parameter by its name
+class Tied(Net):
+    reinit_units = None
+    def __init__(self, in_shape, num_classes):
+        super().__init__(in_shape, num_classes)
+        self.back = torch.nn.Linear(4, num_classes)
+        self.back.weight = self.head.weight  # one parameter, two layers
+"""
+
+
+def test_stated_units_name_the_roots_own_parameters_and_tied_weights_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(__import__("sys").modules, "stated", raising=False)
+    (tmp_path / "stated.py").write_text(STATED)
+    model = build_model("stated:Net", SIGNAL, 3, 0)
+    assert parameter_units(model) == [["embed"], ["position"], ["head"]]
+    from coupledsgd.engine.spawn import share_plan
+
+    assert share_plan(model, "low", 50, example_batch(model, SIGNAL)).sizes == [8, 64, 15]
+    tied = build_model("stated:Tied", SIGNAL, 3, 0)
+    with pytest.raises(ConfigError, match="'back.weight' is also a parameter of 'head' \\(tied weights\\)"):
+        parameter_units(tied, example_batch(tied, SIGNAL))

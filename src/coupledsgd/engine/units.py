@@ -199,7 +199,13 @@ def traced_order(model: nn.Module, example: torch.Tensor) -> list[str]:
     Raises a ConfigError naming a parameter that the forward pass never uses."""
     model = copy.deepcopy(model).train()
     found = entries(model)
-    entry_of = {id(t): e for e, tensors in found.items() for t in tensors.values() if isinstance(t, nn.Parameter)}
+    entry_of: dict[int, str] = {}
+    for e, tensors in found.items():
+        for name, t in tensors.items():
+            if isinstance(t, nn.Parameter) and entry_of.setdefault(id(t), e) != e:
+                raise ConfigError(f"model.name: re-initialisation takes each parameter with one layer, but {name!r} is "
+                                  f"also a parameter of {entry_of[id(t)]!r} (tied weights); give the model a method "
+                                  "reinit_units() naming each parameter once")
     mode = _FirstUse(entry_of)
     with torch.random.fork_rng(devices=[]), torch.no_grad(), mode:
         model(example)
