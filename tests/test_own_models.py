@@ -79,6 +79,14 @@ def test_units_follow_the_data_through_attention_recurrence_and_own_parameters()
                        [f"{b}.linear2"]]
     # out_proj is called functionally by the attention; the pre-norm LayerNorms join the layer they feed
     assert units == [["embed"], ["class_token"], ["position"], *layer(L0), *layer(L1), ["encoder.norm", "head"]]
+    # torchvision's ViT by import path: its encoder blocks are pre-norm, its class token the root's own
+    kw = {"image_size": 16, "patch_size": 8, "num_layers": 1, "num_heads": 2, "hidden_dim": 8, "mlp_dim": 16}
+    vit = build_model("torchvision.models:VisionTransformer", (3, 16, 16), 4, 0, kw)
+    block = "encoder.layers.encoder_layer_0"
+    assert parameter_units(vit, example_batch(vit, (3, 16, 16))) == [
+        ["conv_proj"], ["class_token"], ["encoder.pos_embedding"], [f"{block}.ln_1", f"{block}.self_attention"],
+        [f"{block}.self_attention.out_proj"], [f"{block}.ln_2", f"{block}.mlp.0"], [f"{block}.mlp.3"],
+        ["encoder.ln", "heads.head"]]
     gru = build("gru")
     assert parameter_units(gru, example_batch(gru, SIGNAL)) == [["rnn.l0"], ["rnn.l1"], ["head"]]
     cnn = build("cnn")

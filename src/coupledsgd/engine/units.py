@@ -58,12 +58,16 @@ def _gate_rows(hidden: int, gates: int) -> Callable[[int, int], torch.Tensor]:
     return lambda a, b: torch.cat([_rows(a, b) + g * hidden for g in range(gates)])
 
 
+# Library blocks that are pre-norm by construction (module, class): torchvision's ViT encoder block.
+PRE_NORM_BLOCKS = {("torchvision.models.vision_transformer", "EncoderBlock")}
+
+
 def is_pre_norm(model: nn.Module) -> bool:
     """A model that says it is pre-norm (`pre_norm = True`), or holds a torch.nn transformer layer
-    built with `norm_first=True`."""
+    built with `norm_first=True` or a library block that is pre-norm (`PRE_NORM_BLOCKS`)."""
     return bool(getattr(model, "pre_norm", False)) or any(
-        getattr(m, "norm_first", False) for m in model.modules()
-        if isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)))
+        getattr(m, "norm_first", False) if isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer))
+        else (type(m).__module__, type(m).__name__) in PRE_NORM_BLOCKS for m in model.modules())
 
 
 def input_norms(model: nn.Module) -> set[str]:
