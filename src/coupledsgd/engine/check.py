@@ -36,7 +36,10 @@ def check_model(config: dict, log=None) -> None:
     _forward(model, x, facts.classes, what, call)
     sides = [c.removeprefix("reinit-") for c in config["conditions"] if c in REINIT_FAMILIES]
     if sides:
-        check_shares(model, x, sides, config["reinit"]["percents"])
+        # the registry's models are walked in registration order at spawn time, so here too
+        check_shares(model, x if is_custom_model(name) else None, sides, config["reinit"]["percents"])
+    if not is_custom_model(name):
+        return  # the registry's models have networks of their own for k members (`members`)
     if config["job_shape"] == "auto":
         _say_auto(model, x, facts.classes, log or (lambda line: print(line, file=sys.stderr)))
     elif job_shape(config) != "member":
@@ -93,7 +96,7 @@ def _equal(a, b) -> bool:
     return True
 
 
-def check_shares(model: nn.Module, x: torch.Tensor, sides: list[str], percents: list[float]) -> None:
+def check_shares(model: nn.Module, x: torch.Tensor | None, sides: list[str], percents: list[float]) -> None:
     """Every requested re-initialisation share is realised to within one output channel: of the unit
     at the boundary, or, where that unit cannot be split, of the largest channel of any unit that can.
     Otherwise a ConfigError naming the unit and the share it would give."""
