@@ -226,8 +226,9 @@ def test_two_runs_are_identical_and_a_resumed_run_equals_the_uninterrupted_one(k
     train([a], data)
     torch.manual_seed(999)  # whatever the process drew before, the masks are the stream's
     torch.rand(7)
+    before = torch.get_rng_state()
     train([b], data)
-    assert same(a, b)
+    assert same(a, b) and torch.equal(torch.get_rng_state(), before)  # and the caller's draws are left alone
     c = fresh(key, seeds, steps, **change)
     train([c], data, steps // 2)
     resumed = Run.from_state(copy.deepcopy(c.state_dict()), c.hparams)

@@ -244,32 +244,35 @@ def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate:
     batches = MemberBatches(data, [r.seeds["order"] for r in runs], [r.seeds["aug"] for r in runs], h.batch_size)
     step_fn, step = None, r0.step
     progress = _Progress(k, data.x_train.device, step)
-    try:
-        while True:
-            # The last save, at `until`, comes before the last evaluation: a job rerun after it has
-            # written its outputs (Snakemake marks them incomplete when stopped) only evaluates again.
-            if checkpoint is not None and (checkpoint.due(step) if step < until else not checkpoint.saved_at(step)):
-                members.write_back(step)
-                checkpoint.save(runs, trajectories)
-            if step in eval_at:
-                _evaluate(forward, data, h, accel, k, step, r0.end, trajectories)
-            if step in report_at and step > 0 and progress.seen:
-                bad = progress.report(log, runs, step, until, trajectories if step in eval_at else None)
-                if _mark_diverged(runs, bad, step, on_divergence, log):
+    # Each step seeds torch's generator (`noise_seed`); the caller's generator state is restored after.
+    device = data.x_train.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
+        try:
+            while True:
+                # The last save, at `until`, comes before the last evaluation: a job rerun after it has
+                # written its outputs (Snakemake marks them incomplete when stopped) only evaluates again.
+                if checkpoint is not None and (checkpoint.due(step) if step < until else not checkpoint.saved_at(step)):
+                    members.write_back(step)
+                    checkpoint.save(runs, trajectories)
+                if step in eval_at:
+                    _evaluate(forward, data, h, accel, k, step, r0.end, trajectories)
+                if step in report_at and step > 0 and progress.seen:
+                    bad = progress.report(log, runs, step, until, trajectories if step in eval_at else None)
+                    if _mark_diverged(runs, bad, step, on_divergence, log):
+                        return trajectories
+                if step >= until:
                     return trajectories
-            if step >= until:
-                return trajectories
-            x, y = batches(step)
-            x = stack_channels(x)
-            lr = learning_rate(h, step - r0.schedule_start)
-            if step_fn is None:
-                step_fn = _step_function(forward, members, accel, x, y, log)
-            torch.manual_seed(noise_seed([r.seeds["aug"] for r in runs], step))
-            losses, correct = step_fn(x, y, lr)
-            progress.add(losses, correct, y.shape[1])
-            step += 1
-    finally:
-        members.write_back(step)
+                x, y = batches(step)
+                x = stack_channels(x)
+                lr = learning_rate(h, step - r0.schedule_start)
+                if step_fn is None:
+                    step_fn = _step_function(forward, members, accel, x, y, log)
+                torch.manual_seed(noise_seed([r.seeds["aug"] for r in runs], step))
+                losses, correct = step_fn(x, y, lr)
+                progress.add(losses, correct, y.shape[1])
+                step += 1
+        finally:
+            members.write_back(step)
 
 
 def noise_seed(aug_seeds: list[int], step: int) -> int:
