@@ -124,7 +124,7 @@ class SharePlan:
 
 def share_plan(model: nn.Module, side: str, percent: float, example: torch.Tensor | None = None) -> SharePlan:
     units = parameter_units(model, example)
-    found = unit_entries(model, units)
+    found = unit_entries(model)
     modules = dict(model.named_modules())
     params = {id(p) for p in model.parameters()}
     inputs = input_norms(model)

@@ -261,16 +261,16 @@ def parameter_units(model: nn.Module, example: torch.Tensor | None = None) -> li
     return units
 
 
-def unit_entries(model: nn.Module, units: list[list[str]]) -> dict[str, dict[str, torch.Tensor]]:
-    """The tensors of every entry the units name: module entries of `entries(by_module=True)` (the
-    registry's models, stated units) or of `entries()` (traced)."""
+def unit_entries(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
+    """The tensors of every entry units may name: those of `entries(by_module=True)` (the registry's
+    models, stated units) and of `entries()` (traced, stated units)."""
     return {**entries(model, by_module=True), **entries(model)}
 
 
 def _stated_units(model: nn.Module) -> list[list[str]]:
     units = [list(u) for u in model.reinit_units()]
     named = [n for u in units for n in u]
-    found = unit_entries(model, units)
+    found = unit_entries(model)
     params = {id(t) for _, t in model.named_parameters()}
     unknown = [n for n in named if n not in found]
     covered = [id(t) for n in named if n in found for t in found[n].values() if id(t) in params]
