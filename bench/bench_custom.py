@@ -2,7 +2,7 @@
 `engine.members.Vmapped`) against the same members trained one after another.
 
 `job_shape: auto` trains such a model one member per job: on the CPU, vmap over small networks was
-measured no faster than one member after another (bench/RESULTS.md). This script measures it for the
+measured no faster than one member after another, with dropout or without (bench/RESULTS.md). This script measures it for the
 examples (or your own model), so a config can choose `job_shape: children` or `condition` where it pays.
 
 Member examples/s of `training.train` for k members together vs k solo runs of the same steps, one
@@ -30,9 +30,13 @@ from _common import ROOT, median, save  # noqa: E402
 from coupledsgd.engine.data import DeviceData  # noqa: E402
 from coupledsgd.engine.training import Hparams, Run, train  # noqa: E402
 
-# The examples at their configs' sizes, and the CNN four times wider.
-EXAMPLES = [("examples.models:mlp", {"width": 32, "depth": 2}), ("examples.models:cnn", {"channels": 8}),
-            ("examples.models:cnn", {"channels": 32})]
+# The examples at their configs' sizes, the CNN four times wider, and stock torch.nn models with
+# dropout: a 2-layer pre-norm transformer on the signals and an image CNN with Dropout2d. (model,
+# kwargs, one input's shape)
+EXAMPLES = [("examples.models:mlp", {"width": 32, "depth": 2}, (1, 32)), ("examples.models:cnn", {"channels": 8}, (1, 32)),
+            ("examples.models:cnn", {"channels": 32}, (1, 32)),
+            ("examples.models:transformer", {"width": 32, "heads": 4, "layers": 2, "dropout": 0.1}, (1, 32)),
+            ("examples.models:dropout_cnn", {"channels": 16}, (3, 16, 16))]
 
 
 def random_data(shape, classes, n=2048) -> DeviceData:
@@ -76,7 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="package.module:callable (default: the two examples)")
     parser.add_argument("--kwargs", default="{}", help="model.kwargs as JSON")
-    parser.add_argument("--shape", type=int, nargs="+", default=[1, 32], help="one input's shape (default 1 32)")
+    parser.add_argument("--shape", type=int, nargs="+", default=[1, 32], help="one input's shape, with --model (default 1 32)")
     parser.add_argument("--classes", type=int, default=4)
     parser.add_argument("--k", type=int, default=4, help="members a job")
     parser.add_argument("--batch", type=int, default=64)
@@ -85,9 +89,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.chdir(ROOT)  # the examples import from the repository root, as in a run
-    models = [(args.model, json.loads(args.kwargs))] if args.model else EXAMPLES
-    rows = [measure(m, kw, tuple(args.shape), args.classes, args.k, args.batch, args.steps, args.reps)
-            for m, kw in models]
+    models = [(args.model, json.loads(args.kwargs), tuple(args.shape))] if args.model else EXAMPLES
+    rows = [measure(m, kw, shape, args.classes, args.k, args.batch, args.steps, args.reps)
+            for m, kw, shape in models]
     save("bench_custom", {"threads": 1, "device": "cpu", "rows": rows})
 
 

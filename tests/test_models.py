@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from coupledsgd.core.errors import ConfigError
-from coupledsgd.engine.models import MODELS, build_model, count_parameters, parameter_units
+from coupledsgd.engine.models import MODELS, build_model, count_parameters
+from coupledsgd.engine.units import parameter_units
 
 SHAPES = {"cnn1d": (1, 40), "resnet20": (3, 32, 32), "resnet8": (1, 8, 8), "resnet50": (3, 64, 64),
           "vit": (3, 64, 64)}

@@ -6,7 +6,8 @@ import torch
 import coupledsgd.engine.training as training
 from coupledsgd.engine import data as D
 from coupledsgd.core.errors import ConfigError
-from coupledsgd.engine.models import build_model, count_parameters, input_norms, parameter_units
+from coupledsgd.engine.models import build_model, count_parameters
+from coupledsgd.engine.units import input_norms, parameter_units
 from coupledsgd.core.seeds import member_seeds, parent_seeds
 from coupledsgd.core.conditions import parse_condition
 from coupledsgd.engine.spawn import redraw, reinit_modules, reinit_plan, spawn

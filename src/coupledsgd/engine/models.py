@@ -2,8 +2,7 @@
 
 Models are always built on the CPU under a forked RNG seeded with the run's `init` seed, so that a
 given seed gives the same initial weights on every device and no global random state leaks between
-runs. `parameter_units` lists the parameters in forward order, grouped the way re-initialisation
-picks them (a weight with its bias and the affine parameters of the normalisation that follows).
+runs. How re-initialisation groups a model's parameters is `units`.
 
 The convolutional models are written for `k` members at once (see `members`): member i owns the
 i-th block of k in every channel dimension (grouped convolutions, BatchNorm over k x C channels, a
@@ -15,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import os
 import sys
 
@@ -186,91 +186,59 @@ def _working_directory_importable():
             sys.path.remove(cwd)
 
 
-def custom_model(name: str, in_shape: tuple[int, ...], num_classes: int, kwargs: dict) -> nn.Module:
-    """callable(in_shape, num_classes, **kwargs) for `name` "package.module:callable"; every way this
-    fails is a one-line ConfigError naming model.name."""
+def takes_shape(make) -> bool:
+    """The call convention of a callable given by import path: `make(in_shape, num_classes, **kwargs)`
+    where its second positional parameter is `num_classes` or it has two positional parameters and none
+    named `num_classes`; otherwise `make(num_classes=..., **kwargs)`, the convention of library
+    constructors (torchvision.models.resnet18, whose parameters are keyword-only)."""
+    try:
+        params = inspect.signature(make).parameters
+    except (TypeError, ValueError):  # no signature to read (some builtins): the workflow's own convention
+        return True
+    positional = [n for n, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if "num_classes" in params:
+        return positional[1:2] == ["num_classes"]
+    return len(positional) >= 2
+
+
+def call_text(name: str, in_shape: tuple[int, ...], num_classes: int, kwargs: dict, shape: bool | None = None) -> str:
+    """The call the workflow makes, as the user would write it."""
+    if shape is None:
+        shape = takes_shape(_callable(name))
+    given = "".join(f", {k}={v!r}" for k, v in kwargs.items())
+    return f"{name}({tuple(in_shape)}, {num_classes}{given})" if shape else f"{name}(num_classes={num_classes}{given})"
+
+
+def _callable(name: str):
     module_name, attr = name.split(":", 1)
-    call = f"{name}({in_shape}, {num_classes}{''.join(f', {k}={v!r}' for k, v in kwargs.items())})"
     with _working_directory_importable():
         try:
             module = importlib.import_module(module_name)
         except Exception as e:  # the module's own error, whatever it raises while importing
             raise ConfigError(f"model.name: cannot import {module_name!r}: {described(e)}") from None
-        make = getattr(module, attr, None)
-        if not callable(make):
-            raise ConfigError(f"model.name: module {module_name!r} has no callable {attr!r}")
+    make = getattr(module, attr, None)
+    if not callable(make):
+        raise ConfigError(f"model.name: module {module_name!r} has no callable {attr!r}")
+    return make
+
+
+def custom_model(name: str, in_shape: tuple[int, ...], num_classes: int, kwargs: dict) -> nn.Module:
+    """The model of `name` "package.module:callable", called as `takes_shape` detects: with the input
+    shape and the number of classes, or with `num_classes=` alone (a library constructor); every way
+    this fails is a one-line ConfigError naming model.name."""
+    make = _callable(name)
+    shape = takes_shape(make)
+    call = call_text(name, in_shape, num_classes, kwargs, shape)
+    if "num_classes" in kwargs:
+        raise ConfigError(f"model.kwargs: num_classes is the data's ({num_classes}); leave it out")
+    with _working_directory_importable():
         try:
-            model = make(in_shape, num_classes, **kwargs)
+            model = make(in_shape, num_classes, **kwargs) if shape else make(num_classes=num_classes, **kwargs)
         except Exception as e:
             raise ConfigError(f"model.name: {call} failed: {described(e)}") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model.name: {call} returned {type(model).__name__}, not a torch.nn.Module")
     return model
-
-
-
-# A normalisation joins the unit whose channels it normalises: BatchNorm, GroupNorm and a post-norm
-# LayerNorm after a layer normalise that layer's output. In a pre-norm network (the ViT: ln_1 before
-# the attention, ln_2 before the MLP, the final norm before the head) a LayerNorm normalises the input
-# of the layer after it; such a model says so with an attribute `pre_norm = True`.
-OUTPUT_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
-INPUT_NORMS = (nn.LayerNorm,)
-
-
-def input_norms(model: nn.Module) -> set[str]:
-    """The names of the normalisation layers that normalise the input of the layer after them."""
-    if not getattr(model, "pre_norm", False):
-        return set()
-    return {name for name, m in model.named_modules() if isinstance(m, INPUT_NORMS)}
-
-
-def parameter_owners(model: nn.Module) -> list[str]:
-    """The names of the modules that own parameters themselves, in registration order."""
-    return [name for name, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
-
-
-def parameter_units(model: nn.Module) -> list[list[str]]:
-    """Module names in forward order, grouped into re-initialisation units.
-
-    A unit is a module that owns parameters (a convolution, a linear layer, an attention block, an
-    embedding) with the normalisation layers of its channels: an output norm joins the unit before
-    it, an input norm (`input_norms`, pre-norm models) the unit after it, ahead of the layer.
-    Registration order is forward order for every model in the registry; a model of the user's own
-    whose order differs states its units itself, in a method `reinit_units()` (`engine.check` says so
-    at config time).
-    """
-    if callable(getattr(model, "reinit_units", None)):
-        return _stated_units(model)
-    units: list[list[str]] = []
-    inputs = input_norms(model)
-    pending: list[str] = []  # input norms waiting for their layer
-    for name, module in model.named_modules():
-        if not any(True for _ in module.parameters(recurse=False)):
-            continue
-        if name in inputs:
-            pending.append(name)
-        elif isinstance(module, OUTPUT_NORMS) and units:
-            units[-1].append(name)
-        else:
-            units.append(pending + [name])
-            pending = []
-    if pending and units:  # a norm after the last layer: it can only go with that layer
-        units[-1].extend(pending)
-    elif pending:
-        units.append(pending)
-    return units
-
-
-def _stated_units(model: nn.Module) -> list[list[str]]:
-    units = [list(u) for u in model.reinit_units()]
-    named = [n for u in units for n in u]
-    owners = parameter_owners(model)
-    if sorted(named) != sorted(owners):
-        extra, missing = sorted(set(named) - set(owners)), sorted(set(owners) - set(named))
-        raise ConfigError(f"model.name: reinit_units() must list every module that owns parameters once "
-                          f"(missing: {', '.join(missing) or '-'}; not owning parameters or repeated: "
-                          f"{', '.join(extra) or ', '.join(n for n in named if named.count(n) > 1) or '-'})")
-    return units
 
 
 def count_parameters(model: nn.Module) -> int:

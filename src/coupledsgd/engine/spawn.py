@@ -4,70 +4,16 @@ optimizer kept or reset, and for the re-initialisation conditions the re-drawn s
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..core.conditions import Condition
-from .models import build_model, input_norms, parameter_units
+from ..core.registry import is_custom_model
+from .models import build_model
+from .units import Channels, example_batch, input_norms, parameter_units, unit_channels, unit_entries
 from .training import Run
-
-# How a module's own tensors split into output channels: (number of channels, {tensor name: (dim,
-# rows)}) where rows(a, b) are the indices along `dim` that hold channels a..b-1. Tensors without a
-# channel axis (BatchNorm's num_batches_tracked) are absent and only re-drawn with their whole unit.
-Channels = tuple[int, dict[str, tuple[int, Callable[[int, int], torch.Tensor]]]]
-_ROWS_BY_OUTPUT = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
-
-def _rows(a: int, b: int) -> torch.Tensor:
-    return torch.arange(a, b)
-
-
-def module_channels(module: nn.Module) -> Channels:
-    """The output channels of one module: filters of a convolution, rows of a linear layer (Head
-    included), features of a normalisation or an embedding (class token, position embedding)."""
-    tensors = {n: t for n, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
-               if t.dim() > 0}
-    if isinstance(module, _ROWS_BY_OUTPUT):
-        return tensors["weight"].shape[0], dict.fromkeys(tensors, (0, _rows))
-    if isinstance(module, nn.MultiheadAttention):
-        # Channel j is feature j of the query, key and value together (rows j, D + j, 2D + j of the
-        # fused projection), not row j of it: a split of the fused rows would re-draw every query before
-        # any key or value, i.e. change what each head attends to without changing what it reads out.
-        # Heads are contiguous blocks of D / heads features, so the leading channels re-draw one head
-        # (its queries, keys and values) completely before the next.
-        d = module.embed_dim
-        qkv = lambda a, b: torch.cat([_rows(a, b) + i * d for i in range(3)])
-        out = {}
-        for n, t in tensors.items():
-            if n.startswith("in_proj"):
-                out[n] = (0, qkv)
-            elif n in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
-                out[n] = (0, _rows)
-            else:  # bias_k, bias_v: (1, 1, D)
-                out[n] = (t.dim() - 1, _rows)
-        return d, out
-    # Normalisations and embeddings: one feature per index of the last dimension.
-    sizes = {t.shape[-1] for t in tensors.values()}
-    if len(sizes) != 1:
-        return 1, {}
-    return sizes.pop(), {n: (t.dim() - 1, _rows) for n, t in tensors.items()}
-
-
-def unit_channels(modules: dict[str, nn.Module], unit: list[str], inputs: set[str] = frozenset()) -> Channels | None:
-    """The channels of a unit, or None where its modules disagree on the channel count (then the unit
-    is only ever re-drawn whole). The normalisation after a layer normalises that layer's channels; one
-    before it (`inputs`, see models.input_norms) its input features, which are not its channels: such a norm is re-drawn
-    with the whole unit only."""
-    parts = {name: module_channels(modules[name]) for name in unit
-             if name not in inputs}
-    counts = {n for n, _ in parts.values()}
-    if len(counts) != 1 or 1 in counts:
-        return None
-    return counts.pop(), {f"{name}.{t}": rows for name, (_, tensors) in parts.items() for t, rows in tensors.items()}
-
 
 def reinit_plan(sizes: list[int], channels: list[int], side: str, percent: float,
                 split: list[int] | None = None) -> list[tuple[int, int, int]]:
@@ -119,47 +65,84 @@ class Reinitialised:
                 "reinit_percent": self.percent}
 
 
-def redraw(model: nn.Module, fresh: nn.Module, side: str, percent: float) -> Reinitialised:
+def redraw(model: nn.Module, fresh: nn.Module, side: str, percent: float,
+           example: torch.Tensor | None = None) -> Reinitialised:
     """Copy `percent`% of the parameters from `fresh` (the same architecture) into `model`, in place,
-    as `reinit_plan` picks them: whole units with every parameter and buffer of their modules, and for
+    as `reinit_plan` picks them: whole units with every parameter and buffer of their entries, and for
     a unit taken in part the rows of its chosen channels in every tensor that has them (weight, bias,
-    normalisation affine parameters and running statistics). Everything else is left bit-identical."""
-    modules, fresh_modules = dict(model.named_modules()), dict(fresh.named_modules())
-    units = parameter_units(model)
-    sizes = [sum(p.numel() for m in u for p in modules[m].parameters(recurse=False)) for u in units]
-    inputs = input_norms(model)
-    splits = [unit_channels(modules, u, inputs) for u in units]
-    held = [sum(p.numel() for m in u if m not in inputs
-                for p in modules[m].parameters(recurse=False)) for u in units]
-    plan = reinit_plan(sizes, [s[0] if s else 1 for s in splits], side, percent, held)
+    normalisation affine parameters and running statistics). Everything else is left bit-identical.
+    `example`: a batch to trace the model's units on (`units.parameter_units`)."""
+    plan = share_plan(model, side, percent, example)
+    fresh_tensors = {**dict(fresh.named_parameters()), **dict(fresh.named_buffers())}
     done, channels = 0, {}
     with torch.no_grad():
-        for i, a, b in plan:
-            whole = splits[i] is None or (a, b) == (0, splits[i][0])
-            for name in units[i]:
-                src = dict([*fresh_modules[name].named_parameters(recurse=False),
-                            *fresh_modules[name].named_buffers(recurse=False)])
-                for t, dst in [*modules[name].named_parameters(recurse=False),
-                               *modules[name].named_buffers(recurse=False)]:
+        for i, a, b in plan.steps:
+            split = plan.splits[i]
+            whole = split is None or (a, b) == (0, split[0])
+            for entry in plan.units[i]:
+                for t, dst in plan.tensors[entry].items():
+                    src = fresh_tensors[t]
                     if whole:
-                        dst.copy_(src[t])
-                    elif f"{name}.{t}" in splits[i][1]:
-                        dim, rows = splits[i][1][f"{name}.{t}"]
+                        dst.copy_(src)
+                    elif t in split[1]:
+                        dim, rows = split[1][t]
                         idx = rows(a, b)
-                        values = src[t].index_select(dim, idx).to(dst.device, dst.dtype)
+                        values = src.index_select(dim, idx).to(dst.device, dst.dtype)
                         dst.index_copy_(dim, idx.to(dst.device), values)
-                if not whole and any(k.startswith(f"{name}.") for k in splits[i][1]):
-                    channels[name] = [a, b]
-            # in part: the channels' share of the unit's own layers; an input norm stays the parent's
-            done += sizes[i] if whole else held[i] * (b - a) // splits[i][0]
-    return Reinitialised([m for i, _, _ in plan for m in units[i]], channels, 100 * done / sum(sizes))
+                if not whole and any(t in split[1] for t in plan.tensors[entry]):
+                    channels[entry] = [a, b]
+            done += plan.redrawn(i, a, b)
+    return Reinitialised([e for i, _, _ in plan.steps for e in plan.units[i]], channels, 100 * done / sum(plan.sizes))
+
+
+@dataclass(frozen=True)
+class SharePlan:
+    """What `redraw` takes for one request: the units, their sizes and channels, and the steps of
+    `reinit_plan`."""
+    units: list[list[str]]
+    tensors: dict[str, dict[str, torch.Tensor]]   # entry -> its tensors by qualified name
+    sizes: list[int]                               # parameters of each unit
+    held: list[int]                                # of which its channels hold (all but an input norm)
+    splits: list[Channels | None]
+    steps: list[tuple[int, int, int]]
+
+    def redrawn(self, i: int, a: int, b: int) -> int:
+        """Parameters re-drawn by step (i, a, b): the unit, or its channels' share of its own layers
+        (an input norm stays the parent's)."""
+        split = self.splits[i]
+        if split is None or (a, b) == (0, split[0]):
+            return self.sizes[i]
+        return self.held[i] * (b - a) // split[0]
+
+    def percent(self) -> float:
+        return 100 * sum(self.redrawn(*s) for s in self.steps) / sum(self.sizes)
+
+    def channel(self, i: int) -> float:
+        """The parameters of one output channel of unit i (the whole unit where it cannot be split)."""
+        return self.sizes[i] if self.splits[i] is None else self.held[i] / self.splits[i][0]
+
+
+def share_plan(model: nn.Module, side: str, percent: float, example: torch.Tensor | None = None) -> SharePlan:
+    units = parameter_units(model, example)
+    found = unit_entries(model)
+    modules = dict(model.named_modules())
+    params = {id(p) for p in model.parameters()}
+    inputs = input_norms(model)
+    size = lambda es: sum(t.numel() for e in es for t in found[e].values() if id(t) in params)
+    sizes = [size(u) for u in units]
+    held = [size([e for e in u if e not in inputs]) for u in units]
+    splits = [unit_channels(modules, found, u, inputs) for u in units]
+    steps = reinit_plan(sizes, [s[0] if s else 1 for s in splits], side, percent, held)
+    return SharePlan(units, {e: found[e] for u in units for e in u}, sizes, held, splits, steps)
 
 
 def reinitialise(model: nn.Module, model_name: str, num_classes: int, in_shape, seed: int,
                  side: str, percent: float, model_kwargs: dict | None = None) -> Reinitialised:
     """Re-draw `percent`% of the parameters (see `redraw`) with the model's own initialiser: the
-    values of a fresh model built from `seed`."""
-    return redraw(model, build_model(model_name, in_shape, num_classes, seed, model_kwargs), side, percent)
+    values of a fresh model built from `seed`. A model given by import path is traced for its units."""
+    example = example_batch(model, in_shape) if is_custom_model(model_name) else None
+    fresh = build_model(model_name, in_shape, num_classes, seed, model_kwargs)
+    return redraw(model, fresh, side, percent, example)
 
 
 def spawn(parent: Run, condition: Condition, seeds: dict[str, int]) -> Run:

@@ -15,6 +15,7 @@ can be captured once as a CUDA graph (`Accel.graphs`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -257,33 +258,48 @@ def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate:
     batches = MemberBatches(data, [r.seeds["order"] for r in runs], [r.seeds["aug"] for r in runs], h.batch_size)
     step_fn, step = None, r0.step
     progress = _Progress(k, data.x_train.device, step)
-    try:
-        while True:
-            # The last save, at `until`, comes before the last evaluation: a job rerun after it has
-            # written its outputs (Snakemake marks them incomplete when stopped) only evaluates again.
-            if checkpoint is not None and (checkpoint.due(step) if step < until else not checkpoint.saved_at(step)):
-                members.write_back(step)
-                checkpoint.save(runs, trajectories)
-            if step in eval_at:
-                _evaluate(forward, data, h, accel, k, step, r0.end, trajectories)
-            if step in report_at and step > 0 and progress.seen:
-                losses = progress.report(log, runs, step, until, trajectories if step in eval_at else None)
-                _mark_blown_up(runs, losses, step, log)
-                bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
-                if _mark_diverged(runs, bad, step, on_divergence, log):
+    # Each step seeds torch's generator (`noise_seed`); the caller's generator state is restored after.
+    device = data.x_train.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
+        try:
+            while True:
+                # The last save, at `until`, comes before the last evaluation: a job rerun after it has
+                # written its outputs (Snakemake marks them incomplete when stopped) only evaluates again.
+                if checkpoint is not None and (checkpoint.due(step) if step < until else not checkpoint.saved_at(step)):
+                    members.write_back(step)
+                    checkpoint.save(runs, trajectories)
+                if step in eval_at:
+                    _evaluate(forward, data, h, accel, k, step, r0.end, trajectories)
+                if step in report_at and step > 0 and progress.seen:
+                    losses = progress.report(log, runs, step, until, trajectories if step in eval_at else None)
+                    _mark_blown_up(runs, losses, step, log)
+                    bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
+                    if _mark_diverged(runs, bad, step, on_divergence, log):
+                        return trajectories
+                if step >= until:
                     return trajectories
-            if step >= until:
-                return trajectories
-            x, y = batches(step)
-            x = stack_channels(x)
-            lr = learning_rate(h, step - r0.schedule_start)
-            if step_fn is None:
-                step_fn = _step_function(forward, members, accel, x, y, log)
-            losses, correct = step_fn(x, y, lr)
-            progress.add(losses, correct, y.shape[1])
-            step += 1
-    finally:
-        members.write_back(step)
+                x, y = batches(step)
+                x = stack_channels(x)
+                lr = learning_rate(h, step - r0.schedule_start)
+                if step_fn is None:
+                    step_fn = _step_function(forward, members, accel, x, y, log)
+                torch.manual_seed(noise_seed([r.seeds["aug"] for r in runs], step))
+                losses, correct = step_fn(x, y, lr)
+                progress.add(losses, correct, y.shape[1])
+                step += 1
+        finally:
+            members.write_back(step)
+
+
+def noise_seed(aug_seeds: list[int], step: int) -> int:
+    """The seed of torch's generator for the training step `step` of the members with these `aug`
+    streams: a model's dropout masks (and any other draw of its forward pass) are a pure function of
+    the member's stream and the step, the same in a resumed or spawned run. A member's own masks
+    alone; members trained as one network draw theirs together under vmap (randomness="different"):
+    each member its own masks, independent and equal in distribution to its solo masks, not equal to
+    them bit for bit."""
+    key = "noise/" + ",".join(map(str, aug_seeds)) + f"/{step}"
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") >> 1
 
 
 def _mark_diverged(runs: list[Run], bad: list[int], step: int, on_divergence: str, log) -> bool:
