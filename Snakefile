@@ -48,6 +48,7 @@ rule all:
             L.table(name)
             for name in ("members", "ensembles", "pairs", "forgetting", "summary")
         ],
-        barriers=L.table("barriers"),
+        barriers=[L.table(name) for name in ("barriers", "weights", "onset")],
+        curves=L.table("curves"),
         claims=L.claims,
         figures=figure_outputs(),

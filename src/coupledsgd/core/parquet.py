@@ -30,6 +30,9 @@ REINIT_PERCENT_KEY = "coupledsgd.reinit_percent"
 # A member whose training loss became non-finite: {"step": ..., "lr": ...} (JSON). Its predictions and
 # trajectories files hold this key and no rows, so they can never be read as a result.
 DIVERGED_KEY = "coupledsgd.diverged"
+# A trajectory file's learning curve (the training log's numbers at each progress report), as JSON
+# columns: step, lr, train_loss, train_accuracy (`analysis.curves` makes the curves table of them).
+CURVE_KEY = "coupledsgd.curve"
 # The members left out of the metric tables because their training loss became non-finite (each one's
 # key, step and learning rate, JSON), in the schema metadata of every metric table.
 NONFINITE_KEY = "coupledsgd.nonfinite"

@@ -145,6 +145,9 @@ class Trajectory:
     steps: list[int] = field(default_factory=list)
     correct: list[np.ndarray] = field(default_factory=list)
     final_logits: torch.Tensor | None = None  # test-set logits at the run's end, kept to save a pass
+    # the learning curve: at each progress report, the step, the learning rate of its last step and the
+    # running means of the training loss and accuracy since the previous report (the log's numbers)
+    curve: list[dict] = field(default_factory=list)
 
     def as_array(self) -> np.ndarray:
         return np.stack(self.correct) if self.correct else np.zeros((0, 0), dtype=bool)
@@ -253,7 +256,8 @@ def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate:
             if step in eval_at:
                 _evaluate(forward, data, h, accel, k, step, r0.end, trajectories)
             if step in report_at and step > 0 and progress.seen:
-                bad = progress.report(log, runs, step, until, trajectories if step in eval_at else None)
+                bad = progress.report(log, runs, step, until, trajectories if step in eval_at else None,
+                                      trajectories)
                 if _mark_diverged(runs, bad, step, on_divergence, log):
                     return trajectories
             if step >= until:
@@ -320,15 +324,20 @@ class _Progress:
         self.hits += correct
         self.seen += n
 
-    def report(self, log, runs: list[Run], step: int, until: int, trajectories: list[Trajectory] | None) -> list[int]:
-        """Log the members' progress at `step` (test accuracies from `trajectories`, evaluated at `step`);
-        returns the runs whose training loss is non-finite."""
+    def report(self, log, runs: list[Run], step: int, until: int, trajectories: list[Trajectory] | None,
+               curves: list[Trajectory] = ()) -> list[int]:
+        """Log the members' progress at `step` (test accuracies from `trajectories`, evaluated at `step`)
+        and append it to each run's learning curve (`curves`); returns the runs whose training loss is
+        non-finite."""
         r0 = runs[0]
         now = time.perf_counter()
         lr = learning_rate(r0.hparams, step - 1 - r0.schedule_start)
         losses = (self.loss_sum / self.seen).tolist()
+        accuracies = (self.hits / self.seen).tolist()
+        for curve, loss, accuracy in zip(curves, losses, accuracies):
+            curve.curve.append({"step": step, "lr": lr, "train_loss": loss, "train_accuracy": accuracy})
         eta = (now - self.began) / (step - self.first) * (until - step)
-        _report(log, step, r0.end, lr, losses, (self.hits / self.seen).tolist(),
+        _report(log, step, r0.end, lr, losses, accuracies,
                 [t.correct[-1].mean() for t in trajectories] if trajectories is not None else None,
                 len(runs) * self.seen / (now - self.clock), now - self.began, eta)
         self.loss_sum.zero_(), self.hits.zero_()
