@@ -34,14 +34,15 @@ def test_smoke_config_by_hand():
     # 16 members); coupled-to-t from 8 to 24: 8, 16, 24 (3 points, 4 members); reset and
     # re-initialised from 8 to 32: 8, 16, 24, 32 (4 points, 12 members)
     assert e.eval_images == (16 * 4 + 4 * 3 + 12 * 4) * 1000 == 124000
-    # barriers: reset, reinit-low-25, reinit-high-25 at t = 8, 2 parents: 6 jobs of 1 child pair;
-    # 11 points, each 10 BatchNorm batches of 32 and the 1,000 test examples
-    assert e.barrier_jobs == 6
-    assert e.barrier_images == 6 * 1 * 11 * (10 * 32 + 1000) == 87120
-    assert e.images == 24064 + 124000 + 87120
-    # (24,064 training images + 211,120 forward-only at a third) / 1,000 per second
-    assert e.hours == pytest.approx((24064 + 211120 / 3) / 1000 / 3600)
-    assert e.hours == pytest.approx(0.0262326, rel=1e-5)
+    # barriers: reset, reinit-low-25, reinit-high-25 at t = 8; the instability analysis: no-coupling,
+    # coupled-to-t at 0 and 8, the reset at 0 (at 8 already measured); 2 parents: 14 jobs of 1 child
+    # pair; 11 points, each 10 BatchNorm batches of 32 and the 1,000 test examples
+    assert e.barrier_jobs == (3 + 4) * 2 == 14
+    assert e.barrier_images == 14 * 1 * 11 * (10 * 32 + 1000) == 203280
+    assert e.images == 24064 + 124000 + 203280
+    # (24,064 training images + 327,280 forward-only at a third) / 1,000 per second
+    assert e.hours == pytest.approx((24064 + 327280 / 3) / 1000 / 3600)
+    assert e.hours == pytest.approx(0.0369881, rel=1e-5)
     # checkpoints: 32 final states and 4 parent states of the 25,258-parameter cnn1d, weights and momentum
     assert e.parameters == 25258
     assert e.checkpoint_bytes == 36 * 2 * 4 * 25258 == 7274304

@@ -369,7 +369,9 @@ def curves_figure(df, *, conditions, title):
                 ax.plot(mean.index, mean.to_numpy(), color=color, ls=T_STYLES[i % len(T_STYLES)], lw=1.2,
                         alpha=0.5 + 0.5 * (i + 1) / max(1, rows["t"].nunique()), label=label if ax is axes[0] else None)
     axes[0].set_ylabel("training loss (running mean)")
+    axes[0].set_title("(a) training loss")
     axes[1].set_ylabel("test accuracy")
+    axes[1].set_title("(b) test accuracy")
     for ax in axes:
         ax.set_xlabel("SGD step")
     fig.suptitle(title)

@@ -79,8 +79,8 @@ def metric_tables(prediction_paths, trajectory_paths, output_paths: dict, settin
 
     settings: the validated config's `metrics` section (every key filled from the schema).
     output_paths: {"members", "ensembles", "pairs", "forgetting"} -> .parquet, {"summary"} -> .csv;
-    each written atomically. threads: the job's, over which the networks of a group are computed side
-    by side (the tables do not depend on it: `tables.parallel_map`).
+    each written atomically. threads: the job's, the worker processes over which the (condition, t)
+    groups are computed side by side (the tables do not depend on it: `tables.group_pool`).
     """
     log = logger(log_path)
     tick = time.perf_counter()
