@@ -84,10 +84,10 @@ def test_cifar10_grid_by_hand():
 def test_cli_prints_the_counts(capsys):
     assert cost.main([str(ROOT / "configs/smoke.yaml"), "--images-per-second", "1000"]) == 0
     out = capsys.readouterr().out
-    assert "trainings: 36 (32 members + 4 parent states), and 6 barrier jobs" in out
+    assert "trainings: 36 (32 members + 4 parent states), and 14 barrier jobs" in out
     assert "SGD steps: 752 (members 736, parent states 16)" in out
-    assert "images: 235,184 (24,064 trained on" in out
-    assert "CPU-hours: 0.0262 at 1,000 member training images/s (given)" in out
+    assert "images: 351,344 (24,064 trained on" in out
+    assert "CPU-hours: 0.037 at 1,000 member training images/s (given)" in out
     assert "disk: about 7.3 MB of checkpoints (36 states of 25,258 parameters" in out
 
 
@@ -168,13 +168,13 @@ def test_spent_and_projection_from_hand_written_benchmarks(tmp_path):
 
     barrier = costs["barrier"]
     assert barrier.measured == 0 and barrier.rate_source.startswith("assumed")
-    # 6 jobs x 1 pair x 11 points x (10 x 32 + 1,000) = 87,120 forward images at 3 x 1,000 per second
-    assert barrier.left_images == 87120 and barrier.left_seconds == pytest.approx(29.04)
+    # 14 jobs x 1 pair x 11 points x (10 x 32 + 1,000) = 203,280 forward images at 3 x 1,000 per second
+    assert barrier.left_images == 203280 and barrier.left_seconds == pytest.approx(67.76)
 
     text = cost.run_report(config, list(costs.values()), tmp_path)
     assert "spent so far" in text and "12 s" not in text
     assert f"{12 / 3600:.3g} CPU-hours" in text                          # 10 s + 2 s, 1 thread per job
-    assert f"{(12 + 20480 / 307.2 + 6 + 29.04) / 3600:.3g} in all" in text
+    assert f"{(12 + 20480 / 307.2 + 6 + 67.76) / 3600:.3g} in all" in text
     assert "307 images/s" in text
 
 

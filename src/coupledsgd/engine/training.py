@@ -148,6 +148,9 @@ class Trajectory:
     # the learning curve: at each progress report, the step, the learning rate of its last step and the
     # running means of the training loss and accuracy since the previous report (the log's numbers)
     curve: list[dict] = field(default_factory=list)
+    # the running sums since the last report as of an in-job checkpoint (loss_sum, hits, seen), so that a
+    # resumed job's next report, and its curve, are those of the uninterrupted job
+    pending: dict | None = None
 
     def as_array(self) -> np.ndarray:
         return np.stack(self.correct) if self.correct else np.zeros((0, 0), dtype=bool)
@@ -246,12 +249,14 @@ def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate:
     batches = MemberBatches(data, [r.seeds["order"] for r in runs], [r.seeds["aug"] for r in runs], h.batch_size)
     step_fn, step = None, r0.step
     progress = _Progress(k, data.x_train.device, step)
+    progress.restore(trajectories)
     try:
         while True:
             # The last save, at `until`, comes before the last evaluation: a job rerun after it has
             # written its outputs (Snakemake marks them incomplete when stopped) only evaluates again.
             if checkpoint is not None and (checkpoint.due(step) if step < until else not checkpoint.saved_at(step)):
                 members.write_back(step)
+                progress.keep(trajectories)
                 checkpoint.save(runs, trajectories)
             if step in eval_at:
                 _evaluate(forward, data, h, accel, k, step, r0.end, trajectories)
@@ -319,6 +324,18 @@ class _Progress:
         self.first, self.seen = step, 0
         self.began = self.clock = time.perf_counter()
 
+    def keep(self, trajectories: list[Trajectory]) -> None:
+        """Each run's running sums into its trajectory (`Trajectory.pending`), for an in-job checkpoint."""
+        for i, t in enumerate(trajectories):
+            t.pending = {"loss_sum": float(self.loss_sum[i]), "hits": int(self.hits[i]), "seen": self.seen}
+
+    def restore(self, trajectories: list[Trajectory]) -> None:
+        """The running sums a checkpoint kept (`keep`), if every trajectory holds them."""
+        if trajectories and all(t.pending is not None for t in trajectories):
+            self.loss_sum.copy_(torch.tensor([t.pending["loss_sum"] for t in trajectories], dtype=self.loss_sum.dtype))
+            self.hits.copy_(torch.tensor([t.pending["hits"] for t in trajectories], dtype=self.hits.dtype))
+            self.seen = trajectories[0].pending["seen"]
+
     def add(self, losses: torch.Tensor, correct: torch.Tensor, n: int) -> None:
         self.loss_sum += losses * n
         self.hits += correct
@@ -336,7 +353,8 @@ class _Progress:
         accuracies = (self.hits / self.seen).tolist()
         for curve, loss, accuracy in zip(curves, losses, accuracies):
             curve.curve.append({"step": step, "lr": lr, "train_loss": loss, "train_accuracy": accuracy})
-        eta = (now - self.began) / (step - self.first) * (until - step)
+        # a resumed job can report at its first step, with the sums its checkpoint kept
+        eta = (now - self.began) / max(1, step - self.first) * (until - step)
         _report(log, step, r0.end, lr, losses, accuracies,
                 [t.correct[-1].mean() for t in trajectories] if trajectories is not None else None,
                 len(runs) * self.seen / (now - self.clock), now - self.began, eta)
