@@ -125,6 +125,24 @@ def test_a_bad_config_stops_before_any_job_naming_the_key(smoke):
     assert "spawn_steps: spawn step 99 is not before the end of training" in result.stdout + result.stderr
 
 
+def test_the_onset_threshold_reruns_the_tables_not_the_barrier_jobs(smoke):
+    workdir, _ = smoke
+    edit_smoke(workdir, lambda c: c.update(barrier={"onset_threshold": 0.05}))
+    jobs = planned(workdir)
+    edit_smoke(workdir, lambda c: c.pop("barrier"))
+    assert "barrier" not in jobs and "train_members" not in jobs
+    assert jobs["barriers"] == jobs["claims"] == 1 and jobs["figure"] >= 1
+
+
+def test_a_barrier_step_not_in_spawn_steps_is_an_error_naming_the_key(smoke):
+    workdir, _ = smoke
+    edit_smoke(workdir, lambda c: c.update(barrier={"spawn_steps": [8, 16]}))
+    result = snakemake(workdir, "-n", check=False)
+    edit_smoke(workdir, lambda c: c.pop("barrier"))
+    assert result.returncode != 0
+    assert "barrier.spawn_steps: 16 is not one of spawn_steps [0, 8]" in result.stdout + result.stderr
+
+
 def test_reordering_config_keys_reruns_nothing(smoke):
     workdir, _ = smoke
     path = workdir / "configs/smoke.yaml"
@@ -163,7 +181,7 @@ def test_metric_tables_have_their_schemas_and_values_in_range(smoke):
     # the reinit step and its reset reference, the instability analysis at both spawn steps (the reset
     # at t = 8 once), no-coupling: 1 pair per parent, 11 points
     keys = barriers[["condition", "t"]].drop_duplicates()
-    assert len(keys) == 2 + 2 * 2 - 1 + 1 and set(barriers.t[barriers.condition == "coupled-to-t"]) == {0, 8}
+    assert len(keys) == 3 + 1 + 2 * 2 - 1 and set(barriers.t[barriers.condition == "coupled-to-t"]) == {0, 8}
     assert barriers.error.between(0, 1).all() and len(barriers) == len(keys) * 2 * 11
     summary = pd.read_csv(base / "summary.csv")
     assert list(summary.columns) == SUMMARY_CSV_COLUMNS and len(summary) == 8

@@ -28,7 +28,12 @@ rule barrier:
         gpu=gpu_request(),
         mem_mb=JOB_MEM_MB,
     params:
-        barrier=config["barrier"],
+        # what a barrier depends on: choosing the spawn steps or the onset threshold reruns no barrier job
+        barrier={
+            k: v
+            for k, v in config["barrier"].items()
+            if k not in ("spawn_steps", "onset_threshold")
+        },
         seed=config["seed"],
         batch_size=config["training"]["batch_size"],
         eval_batch_size=config["training"]["eval_batch_size"],
