@@ -49,7 +49,8 @@ rule all:
             L.table(name)
             for name in ("members", "ensembles", "pairs", "forgetting", "summary")
         ],
-        barriers=L.table("barriers"),
+        barriers=[L.table(name) for name in ("barriers", "weights", "onset")],
+        curves=L.table("curves"),
         claims=L.claims,
         pages=[L.table_page(name) for name in ("claims", "summary")],
         figures=figure_outputs(),

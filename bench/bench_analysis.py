@@ -3,8 +3,9 @@ claims and figure jobs on fabricated member files of a paper config.
 
 The files are written the way a run writes them: `core.parquet.write_predictions` / `write_trajectory`
 at the paths of `core.layout.Layout`, with the metadata a training job gives them (config hash, steps
-per epoch, realised re-initialisation share), for every member of `core.grid.members(config)`; the
-barrier tables with the barrier job's own columns (`jobs.barriers`) for `core.grid.barrier_set`. The
+per epoch, realised re-initialisation share, learning curve), for every member of `core.grid.members(config)`;
+the barrier and weight-space tables with the barrier job's own columns (`jobs.barriers`) for
+`core.grid.barrier_set` (the instability analysis included). The
 logits have structure so that every metric does real work: a label signal whose strength varies by
 example (accuracy about that of the paper's networks), noise shared by the children of one parent in
 proportion to the coupling (more for coupled-to-t at later t, less for larger re-initialisations), and
@@ -16,11 +17,14 @@ on the `jobs.analysis` function), one process per figure as Snakemake runs them;
 process's, the peak memory its maximum resident set (`os.wait4`), CPU time its user + system seconds.
 
 Usage:
-  python bench/bench_analysis.py cifar10 [--groups G] [--dir DIR] [--stages metrics,barriers,claims,figures]
-  python bench/bench_analysis.py tinyimagenet ...
+  python bench/bench_analysis.py cifar10 [--groups G] [--dir DIR] [--stages metrics,barriers,curves,claims,figures]
+  python bench/bench_analysis.py tinyimagenet ... [--baseline SRC]
 
 `--groups G` keeps the first G (condition, t) groups of 15 members (a reduced shape for trying);
-`--dir` keeps the fabricated files there and reuses them on the next run (else a temp folder, removed).
+`--dir` keeps the fabricated files there and reuses them on the next run (else a temp folder, removed);
+`--baseline SRC` first runs the metrics stage with the package at SRC (another version's `src` folder,
+put first on PYTHONPATH) on the same files, then this checkout's, and reports both and their ratio: a
+before-and-after in one run, on one machine load.
 Targets on 2 cores: cifar10 <= 2 minutes and <= 2 GB, tinyimagenet <= 10 minutes and <= 6 GB.
 Writes bench/results/bench_analysis_<shape>.json (reduced shapes: ..._<shape>_g<G>.json).
 """
@@ -50,8 +54,8 @@ from coupledsgd.core import grid  # noqa: E402
 from coupledsgd.core.conditions import parse_condition  # noqa: E402
 from coupledsgd.core.config import SCHEMA, config_hash, validate  # noqa: E402
 from coupledsgd.core.layout import Layout  # noqa: E402
-from coupledsgd.core.parquet import (REINIT_PERCENT_KEY, SEEDS_KEY, STEPS_PER_EPOCH_KEY, provenance,  # noqa: E402
-                                     write_parquet, write_predictions, write_trajectory)
+from coupledsgd.core.parquet import (CURVE_KEY, REINIT_PERCENT_KEY, SEEDS_KEY, STEPS_PER_EPOCH_KEY,  # noqa: E402
+                                     provenance, write_parquet, write_predictions, write_trajectory)
 from coupledsgd.core.registry import DATASETS  # noqa: E402
 
 SHAPES = {"cifar10": ("configs/cifar10-resnet20.yaml", 0.92, 120, 2000),
@@ -118,6 +122,13 @@ class Fabricator:
         noise = math.sqrt(shared) * parent_noise + math.sqrt(1 - shared) * own
         return 2.0 * (self.signal[:, None] * self.onehot + 0.5 * self.common + noise)
 
+    def curve(self, steps: list[int]) -> dict:
+        """A learning curve at the progress reports (the evaluation points after the first)."""
+        at = np.asarray(steps[1:], dtype=float)
+        loss = 5.3 * np.exp(-at / (20.0 * self.spe)) + 0.1 * self.rng.random(len(at))
+        return {"step": steps[1:], "lr": (0.1 * np.ones(len(at))).tolist(), "train_loss": loss.tolist(),
+                "train_accuracy": (1 - loss / 5.4).tolist()}
+
     def trajectory(self, final_correct: np.ndarray, steps: list[int]) -> np.ndarray:
         """(E, N) correctness: accuracy rising from chance over a few epochs to the final one, the
         examples right at the end right more often before, every example re-drawn at every point."""
@@ -160,10 +171,11 @@ def fabricate(config: dict, accuracy: float, root: Path, groups: int | None) -> 
         write_predictions(layout.predictions(m.condition, m.t, m.parent, m.child), key, fab.labels, logits, meta)
         steps = evaluation_steps(config, m.condition, m.t, fab.spe)
         write_trajectory(layout.trajectory(m.condition, m.t, m.parent, m.child), key, steps,
-                         fab.trajectory(correct, steps), meta)
+                         fab.trajectory(correct, steps), {**meta, CURVE_KEY: json.dumps(fab.curve(steps))})
     barriers = [b for b in grid.barrier_set(config) if (b[0], b[1]) in keys]
     for condition, t, parent in barriers:
         _barrier_table(layout.barrier(condition, t, parent), config, condition, t, parent, fab.rng, accuracy_of)
+        _weights_table(layout.barrier_weights(condition, t, parent), config, condition, t, parent, fab.rng)
     return {"layout": layout, "members": members, "barriers": barriers, "seconds": time.perf_counter() - tick,
             "accuracy": float(np.mean(list(accuracy_of.values()))), "evaluations":
             sorted({len(evaluation_steps(config, m.condition, m.t, fab.spe)) for m in members})}
@@ -194,6 +206,23 @@ def _barrier_table(path, config, condition, t, parent, rng, accuracy_of) -> None
     write_parquet(table, path, provenance({"condition": condition, "t": t, "parent": parent}, "cpu"), ["condition"])
 
 
+def _weights_table(path, config, condition, t, parent, rng) -> None:
+    """One barrier job's weight-space table: distances that shrink with the coupling."""
+    from coupledsgd.analysis.read import WEIGHTS_SCHEMA
+
+    import pyarrow as pa
+
+    pairs = list(combinations(range(config["ensemble"]["children"]), 2))
+    scale = 1 - coupling(condition, t)
+    rows = {"condition": [condition] * len(pairs), "t": [t] * len(pairs), "kind": ["same-parent"] * len(pairs),
+            "parent_a": [parent] * len(pairs), "child_a": [a for a, _ in pairs], "parent_b": [parent] * len(pairs),
+            "child_b": [b for _, b in pairs], "distance": (scale * (1 + 0.1 * rng.random(len(pairs)))).tolist(),
+            "cosine": (1 - scale * rng.random(len(pairs))).tolist(),
+            "travelled_a": (0.5 + rng.random(len(pairs))).tolist(), "travelled_b": (0.5 + rng.random(len(pairs))).tolist()}
+    write_parquet(pa.Table.from_pydict(rows, schema=WEIGHTS_SCHEMA), path,
+                  provenance({"condition": condition, "t": t, "parent": parent}, "cpu"), ["condition", "kind"])
+
+
 # ---------------------------------------------------------------------------------------------------
 # Stages
 
@@ -208,26 +237,74 @@ def rule_threads(rule: str) -> int:
     raise KeyError(f"no rule {rule} in workflow/rules")
 
 
-def run_process(code: str, cwd: Path, threads: int) -> dict:
-    """Run `python -c code` with the thread settings Snakemake gives a job of `threads` threads;
-    its wall seconds, CPU seconds and peak resident set (MB)."""
+class _TreeMemory:
+    """The largest resident set of a process and its descendants together, sampled from /proc."""
+
+    def __init__(self, pid: int, every: float = 0.2):
+        import threading
+
+        self.pid, self.every, self.peak_kb = pid, every, 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _tree(self, pid: int) -> list[int]:
+        try:
+            kids = [int(k) for task in os.listdir(f"/proc/{pid}/task")
+                    for k in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        except OSError:
+            return [pid]
+        return [pid] + [p for k in kids for p in self._tree(k)]
+
+    @staticmethod
+    def _rss_kb(pid: int) -> int:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def _run(self) -> None:
+        while not self._done.wait(self.every):
+            self.peak_kb = max(self.peak_kb, sum(map(self._rss_kb, self._tree(self.pid))))
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def run_process(code: str, cwd: Path, threads: int, src: str | None = None) -> dict:
+    """Run `python -c code` with the thread settings Snakemake gives a job of `threads` threads (and
+    the package at `src` first on PYTHONPATH, if given); its wall seconds, CPU seconds and peak
+    resident set (MB): `peak_mb` the largest single process (`ru_maxrss`, which covers its worker
+    processes one at a time, and the forked bench process's own before its exec: fabricate in a run of
+    its own, `--stages ""`, for a clean one), `peak_tree_mb` the largest sum over it and its worker
+    processes at once (sampled every 0.2 s from /proc). The CPU time includes the workers'."""
     tick = time.perf_counter()
     env = {**os.environ, **{k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
+    if src:
+        env["PYTHONPATH"] = os.pathsep.join([str(src), env.get("PYTHONPATH", "")])
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env)
+    tree = _TreeMemory(proc.pid)
     out = proc.stdout.read()
+    tree.stop()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - tick
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"stage failed:\n{code[:300]} ...\n{out[-3000:]}")
     return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-            "peak_mb": round(usage.ru_maxrss / 1024), "threads": threads}  # ru_maxrss: KiB on Linux
+            "peak_mb": round(usage.ru_maxrss / 1024), "peak_tree_mb": round(tree.peak_kb / 1024),
+            "threads": threads}  # ru_maxrss: KiB on Linux
 
 
 def stage_code(stage: str, layout: Layout, fab: dict, config: dict, extra=None) -> str:
     """The Python a workflow script runs for `stage`, with the paths of this experiment."""
     ms, logs = fab["members"], Path(layout.logs)
     tables = {k: layout.table(k) for k in ("members", "ensembles", "pairs", "forgetting", "summary")}
+    partial = None
     if stage == "metrics":
         args = ([layout.predictions(m.condition, m.t, m.parent, m.child) for m in ms],
                 [layout.trajectory(m.condition, m.t, m.parent, m.child) for m in ms], tables,
@@ -237,9 +314,16 @@ def stage_code(stage: str, layout: Layout, fab: dict, config: dict, extra=None) 
         args = ([layout.barrier(*b) for b in fab["barriers"]], layout.table("barriers"),
                 {"barrier": config["barrier"], "seed": config["seed"], "device": "cpu"}, str(logs / "barriers.log"))
         fn = "concat_barriers"
+        partial = {"weight_paths": [layout.barrier_weights(*b) for b in fab["barriers"]],
+                   "weights_output": layout.table("weights"), "onset_output": layout.table("onset")}
+    elif stage == "curves":
+        args = ([layout.trajectory(m.condition, m.t, m.parent, m.child) for m in ms], tables["forgetting"],
+                layout.table("curves"), str(logs / "curves.log"))
+        fn = "learning_curves"
     elif stage == "claims":
         inputs = {k: tables[k] for k in ("members", "ensembles", "pairs", "forgetting")}
-        args = ({**inputs, "barriers": layout.table("barriers")}, layout.claims, str(logs / "claims.log"))
+        args = ({**inputs, "barriers": layout.table("barriers"), "onset": layout.table("onset")}, layout.claims,
+                str(logs / "claims.log"))
         fn = "check_claims"
     else:  # a figure: extra is its name
         from coupledsgd.analysis.figures import FIGURES
@@ -248,13 +332,19 @@ def stage_code(stage: str, layout: Layout, fab: dict, config: dict, extra=None) 
         args = (extra, inputs, layout.figure(extra, "png"), layout.figure(extra, "pdf"),
                 str(logs / "figures" / f"{extra}.log"))
         fn = "run_figure"
-    return (f"from coupledsgd.jobs.analysis import {fn}\nfrom coupledsgd.jobs.runtime import run_stage\n"
-            f"run_stage({fn}, *{args!r})\n")
+    call = f"functools.partial({fn}, **{partial!r})" if partial else fn
+    return (f"import functools\nfrom coupledsgd.jobs.analysis import {fn}\nfrom coupledsgd.jobs.runtime import run_stage\n"
+            f"run_stage({call}, *{args!r})\n")
 
 
-def run_stages(stages: list[str], layout: Layout, fab: dict, config: dict, cwd: Path) -> dict:
+def run_stages(stages: list[str], layout: Layout, fab: dict, config: dict, cwd: Path,
+               baseline: str | None = None) -> dict:
     Path(layout.logs).mkdir(parents=True, exist_ok=True)
     out = {}
+    if baseline and "metrics" in stages:
+        out["metrics_baseline"] = run_process(stage_code("metrics", layout, fab, config), cwd, rule_threads("metrics"),
+                                              baseline)
+        print(f"  metrics with the package at {baseline}: {out['metrics_baseline']}", flush=True)
     for stage in stages:
         if stage != "figures":
             out[stage] = run_process(stage_code(stage, layout, fab, config), cwd, rule_threads(stage))
@@ -278,7 +368,8 @@ def main():
     ap.add_argument("shape", choices=sorted(SHAPES))
     ap.add_argument("--groups", type=int, default=None, help="keep the first G (condition, t) groups")
     ap.add_argument("--dir", type=Path, default=None, help="keep (and reuse) the fabricated files here")
-    ap.add_argument("--stages", default="metrics,barriers,claims,figures", help='"" to fabricate only')
+    ap.add_argument("--stages", default="metrics,barriers,curves,claims,figures", help='"" to fabricate only')
+    ap.add_argument("--baseline", default=None, help="another version's src folder: its metrics stage first")
     args = ap.parse_args()
     config_path, accuracy, target_s, target_mb = SHAPES[args.shape]
     config = validate(yaml.safe_load((ROOT / config_path).read_text()), SCHEMA)
@@ -304,9 +395,10 @@ def main():
               f"tables (fabricated in {fab['seconds']:.0f} s)", flush=True)
         if not args.stages:
             return  # --stages "": fabricate only
-        stages = run_stages(args.stages.split(","), fab["layout"], fab, config, root)
-        total = sum(s["wall_s"] for s in stages.values())
-        peak = max(s["peak_mb"] for s in stages.values())
+        stages = run_stages(args.stages.split(","), fab["layout"], fab, config, root, args.baseline)
+        measured = {k: v for k, v in stages.items() if k != "metrics_baseline"}
+        total = sum(s["wall_s"] for s in measured.values())
+        peak = max(s.get("peak_tree_mb", s["peak_mb"]) for s in measured.values())
         full = args.groups is None
         result = {"shape": args.shape, "config": config_path, "members": len(members),
                   "groups": len({(m.condition, m.t) for m in members}), "test_examples": DATASETS[config["data"]["name"]].n_test,
@@ -316,6 +408,11 @@ def main():
                   "target": f"<= {target_s} s and <= {target_mb} MB",
                   "met": (total <= target_s and peak <= target_mb) if full else None,
                   "load_average": os.getloadavg()}
+        if "metrics_baseline" in stages and "metrics" in stages:
+            before, after = stages["metrics_baseline"]["wall_s"], stages["metrics"]["wall_s"]
+            result["metrics_before_after"] = {"baseline": args.baseline, "before_s": before, "after_s": after,
+                                              "ratio": round(after / before, 3)}
+            print(f"metrics stage: {before:.1f} s before, {after:.1f} s after (ratio {after / before:.2f})")
         print(f"total {total:.1f} s, peak {peak} MB (target {result['target']}"
               + (f": {'met' if result['met'] else 'missed'})" if full else ", reduced shape)"))
         save(f"bench_analysis_{args.shape}" + ("" if full else f"_g{args.groups}"), result)

@@ -35,7 +35,7 @@ def arg(name: str, default: int) -> int:
 
 REPS, PERM_REPS, SHUFFLES = arg("--reps", 1000), arg("--perm-reps", 300), arg("--shuffles", 40)
 TREND_CLAIMS = ["gain-falls", "gain-falls-reset", "kl-same-parent-falls", "kl-same-parent-falls-early",
-                "cumulative-forgetting-falls"]
+                "cumulative-forgetting-falls", "barrier-falls"]
 TABLES = ROOT / "results/mnist1d-cnn1d/metrics"
 
 
@@ -59,7 +59,8 @@ def on_the_default_run() -> list[dict]:
     if not (TABLES / "ensembles.parquet").exists():
         print(f"no metric tables in {TABLES.relative_to(ROOT)}: part 2 skipped")
         return []
-    tables = {n: pd.read_parquet(TABLES / f"{n}.parquet") for n in ("members", "ensembles", "pairs", "forgetting")}
+    names = [n for n in ("members", "ensembles", "pairs", "forgetting", "barriers") if (TABLES / f"{n}.parquet").exists()]
+    tables = {n: pd.read_parquet(TABLES / f"{n}.parquet") for n in names}
     rows = []
     for n in (3, 4):
         rng = np.random.default_rng(n)

@@ -213,8 +213,102 @@ def test_barrier_table_rejects_a_child_of_another_parent(tmp_path):
 
 def test_barrier_set_is_reinit_conditions_and_their_reset_reference():
     config = {"conditions": ["no-coupling", "coupled-to-t", "coupled-to-t-reset", "reinit-high"],
-              "reinit": {"percents": [10, 50], "steps": [30, 60]}, "ensemble": {"parents": 2}}
+              "reinit": {"percents": [10, 50], "steps": [30, 60]}, "ensemble": {"parents": 2},
+              "spawn_steps": [0, 30], "barrier": {"spawn_steps": "none"}}
     got = grid.barrier_set(config)
     conds = ["coupled-to-t-reset", "reinit-high-10", "reinit-high-50"]
     assert got == [(c, t, p) for c in conds for t in (30, 60) for p in (0, 1)]
     assert grid.barrier_set({**config, "conditions": ["no-coupling", "coupled-to-t"]}) == []
+
+
+def test_barrier_set_adds_the_instability_analysis_once():
+    config = {"conditions": ["no-coupling", "coupled-to-t", "coupled-to-t-reset", "reinit-high"],
+              "reinit": {"percents": [10], "steps": [30]}, "ensemble": {"parents": 2},
+              "spawn_steps": [0, 30, 90], "barrier": {"spawn_steps": "all"}}
+    got = grid.barrier_set(config)
+    keys = list(dict.fromkeys((c, t) for c, t, _ in got))
+    # the reset reference at the re-init step is measured once, for both analyses
+    assert keys == [("coupled-to-t-reset", 30), ("reinit-high-10", 30), ("no-coupling", 0),
+                    ("coupled-to-t", 0), ("coupled-to-t", 30), ("coupled-to-t", 90),
+                    ("coupled-to-t-reset", 0), ("coupled-to-t-reset", 90)]
+    assert len(got) == 2 * len(keys)
+    subset = grid.barrier_set({**config, "barrier": {"spawn_steps": [90]}, "conditions": ["coupled-to-t"]})
+    assert subset == [("coupled-to-t", 90, 0), ("coupled-to-t", 90, 1)]
+
+
+def _identical_children(folder, k, condition, parent, t=8, seed=10, init=1):
+    paths = []
+    for c in range(k):
+        state = _run_state(seed, condition, parent, c)
+        state["seeds"] = {"init": init, "order": 2, "aug": 3}
+        path = folder / f"c{c}" / "final.pt"
+        save_torch(state, path)
+        paths.append(str(path))
+    return paths
+
+
+def test_barrier_and_weight_distance_of_identical_children_are_zero(tmp_path):
+    _save_data(tmp_path / "data.pt", _data())
+    paths = _identical_children(tmp_path, 2, "coupled-to-t", 1)
+    parent = tmp_path / "parent.pt"
+    save_torch({**_run_state(3), "info": {"parent": 1}}, parent)
+    out, weights = tmp_path / "p1.parquet", tmp_path / "p1.weights.parquet"
+    params = {**PARAMS, "condition": "coupled-to-t"}
+    J.barrier_table(str(tmp_path / "data.pt"), paths, str(out), params, None, str(weights), str(parent))
+    assert (pq.read_table(out).column("barrier").to_numpy() == 0).all()
+    w = pq.read_table(weights).to_pandas()
+    assert w.columns.tolist() == ["condition", "t", "kind", "parent_a", "child_a", "parent_b", "child_b",
+                                  "distance", "cosine", "travelled_a", "travelled_b"]
+    assert len(w) == 1 and w.distance.iloc[0] == 0.0 and w.kind.iloc[0] == "same-parent"
+    assert w.cosine.iloc[0] == pytest.approx(1.0) and w.travelled_a.iloc[0] == w.travelled_b.iloc[0] > 0
+
+
+def test_children_spawned_at_step_0_measure_as_a_no_coupling_pair(tmp_path):
+    """Two children spawned at step 0 from a parent whose state is the initialisation: their barrier and
+    weight rows equal those of the same two networks measured as a pair of independent runs (whose
+    start states are rebuilt from their init seeds)."""
+    _save_data(tmp_path / "data.pt", _data())
+    init = 5
+    parent = tmp_path / "parent.pt"
+    save_torch({**_run_state(0), "model": build_model("cnn1d", IN_SHAPE, CLASSES, init).state_dict()}, parent)
+    tables = {}
+    for condition, parent_path in (("coupled-to-t", str(parent)), ("no-coupling", None)):
+        folder = tmp_path / condition
+        paths = []
+        for c in range(2):
+            state = _run_state(20 + c, condition, 0, c)  # different final weights: different SGD noise
+            state["seeds"] = {"init": init, "order": 2, "aug": 3}
+            paths.append(str(folder / f"c{c}.pt"))
+            save_torch(state, paths[-1])
+        params = {**PARAMS, "condition": condition, "t": 0, "parent": 0}
+        J.barrier_table(str(tmp_path / "data.pt"), paths, str(folder / "b.parquet"), params, None,
+                        str(folder / "w.parquet"), parent_path)
+        tables[condition] = (pq.read_table(folder / "b.parquet").to_pandas(), pq.read_table(folder / "w.parquet").to_pandas())
+    (b_t, w_t), (b_n, w_n) = tables["coupled-to-t"], tables["no-coupling"]
+    assert b_t.barrier.iloc[0] > 0
+    np.testing.assert_array_equal(b_t.error.values, b_n.error.values)
+    values = ["distance", "cosine", "travelled_a", "travelled_b"]
+    np.testing.assert_array_equal(w_t[values].values, w_n[values].values)
+
+
+def test_weight_distances_by_hand_on_a_two_layer_model():
+    torch.manual_seed(0)
+    net = lambda: torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    start, a, b = net(), net(), net()
+    with torch.no_grad():
+        for model, values in ((start, [[1, 0], [0, 1], [0, 0], [[1, 1]], [0]]),
+                              (a, [[2, 0], [0, 1], [0, 0], [[1, 1]], [0]]),
+                              (b, [[1, 0], [0, 1], [0, 2], [[1, 1]], [0]])):
+            for p, v in zip(model.parameters(), [values[0:2], values[2], values[3], values[4]]):
+                p.copy_(torch.tensor(v, dtype=torch.float32))
+    names = [n for n, _ in start.named_parameters()]
+    s, wa, wb = (B.flat_weights(m.state_dict(), names) for m in (start, a, b))
+    np.testing.assert_array_equal(s, [1, 0, 0, 1, 0, 0, 1, 1, 0])
+    got = B.weight_distances(wa, wb, s, s)
+    # a moved the first weight by 1, b the second bias by 2: orthogonal displacements
+    norm = np.sqrt(4)  # ||s|| = sqrt(1 + 1 + 1 + 1)
+    assert got["distance"] == pytest.approx(np.sqrt(1 + 4) / norm)
+    assert got["cosine"] == 0.0
+    assert got["travelled_a"] == pytest.approx(1 / norm) and got["travelled_b"] == pytest.approx(2 / norm)
+    same = B.weight_distances(wa, 2 * wa - s, s, s)  # b went twice as far the same way
+    assert same["cosine"] == pytest.approx(1.0) and same["distance"] == pytest.approx(1 / norm)

@@ -183,6 +183,9 @@ NOCOUPLING_JOB = [p.replace("coupled-to-t-reset/t8", "no-coupling/t0") for p in 
 METRICS = [f"{EXP}/metrics/{name}" for name in
            ("members.parquet", "ensembles.parquet", "pairs.parquet", "forgetting.parquet", "summary.csv")]
 
+# the outputs of the job that concatenates the barrier jobs' tables
+BARRIER_TABLES = [f"{EXP}/metrics/{name}.parquet" for name in ("barriers", "weights", "onset")]
+
 # (file broken, how, output(s) deleted to make its reader run, that job's outputs, text of the one line)
 JOB_CASES = [
     (f"{EXP}/parents/p0/step8.pt", truncate, RESET, RESET_JOB,
@@ -205,13 +208,14 @@ JOB_CASES = [
     # A barrier table is no target of `all`: without its concatenation Snakemake would not remake it.
     (f"{EXP}/children/coupled-to-t-reset/t8/p0/c1/final.pt", truncate,
      [f"{EXP}/barriers/coupled-to-t-reset/t8/p0.parquet", f"{EXP}/metrics/barriers.parquet"],
-     [f"{EXP}/barriers/coupled-to-t-reset/t8/p0.parquet", f"{EXP}/metrics/barriers.parquet"],
+     [f"{EXP}/barriers/coupled-to-t-reset/t8/p0.parquet", f"{EXP}/barriers/coupled-to-t-reset/t8/p0.weights.parquet",
+      *BARRIER_TABLES],
      f"ArtifactError: {EXP}/children/coupled-to-t-reset/t8/p0/c1/final.pt: not a readable"),
     (f"{EXP}/metrics/ensembles.parquet", truncate, f"{EXP}/figures/fig1b_accuracy_gain_reset.png",
      [f"{EXP}/figures/fig1b_accuracy_gain_reset.png", f"{EXP}/figures/fig1b_accuracy_gain_reset.pdf"],
      f"ArtifactError: {EXP}/metrics/ensembles.parquet: not a readable"),
     (f"{EXP}/barriers/reinit-high-25/t8/p0.parquet", truncate, [f"{EXP}/metrics/barriers.parquet"],
-     [f"{EXP}/metrics/barriers.parquet"], f"ArtifactError: {EXP}/barriers/reinit-high-25/t8/p0.parquet: not a readable"),
+     BARRIER_TABLES, f"ArtifactError: {EXP}/barriers/reinit-high-25/t8/p0.parquet: not a readable"),
 ]
 
 

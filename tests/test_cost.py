@@ -34,14 +34,15 @@ def test_smoke_config_by_hand():
     # 16 members); coupled-to-t from 8 to 24: 8, 16, 24 (3 points, 4 members); reset and
     # re-initialised from 8 to 32: 8, 16, 24, 32 (4 points, 12 members)
     assert e.eval_images == (16 * 4 + 4 * 3 + 12 * 4) * 1000 == 124000
-    # barriers: reset, reinit-low-25, reinit-high-25 at t = 8, 2 parents: 6 jobs of 1 child pair;
-    # 11 points, each 10 BatchNorm batches of 32 and the 1,000 test examples
-    assert e.barrier_jobs == 6
-    assert e.barrier_images == 6 * 1 * 11 * (10 * 32 + 1000) == 87120
-    assert e.images == 24064 + 124000 + 87120
-    # (24,064 training images + 211,120 forward-only at a third) / 1,000 per second
-    assert e.hours == pytest.approx((24064 + 211120 / 3) / 1000 / 3600)
-    assert e.hours == pytest.approx(0.0262326, rel=1e-5)
+    # barriers: reset, reinit-low-25, reinit-high-25 at t = 8; the instability analysis: no-coupling,
+    # coupled-to-t at 0 and 8, the reset at 0 (at 8 already measured); 2 parents: 14 jobs of 1 child
+    # pair; 11 points, each 10 BatchNorm batches of 32 and the 1,000 test examples
+    assert e.barrier_jobs == (3 + 4) * 2 == 14
+    assert e.barrier_images == 14 * 1 * 11 * (10 * 32 + 1000) == 203280
+    assert e.images == 24064 + 124000 + 203280
+    # (24,064 training images + 327,280 forward-only at a third) / 1,000 per second
+    assert e.hours == pytest.approx((24064 + 327280 / 3) / 1000 / 3600)
+    assert e.hours == pytest.approx(0.0369881, rel=1e-5)
     # checkpoints: 32 final states and 4 parent states of the 25,258-parameter cnn1d, weights and momentum
     assert e.parameters == 25258
     assert e.checkpoint_bytes == 36 * 2 * 4 * 25258 == 7274304
@@ -83,10 +84,10 @@ def test_cifar10_grid_by_hand():
 def test_cli_prints_the_counts(capsys):
     assert cost.main([str(ROOT / "configs/smoke.yaml"), "--images-per-second", "1000"]) == 0
     out = capsys.readouterr().out
-    assert "trainings: 36 (32 members + 4 parent states), and 6 barrier jobs" in out
+    assert "trainings: 36 (32 members + 4 parent states), and 14 barrier jobs" in out
     assert "SGD steps: 752 (members 736, parent states 16)" in out
-    assert "images: 235,184 (24,064 trained on" in out
-    assert "CPU-hours: 0.0262 at 1,000 member training images/s (given)" in out
+    assert "images: 351,344 (24,064 trained on" in out
+    assert "CPU-hours: 0.037 at 1,000 member training images/s (given)" in out
     assert "disk: about 7.3 MB of checkpoints (36 states of 25,258 parameters" in out
 
 
@@ -171,13 +172,13 @@ def test_spent_and_projection_from_hand_written_benchmarks(tmp_path):
 
     barrier = costs["barrier"]
     assert barrier.measured == 0 and barrier.rate_source.startswith("assumed")
-    # 6 jobs x 1 pair x 11 points x (10 x 32 + 1,000) = 87,120 forward images at 3 x 1,000 per second
-    assert (barrier.left_images, barrier.left_forward) == (0, 87120) and barrier.left_seconds == pytest.approx(29.04)
+    # 14 jobs x 1 pair x 11 points x (10 x 32 + 1,000) = 203,280 forward images at 3 x 1,000 per second
+    assert (barrier.left_images, barrier.left_forward) == (0, 203280) and barrier.left_seconds == pytest.approx(67.76)
 
     text = cost.run_report(config, list(costs.values()), tmp_path)
     assert "spent so far" in text and "12 s" not in text
     assert f"{12 / 3600:.3g} CPU-hours" in text                          # 10 s + 2 s, 1 thread per job
-    assert f"{(12 + (20480 + 36000) / 840.5333 + 6 + 29.04) / 3600:.3g} in all" in text
+    assert f"{(12 + (20480 + 36000) / 840.5333 + 6 + 67.76) / 3600:.3g} in all" in text
     assert "841 images/s" in text
 
 

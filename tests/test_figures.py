@@ -20,7 +20,7 @@ PARENTS, CHILDREN, STEPS, PERCENTS, REINIT_STEPS = 2, 2, [0, 8], [25], [8]
 STEPS_PER_EPOCH, EPOCHS = 8, 3
 ALL = ["no-coupling", "coupled-order", "coupled-to-t", "coupled-to-t-reset"] + [
     f"reinit-{side}-{p}" for side in ("low", "high") for p in PERCENTS]
-SECTION_4 = ["1a", "1b", "1c", "1d", "1e", "1f", "1g", "1h", "1i", "1j", "2", "3"]
+SECTION_4 = ["1a", "1b", "1c", "1d", "1e", "1f", "1g", "1h", "1i", "1j", "2", "3", "4", "5", "6"]
 
 
 def _steps(cond, steps=STEPS, reinit_steps=REINIT_STEPS):
@@ -87,7 +87,22 @@ def synthetic_tables(conditions=ALL, seed=0, parents=PARENTS, children=CHILDREN,
         out["pairs"][name] = out["pairs"][name].fillna(-1).astype("int16")
     # the barrier table stores `condition` dictionary-encoded: pandas reads it as a categorical
     out["barriers"]["condition"] = out["barriers"]["condition"].astype("category")
+    out.update(_instability_tables(out, rng))
     return out
+
+
+def _instability_tables(out, rng):
+    """weights (same-parent pairs), onset (from the barriers) and curves (from forgetting) tables."""
+    from coupledsgd.analysis.instability import onset_table
+
+    same = out["pairs"][(out["pairs"]["kind"] == "same-parent")]
+    weights = same[["condition", "t", "kind", "parent_a", "child_a", "parent_b", "child_b"]].assign(
+        distance=rng.random(len(same)), cosine=rng.random(len(same)), travelled_a=rng.random(len(same)),
+        travelled_b=rng.random(len(same)))
+    f = out["forgetting"]
+    curves = f[["condition", "t", "parent", "child", "step", "epoch"]].assign(
+        lr=0.1, train_loss=2 * rng.random(len(f)), train_accuracy=rng.random(len(f)), test_accuracy=rng.random(len(f)))
+    return {"weights": weights, "onset": onset_table(out["barriers"], 0.02), "curves": curves}
 
 
 @pytest.fixture(scope="module")

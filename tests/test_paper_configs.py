@@ -122,9 +122,12 @@ def test_dry_run_plans_every_training(workflow, name):
         by_parent = planned(workflow, "--config", "job_shape=children", configfile=f"configs/{name}.yaml")
         assert by_parent["train_members"] == 3 * 28
     assert jobs["parent_state"] == len(parent_states(config)) == 3 * 7   # the re-init step is a spawn step
-    assert jobs["barrier"] == len(barrier_set(config)) == 3 * (1 + 2 * 6)  # reset and each re-init, each parent
+    # reset and each re-init at the re-init step; no-coupling and coupled-to-t(-reset) at each spawn step
+    # (the reset at the re-init step once); each parent
+    assert jobs["barrier"] == len(barrier_set(config)) == 3 * (1 + 2 * 6 + 1 + 2 * 7 - 1)
     assert jobs["prepare_data"] == jobs["metrics"] == jobs["barriers"] == jobs["claims"] == jobs["all"] == 1
-    assert jobs["figure"] == 12
+    assert jobs["curves"] == 1
+    assert jobs["figure"] == 15
 
 
 @pytest.mark.parametrize("device, gpus", [("cuda", "1"), ("cpu", "0")])

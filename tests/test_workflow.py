@@ -125,6 +125,24 @@ def test_a_bad_config_stops_before_any_job_naming_the_key(smoke):
     assert "spawn_steps: spawn step 99 is not before the end of training" in result.stdout + result.stderr
 
 
+def test_the_onset_threshold_reruns_the_tables_not_the_barrier_jobs(smoke):
+    workdir, _ = smoke
+    edit_smoke(workdir, lambda c: c.update(barrier={"onset_threshold": 0.05}))
+    jobs = planned(workdir)
+    edit_smoke(workdir, lambda c: c.pop("barrier"))
+    assert "barrier" not in jobs and "train_members" not in jobs
+    assert jobs["barriers"] == jobs["claims"] == 1 and jobs["figure"] >= 1
+
+
+def test_a_barrier_step_not_in_spawn_steps_is_an_error_naming_the_key(smoke):
+    workdir, _ = smoke
+    edit_smoke(workdir, lambda c: c.update(barrier={"spawn_steps": [8, 16]}))
+    result = snakemake(workdir, "-n", check=False)
+    edit_smoke(workdir, lambda c: c.pop("barrier"))
+    assert result.returncode != 0
+    assert "barrier.spawn_steps: 16 is not one of spawn_steps [0, 8]" in result.stdout + result.stderr
+
+
 def test_reordering_config_keys_reruns_nothing(smoke):
     workdir, _ = smoke
     path = workdir / "configs/smoke.yaml"
@@ -158,10 +176,53 @@ def test_metric_tables_have_their_schemas_and_values_in_range(smoke):
     forgetting = pd.read_parquet(base / "forgetting.parquet")
     assert (forgetting.events >= 0).all() and forgetting.accuracy.between(0, 1).all()
     barriers = pd.read_parquet(base / "barriers.parquet")
-    assert set(barriers.condition) == {"coupled-to-t-reset", "reinit-low-25", "reinit-high-25"}
-    assert barriers.error.between(0, 1).all() and len(barriers) == 3 * 2 * 11  # 1 pair per parent
+    assert set(barriers.condition) == {"no-coupling", "coupled-to-t", "coupled-to-t-reset", "reinit-low-25",
+                                       "reinit-high-25"}
+    # the reinit step and its reset reference, the instability analysis at both spawn steps (the reset
+    # at t = 8 once), no-coupling: 1 pair per parent, 11 points
+    keys = barriers[["condition", "t"]].drop_duplicates()
+    assert len(keys) == 3 + 1 + 2 * 2 - 1 and set(barriers.t[barriers.condition == "coupled-to-t"]) == {0, 8}
+    assert barriers.error.between(0, 1).all() and len(barriers) == len(keys) * 2 * 11
     summary = pd.read_csv(base / "summary.csv")
     assert list(summary.columns) == SUMMARY_CSV_COLUMNS and len(summary) == 8
+
+
+def test_instability_weight_space_and_curve_tables_have_their_schemas(smoke):
+    import pandas as pd
+
+    from coupledsgd.analysis.curves import CURVES_SCHEMA
+    from coupledsgd.analysis.instability import ONSET_SCHEMA
+    from coupledsgd.analysis.read import WEIGHTS_SCHEMA
+    from coupledsgd.analysis.tables import PAIRS_SCHEMA
+
+    workdir, config = smoke
+    base = workdir / "results/smoke/metrics"
+    for name, schema in (("weights", WEIGHTS_SCHEMA), ("onset", ONSET_SCHEMA), ("curves", CURVES_SCHEMA)):
+        got = pq.read_schema(base / f"{name}.parquet").remove_metadata()
+        assert got.names == schema.names and [f.type for f in got] == [f.type for f in schema], name
+    weights = pd.read_parquet(base / "weights.parquet")
+    # the keys of pairs.parquet: every row is a same-parent pair there
+    keys = [f for f in PAIRS_SCHEMA.names if f in WEIGHTS_SCHEMA.names]
+    assert keys == ["condition", "t", "kind", "parent_a", "child_a", "parent_b", "child_b"]
+    pairs = pd.read_parquet(base / "pairs.parquet")
+    assert len(weights.merge(pairs, on=keys)) == len(weights) == 7 * 2
+    assert (weights.distance > 0).all() and weights.cosine.between(-1, 1).all() and (weights.travelled_a > 0).all()
+    onset = pd.read_parquet(base / "onset.parquet")
+    assert sorted(map(tuple, onset[["condition", "parent"]].values)) == [
+        ("coupled-to-t", 0), ("coupled-to-t", 1), ("coupled-to-t-reset", 0), ("coupled-to-t-reset", 1)]
+    assert onset.onset.dropna().isin([0, 8]).all() and (onset.threshold == 0.02).all() and (onset.n_steps == 2).all()
+    curves = pd.read_parquet(base / "curves.parquet")
+    forgetting = pd.read_parquet(base / "forgetting.parquet")
+    assert len(curves[["condition", "t", "parent", "child"]].drop_duplicates()) == len(members(config))
+    # every evaluation point's test accuracy; a training value at every report (each epoch after the start)
+    assert curves.test_accuracy.notna().sum() == len(forgetting)
+    trained = curves.dropna(subset=["train_loss"])
+    assert (trained.train_loss > 0).all() and trained.train_accuracy.between(0, 1).all() and (trained.lr >= 0).all()
+    log = (workdir / "logs/smoke/children/no-coupling/t0/members.log").read_text()
+    last = [line for line in log.splitlines() if "step 24/24" in line][0].split()
+    member = trained[(trained.condition == "no-coupling") & (trained.step == 24)].sort_values(["parent", "child"])
+    logged = [float(v) for v in last[last.index("loss") + 1:last.index("train_acc")]]
+    np.testing.assert_allclose(member.train_loss, logged, atol=5e-5)
 
 
 def test_every_figure_is_a_nonempty_image_and_the_report_builds(smoke):
@@ -217,6 +278,9 @@ def test_claims_table_names_every_claim_with_a_rule_and_a_verdict(smoke):
     # its interval over the 2 parents.
     trend = claims.set_index("claim").loc["gain-falls"]
     assert trend["verdict"] == "inconclusive" and "spawn step" in trend["reason"]
+    assert "spawn step" in claims.set_index("claim").loc["barrier-falls", "reason"]
+    onset = claims.set_index("claim").loc["gain-zero-past-onset"]
+    assert onset["test"].startswith("one-sample t over parents") or "no onset" in onset["reason"]
     barrier = claims.set_index("claim").loc["reinit-opens-barrier"]
     assert barrier["n_units"] == 2 and float(barrier["ci_low"]) <= float(barrier["value"]) <= float(barrier["ci_high"])
 

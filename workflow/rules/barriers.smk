@@ -1,6 +1,8 @@
 # Error barriers between the children of one parent (docs/design.md, "Error barriers"), for the barrier set of
 # coupledsgd.core.grid.barrier_set: the re-initialisation conditions and their coupled-to-t-reset
-# reference at reinit.steps, every parent.
+# reference at reinit.steps, and the instability analysis (coupled-to-t and coupled-to-t-reset at
+# barrier.spawn_steps, no-coupling as the reference), every parent. The same job writes the children's
+# weight-space distances from their spawn state (the parent state, as an input).
 
 from coupledsgd.core.grid import barrier_set
 
@@ -11,8 +13,10 @@ rule barrier:
         # one file of each training job of these children (see job_outputs); their final states
         # come as params
         jobs=lambda wc: job_outputs(barrier_children(wc)),
+        parent=lambda wc: barrier_parent(wc),
     output:
         table=L.barrier("{cond}", "{t}", "{p}"),
+        weights=L.barrier_weights("{cond}", "{t}", "{p}"),
     log:
         L.barrier_log("{cond}", "{t}", "{p}"),
     benchmark:
@@ -24,7 +28,12 @@ rule barrier:
         gpu=gpu_request(),
         mem_mb=JOB_MEM_MB,
     params:
-        barrier=config["barrier"],
+        # what a barrier depends on: choosing the spawn steps or the onset threshold reruns no barrier job
+        barrier={
+            k: v
+            for k, v in config["barrier"].items()
+            if k not in ("spawn_steps", "onset_threshold")
+        },
         seed=config["seed"],
         batch_size=config["training"]["batch_size"],
         eval_batch_size=config["training"]["eval_batch_size"],
@@ -42,8 +51,11 @@ rule barrier:
 rule barriers:
     input:
         tables=[L.barrier(cond, t, p) for cond, t, p in barrier_set(config)],
+        weights=[L.barrier_weights(cond, t, p) for cond, t, p in barrier_set(config)],
     output:
         table=L.table("barriers"),
+        weights=L.table("weights"),
+        onset=L.table("onset"),
     log:
         L.analysis_log("barriers"),
     conda:

@@ -8,6 +8,7 @@ rule claims:
         pairs=rules.metrics.output.pairs,
         forgetting=rules.metrics.output.forgetting,
         barriers=rules.barriers.output.table,
+        onset=rules.barriers.output.onset,
     output:
         table=report(
             L.claims,

@@ -72,6 +72,14 @@ def barrier_children(wildcards):
     ]
 
 
+def barrier_parent(wildcards):
+    """The parent state a barrier job's children were spawned from: their weight-space distances
+    are measured from it (none for a condition without a parent)."""
+    if not parse_condition(wildcards.cond).has_parent:
+        return []
+    return L.parent_state(wildcards.p, wildcards.t)
+
+
 def gpu_request():
     return 1 if config["device"] == "cuda" else 0
 

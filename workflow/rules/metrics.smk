@@ -30,3 +30,24 @@ rule metrics:
         trajectories=all_member_outputs("trajectory"),
     script:
         "../scripts/metrics.py"
+
+
+# Learning curves: the training log's running means (from each trajectory file's footer) with the test
+# accuracy at every evaluation point (from the forgetting table), one table for every member.
+rule curves:
+    input:
+        jobs=job_outputs(MEMBERS),
+        forgetting=L.table("forgetting"),
+    output:
+        table=L.table("curves"),
+    log:
+        L.analysis_log("curves"),
+    conda:
+        "../../envs/coupledsgd.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+    params:
+        trajectories=all_member_outputs("trajectory"),
+    script:
+        "../scripts/curves.py"

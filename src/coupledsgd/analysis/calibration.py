@@ -32,6 +32,14 @@ REINIT_DIFF, REINIT_SD = 0.0150, 0.0039  # reinit-low minus reinit-high gain, pe
 ORDER_DIFF, ORDER_SD = -0.0060, 0.0018  # coupled-order minus no-coupling ensemble accuracy, per parent
 MEMBERS_DIFF, COUPLED_SD, INDEPENDENT_SD = 0.0026, 0.0050, 0.0073  # member accuracy by parent
 MARGIN = 0.01  # claims.ACCURACY_MARGIN
+# The instability analysis's claims. Not yet measured on the default run: assumed sizes, to be replaced by
+# its barriers.parquet and onset.parquet (a barrier falling from 8 to 0.5 error points over the spawn
+# steps; the gain past the onset step that of GAIN_CURVE at its last two steps; re-initialising opening
+# a barrier of 5 error points).
+BARRIER_CURVE = np.array([0.08, 0.05, 0.02, 0.01, 0.005])  # coupled-to-t's barrier (assumed)
+BARRIER_NOISE = 0.01
+PAST_ONSET_GAIN, PAST_ONSET_SD = float(GAIN_CURVE[-2:].mean()), GAIN_NOISE  # mean gain past the onset, per parent
+REINIT_BARRIER_DIFF, REINIT_BARRIER_SD = 0.05, 0.03  # reinit minus coupled-to-t-reset barrier (assumed)
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,13 @@ def _paired(mean: float, sd: float) -> Draw:
     return draw
 
 
+def _one_sample(mean: float, sd: float) -> Draw:
+    """A per-parent statistic (the mean gain over the spawn steps past the parent's onset)."""
+    def draw(rng: np.random.Generator, n: int) -> tuple[E.Estimate, float]:
+        return E.one_sample(rng.normal(mean, sd, n), "parents"), mean
+    return draw
+
+
 def _welch(mean: float, sd_a: float, sd_b: float) -> Draw:
     """Two independent groups of parents with unequal spreads."""
     def draw(rng: np.random.Generator, n: int) -> tuple[E.Estimate, float]:
@@ -99,6 +114,18 @@ def scenarios(n_perm: int) -> list[Scenario]:
                  "direction", +1),
         Scenario("difference of the default run's size (paired)", "reinit-low-beats-high", "effect",
                  _paired(REINIT_DIFF, REINIT_SD), "direction", +1),
+        Scenario("no trend in the barrier", "barrier-falls", "null", _trend(flat, BARRIER_NOISE, n_perm),
+                 "direction", -1, permutation=True),
+        Scenario("barrier falls as assumed for the default run", "barrier-falls", "effect",
+                 _trend(BARRIER_CURVE, BARRIER_NOISE, n_perm), "direction", -1, permutation=True),
+        Scenario("gain past the onset at the margin (TOST)", "gain-zero-past-onset", "null",
+                 _one_sample(MARGIN, PAST_ONSET_SD), "equivalence", margin=MARGIN),
+        Scenario("gain past the onset of the default run's size (TOST)", "gain-zero-past-onset", "effect",
+                 _one_sample(PAST_ONSET_GAIN, PAST_ONSET_SD), "equivalence", margin=MARGIN),
+        Scenario("no barrier opened (paired)", "reinit-opens-barrier", "null", _paired(0.0, REINIT_BARRIER_SD),
+                 "direction", +1),
+        Scenario("barrier opened as assumed for the default run (paired)", "reinit-opens-barrier", "effect",
+                 _paired(REINIT_BARRIER_DIFF, REINIT_BARRIER_SD), "direction", +1),
         Scenario("difference at the margin (TOST)", "order-same-accuracy", "null", _paired(MARGIN, ORDER_SD),
                  "equivalence", margin=MARGIN),
         Scenario("equivalent, a difference of the default run's size (TOST)", "order-same-accuracy", "effect",

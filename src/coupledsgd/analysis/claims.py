@@ -36,6 +36,7 @@ import pandas as pd
 
 from ..core.conditions import BARRIER_REFERENCE, REFERENCE
 from .aggregate import cumulative_forgetting, reinit_condition
+from .instability import barrier_per_parent
 from .estimates import VERDICTS  # noqa: F401 (the claims table's verdicts, for its readers)
 from .estimates import (INCONCLUSIVE, N_PERMUTATIONS, NOT_SUPPORTED, SUPPORTED,
                         Estimate, decide, direction_rule, early_excess, equivalence_rule, joint_trend,
@@ -241,6 +242,29 @@ def _reinit_barrier(tables: Tables, n_perm: int) -> Estimate:
     return one_sample(per_parent, "parents", "paired t over parents")
 
 
+def _barrier_falls(tables: Tables, n_perm: int) -> Estimate:
+    rows = _of(tables["barriers"], TO_T)
+    if rows.empty:
+        return lacking(f"no error barriers of {TO_T} children (barrier.spawn_steps: none, or one child)")
+    return trend(unit_curves(barrier_per_parent(rows), "barrier", "parent"), "parents", n_perm)
+
+
+def _gain_past_onset(tables: Tables, n_perm: int) -> Estimate:
+    onset = _of(tables["onset"], TO_T)
+    gains = _of(tables["ensembles"], TO_T)
+    if onset.empty or gains.empty:
+        return lacking(_missing(TO_T) + " with barriers and ensembles")
+    reached = onset[np.isfinite(onset["onset"].to_numpy(dtype=float))]
+    if reached.empty:
+        threshold = float(onset["threshold"].iloc[0])
+        return lacking(f"no parent's barrier stays below {threshold:g} up to the last spawn step: no onset "
+                       "step, nothing past it", len(onset))
+    past = gains.merge(reached[["parent", "onset"]], on="parent")
+    past = past[past["t"] >= past["onset"]]
+    # each parent's mean gain over its spawn steps past its own onset: one value per parent
+    return one_sample(past.groupby("parent")["gain"].mean(), "parents")
+
+
 @dataclass(frozen=True)
 class Claim:
     id: str
@@ -308,6 +332,13 @@ CLAIMS = [
     Claim("reinit-opens-barrier", "3", "Re-initialising opens an error barrier between children that "
           "coupled-to-t-reset children do not have.", "error barrier, reinit minus coupled-to-t-reset "
           "(mean over reinit conditions, paired by parent)", _reinit_barrier, "direction", sign=+1),
+    Claim("barrier-falls", "4", "The error barrier between two children of one parent falls as the coupling "
+          "time t grows (coupled-to-t; instability analysis).", _RHO.format("error barrier"), _barrier_falls,
+          "direction", sign=-1),
+    Claim("gain-zero-past-onset", "4", "Past the onset step (the barrier stays below the threshold) the "
+          "ensemble gain is within the accuracy margin of 0 (coupled-to-t).",
+          "accuracy gain at the spawn steps from each parent's onset on (mean over them, then over parents)",
+          _gain_past_onset, "equivalence", margin=ACCURACY_MARGIN, unit="accuracy points"),
 ]
 CLAIM_IDS = [c.id for c in CLAIMS]
 
@@ -333,6 +364,7 @@ TABLE_COLUMNS = {
     "pairs": ["condition", "t", "kind", "parent_a", "parent_b", "sym_kl"],
     "forgetting": ["condition", "t", "parent", "child", "epoch", "events", "cumulative_events"],
     "barriers": ["condition", "t", "parent", "child_a", "child_b", "barrier"],
+    "onset": ["condition", "parent", "onset", "threshold"],
 }
 
 

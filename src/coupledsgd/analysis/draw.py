@@ -381,3 +381,84 @@ def box_figure(data: pd.DataFrame, order: list[str], families: list[str], *, tit
     ax.set_title(title)
     legend(fig, ax, notes)
     return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# Instability analysis, weight space and learning curves
+
+
+def instability_figure(df: pd.DataFrame, *, conditions: Sequence[str], threshold: float, onsets: Iterable[str],
+                       unit: Sequence[str], ylabel: str, title: str, epochs: dict[int, float]) -> Figure:
+    """`value` "barrier" of each of `conditions` vs spawn step (the spawn axis of fig. 1, `spawn_axis`),
+    mean +-1 sd over `unit`, the conditions dodged sideways, the no-coupling level dashed and the onset
+    threshold dotted; `onsets`: a note per condition on its onset step."""
+    present = [c for c in conditions if not A.rows(df, c).empty]
+    if not present:
+        return no_data_figure(title, missing(" / ".join(conditions)))
+    ts = sorted({int(t) for c in present for t in A.rows(df, c)["t"]})
+    fig, ax = new()
+    n = 0
+    for i, condition in enumerate(present):
+        stats = A.parent_stats(A.rows(df, condition), ["t"], "barrier", unit).sort_values("t")
+        n = max(n, int(stats["n"].max()))
+        band_line(ax, stats["t"].to_numpy(float), stats, condition, FAMILY_COLOR.get(condition, MAIN_COLOR),
+                  transform=dodge(ax, i, len(present)))
+    notes = list(onsets)
+    if not _reference(ax, A.rows(df, REFERENCE), "barrier", unit, label=f"{REFERENCE} pairs"):
+        notes.append(f"{REFERENCE} not in this experiment: no reference line")
+    ax.axhline(threshold, color="0.4", ls=":", lw=1.0, label=f"onset threshold ({threshold:g})")
+    spawn_axis(ax, ts, epochs)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    legend(fig, ax, notes, title=spread(unit, n))
+    return fig
+
+
+def weight_space_figure(df: pd.DataFrame, *, x: str, y: str, xlabel: str, ylabel: str, title: str) -> Figure:
+    """One point per pair of children (x against y), coloured by spawn step t, one marker per condition."""
+    import matplotlib
+    import numpy as np
+
+    fig, ax = new()
+    markers = {"coupled-to-t": "o", "coupled-to-t-reset": "s", REFERENCE: "X"}
+    ts = sorted(int(t) for t in df["t"].unique())
+    cmap = matplotlib.colormaps["viridis"]
+    norm = matplotlib.colors.Normalize(min(ts), max(max(ts), min(ts) + 1))
+    for condition, rows in df.groupby("condition", sort=False):
+        ax.scatter(rows[x], rows[y], c=[cmap(norm(t)) for t in rows["t"]], marker=markers.get(condition, "^"),
+                   s=22, edgecolors="0.2", linewidths=0.4, label=condition)
+    sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=ax, label="spawn step t")
+    if np.all(df[y] > 0) and df[y].max() > 20 * df[y].min():
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    legend(fig, ax)
+    return fig
+
+
+def curves_figure(df: pd.DataFrame, *, conditions: Sequence[str], title: str) -> Figure:
+    """Training loss (left) and test accuracy (right) vs global step: the mean over members of each
+    condition and spawn step, one colour per condition, one line style per spawn step."""
+    Figure, _ = _mpl()
+    fig = Figure(figsize=(9.0, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for condition in conditions:
+        rows = A.rows(df, condition)
+        for i, (t, g) in enumerate(rows.groupby("t")):
+            color = FAMILY_COLOR.get(condition, MAIN_COLOR)
+            label = condition + (f", t = {int(t)}" if condition != REFERENCE else "")
+            for ax, value in zip(axes, ("train_loss", "test_accuracy")):
+                mean = g.dropna(subset=[value]).groupby("step")[value].mean()
+                ax.plot(mean.index, mean.to_numpy(), color=color, ls=T_STYLES[i % len(T_STYLES)], lw=1.2,
+                        alpha=0.5 + 0.5 * (i + 1) / max(1, rows["t"].nunique()), label=label if ax is axes[0] else None)
+    axes[0].set_ylabel("training loss (running mean)")
+    axes[0].set_title("(a) training loss")
+    axes[1].set_ylabel("test accuracy")
+    axes[1].set_title("(b) test accuracy")
+    for ax in axes:
+        ax.set_xlabel("SGD step")
+    fig.suptitle(title)
+    legend(fig, axes[0], title="mean over members")
+    return fig

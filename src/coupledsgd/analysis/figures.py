@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 Draw = Callable[..., "MplFigure"]  # (**tables) -> matplotlib Figure
 
-TABLES = ("members", "ensembles", "pairs", "forgetting", "barriers")
+TABLES = ("members", "ensembles", "pairs", "forgetting", "barriers", "weights", "onset", "curves")
 TO_T = "coupled-to-t"
 RESET = BARRIER_REFERENCE  # coupled-to-t-reset: extended training, and the "no re-init" of 1i, 1j, 3
 
@@ -238,3 +238,80 @@ def fig3_error_barrier(barriers: pd.DataFrame, ensembles: pd.DataFrame | None = 
                             title="Error barrier, re-initialising", epochs=A.epoch_map(ensembles),
                             reference=False, realised=ensembles,
                             why_empty=D.NO_PAIRS_OF_CHILDREN if one_child else None)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Instability analysis, weight space and learning curves
+
+_INSTABILITY = (TO_T, RESET)
+
+
+def _onset_notes(onset: pd.DataFrame) -> list[str]:
+    """Per condition: the onset step's median and range over parents, and the parents without one."""
+    import numpy as np
+
+    notes = []
+    for condition in _INSTABILITY:
+        rows = A.rows(onset, condition) if onset is not None else onset
+        if rows is None or rows.empty:
+            continue
+        values = rows["onset"].to_numpy(dtype=float)
+        got = values[np.isfinite(values)]
+        text = (f"onset ({condition}): median {np.median(got):g}, range {got.min():g}-{got.max():g} over "
+                f"{len(got)} parent(s)" if len(got) else f"onset ({condition}): not reached")
+        if 0 < len(got) < len(values):
+            text += f"; not reached by {len(values) - len(got)}"
+        notes.append(text)
+    return notes
+
+
+@_figure("fig4_instability", ["barriers", "onset", "ensembles"],
+         barriers=["condition", "t", "parent", "child_a", "child_b", "barrier"],
+         onset=["condition", "parent", "onset", "threshold"])
+@D.styled
+def fig4_instability(barriers: pd.DataFrame, onset: pd.DataFrame,
+                     ensembles: pd.DataFrame | None = None) -> MplFigure:
+    """Instability analysis (Frankle et al. 2020): the error barrier between two children of one parent vs
+    spawn step t, coupled-to-t and coupled-to-t-reset, each pair averaged within its parent, then mean
+    +-1 sd over parents; the no-coupling pairs' level dashed, the onset threshold dotted, and each
+    condition's onset step (the first t from which the barrier stays below it) in a note."""
+    from .instability import barrier_per_parent
+
+    title = "Instability: error barrier between children"
+    if barriers.empty:
+        return D.no_data_figure(title, "no data: no barriers measured\n(barrier.spawn_steps: none, or one child)")
+    threshold = float(onset["threshold"].iloc[0]) if not onset.empty else float("nan")
+    return D.instability_figure(barrier_per_parent(barriers), conditions=_INSTABILITY, threshold=threshold,
+                                onsets=_onset_notes(onset), unit=("parent",),
+                                ylabel="error barrier between two children\n(max over path − mean of ends)",
+                                title=title, epochs=A.epoch_map(ensembles))
+
+
+@_figure("fig5_weight_space", ["pairs", "weights"], pairs=_PAIRS + ["child_a", "child_b"],
+         weights=["condition", "t", "kind", "parent_a", "child_a", "parent_b", "child_b", "distance"])
+@D.styled
+def fig5_weight_space(pairs: pd.DataFrame, weights: pd.DataFrame) -> MplFigure:
+    """Function space against weight space (Fort et al. 2019): the symmetric KL between two children of
+    one parent against the L2 distance between their final weights (normalised by the spawn state's
+    norm), one point per pair, coloured by spawn step t; no-coupling pairs as the independent level."""
+    title = "Function space vs weight space, children of one parent"
+    keys = ["condition", "t", "kind", "parent_a", "child_a", "parent_b", "child_b"]
+    both = weights.merge(pairs[pairs["kind"] == "same-parent"], on=keys)
+    if both.empty:
+        return D.no_data_figure(title, "no data: no pairs of children with weight-space distances\n"
+                                       "(barrier.spawn_steps: none, or one child)")
+    return D.weight_space_figure(both, x="distance", y="sym_kl",
+                                 xlabel="‖w_a − w_b‖ / ‖spawn state‖ (final weights)",
+                                 ylabel="symmetric KL between the children\n(test-set mean)", title=title)
+
+
+@_figure("fig6_learning_curves", ["curves"],
+         curves=["condition", "t", "parent", "child", "step", "train_loss", "test_accuracy"])
+@D.styled
+def fig6_learning_curves(curves: pd.DataFrame) -> MplFigure:
+    """Training loss (the training log's running mean) and test accuracy vs SGD step, mean over members,
+    no-coupling and coupled-to-t-reset at each spawn step."""
+    title = "Learning curves"
+    if A.rows(curves, REFERENCE).empty and A.rows(curves, RESET).empty:
+        return D.no_data_figure(title, D.missing(f"{REFERENCE} / {RESET}"))
+    return D.curves_figure(curves, conditions=[REFERENCE, RESET], title=title)

@@ -52,6 +52,14 @@ BARRIER_SCHEMA = pa.schema([
 ])
 BARRIER_KEYS = ("condition", "t", "parent", "child_a", "child_b")
 
+# The weight-space table: the keys of pairs.parquet (one row per pair of children of one parent), the
+# normalised distance between their final weights, the cosine between their displacements from the
+# spawn state and each one's distance travelled (`engine.barriers.weight_distances`).
+WEIGHTS_SCHEMA = pa.schema([
+    ("condition", pa.string()), ("t", pa.int32()), ("kind", pa.string()), ("parent_a", pa.int16()),
+    ("child_a", pa.int16()), ("parent_b", pa.int16()), ("child_b", pa.int16()), ("distance", pa.float64()),
+    ("cosine", pa.float64()), ("travelled_a", pa.float64()), ("travelled_b", pa.float64())])
+
 # What each kind of file is called in the errors: (when missing, when unreadable).
 _KINDS = {"member": ("file", "file"), "barriers": ("barrier table", "file"), "metrics": ("metric table", "table")}
 
@@ -320,6 +328,15 @@ def read_barriers(path: PathLike) -> pa.Table:
         raise ArtifactError(f"{path}: not a barrier table (columns {table.schema.names}, "
                             f"expected {BARRIER_SCHEMA.names} with their types)")
     return table
+
+
+def read_weights(path: PathLike) -> pa.Table:
+    """A per-(condition, t, parent) weight-space table, checked against `WEIGHTS_SCHEMA`."""
+    table = open_parquet(path, "barriers")
+    if table.schema.names != WEIGHTS_SCHEMA.names:
+        raise ArtifactError(f"{path}: not a weight-space table (columns {table.schema.names}, "
+                            f"expected {WEIGHTS_SCHEMA.names})")
+    return table.cast(WEIGHTS_SCHEMA)
 
 
 def read_table(path: PathLike) -> pd.DataFrame:

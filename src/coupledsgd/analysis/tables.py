@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 from itertools import combinations
@@ -263,7 +263,7 @@ def _group_rows(condition: str, t: int, spe: int, parents: dict[int, list[Predic
                 pmap: Callable[..., Iterator] = map) -> None:
     """Append the member, ensemble, pair and summary rows of one (condition, t) group to `out`.
     weights: (B, N) draw counts and `metrics.draw_counts` of them, by N (made at first need).
-    pmap: the map that computes the members, then the ensembles, side by side (`parallel_map`)."""
+    pmap: the map that computes the members, then the ensembles."""
     base = {"condition": condition, "t": t}
     n = len(next(iter(parents.values()))[0].labels)
     if n not in weights:
@@ -294,22 +294,54 @@ def _group_rows(condition: str, t: int, spe: int, parents: dict[int, list[Predic
     out["summary"].append(_summary_row(condition, t, spe, parents, group_rows, boots, between))
 
 
-@contextmanager
-def parallel_map(threads: int) -> Iterator[Callable[..., Iterator]]:
-    """A map over `threads` threads (the builtin map for one), with the BLAS library held to one thread.
+# One set of resamples per test-set size, made at a process's first need and kept for its other groups.
+_WEIGHTS: dict[int, tuple] = {}
 
-    Networks are computed side by side (numpy releases the GIL in its sorts, ufuncs and products),
-    each product on one core: every number is summed in the order a single-threaded run sums it, so
-    the tables are the same, bit for bit, whatever the job's threads or the machine's cores. A
-    multi-threaded BLAS product splits its sums differently and moved MACE intervals by up to 1e-13
-    (relative)."""
+
+_LIMITS: list[object] = []  # the worker's BLAS limit, held for its life
+
+
+def _one_process() -> None:
+    """A worker process: BLAS on one thread, for the process's life (as `group_pool` holds the job's):
+    a multi-threaded product splits its sums differently and moved MACE intervals by up to 1e-13."""
+    from threadpoolctl import threadpool_limits
+
+    _LIMITS.append(threadpool_limits(limits=1, user_api="blas"))
+
+
+def group_tables(condition: str, t: int, spe: int, parents: dict[int, list[MemberFile]],
+                 settings: dict) -> tuple[dict[str, list[dict]], tuple[int, ...], float]:
+    """Read one (condition, t) group's logits and compute its rows: ({"members", "ensembles", "pairs",
+    "summary"}: rows, the (N, C) shape of its predictions, seconds). Runs in the job's process or in a
+    worker process (`group_pool`); either way on one core, so the rows are the same bit for bit."""
+    tick = time.perf_counter()
+    group = read_group(condition, t, parents)
+    shape = next(iter(group.values()))[0].log_probs.shape
+    out: dict[str, list[dict]] = {"members": [], "ensembles": [], "pairs": [], "summary": []}
+    _group_rows(condition, t, spe, group, _WEIGHTS, settings, out)
+    return out, shape, time.perf_counter() - tick
+
+
+def _group_task(args: tuple) -> tuple[dict[str, list[dict]], tuple[int, ...], float]:
+    return group_tables(*args)
+
+
+@contextmanager
+def group_pool(workers: int) -> Iterator[Callable[..., Iterator]]:
+    """A map over `workers` processes (the builtin map for one) for `group_tables`: the MACE bootstrap
+    holds the GIL in its indexing, so threads of one process did not overlap; processes do. Each worker
+    holds one group's logits at a time (and the resamples of each test-set size)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        if threads <= 1:
+        if workers <= 1:
             yield map
             return
-        with ThreadPoolExecutor(threads) as pool:
+        import multiprocessing
+
+        # spawn, not fork: a forked copy of a process that runs BLAS or reader threads can deadlock
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_one_process) as pool:
             yield pool.map
 
 
@@ -342,23 +374,27 @@ def compute_tables(members: list[MemberFile], trajectories: Iterable[MemberTraje
     """All metric tables: {"members", "ensembles", "pairs", "forgetting", "summary"} as DataFrames.
 
     members: the predictions files (`read.read_member_file`), whose logits are read group by group;
-    trajectories: any iterable of `MemberTrajectory`, used once each; threads: `parallel_map`'s.
+    trajectories: any iterable of `MemberTrajectory`, used once each; threads: the worker processes
+    that compute the groups (`group_pool`), while this process reads the trajectories.
     settings: the config's `metrics` section (bootstrap, ece_bins, mace_bins, forgetting_epochs)."""
     log = log or (lambda line: None)
     if not members:
         raise ArtifactError("no prediction files given")
-    forgetting, seen = forgetting_table(trajectories)
-    spe = steps_per_epoch(list(members) + seen)
-    weights: dict[int, tuple] = {}
+    spe = steps_per_epoch(list(members))
+    groups = group_members(members)
     out: dict[str, list[dict]] = {"members": [], "ensembles": [], "pairs": [], "summary": []}
-    with parallel_map(threads) as pmap:
-        for (condition, t), parents in group_members(members).items():
-            tick = time.perf_counter()
-            group = read_group(condition, t, parents)
-            _group_rows(condition, t, spe, group, weights, settings, out, pmap)
-            del group
+    with group_pool(threads) as pmap:
+        results = pmap(_group_task, [(c, t, spe, parents, settings) for (c, t), parents in groups.items()])
+        if threads > 1:  # the workers compute while this process reads the trajectories
+            forgetting, seen = forgetting_table(trajectories)
+        for ((condition, t), parents), (rows, _shape, seconds) in zip(groups.items(), results):
+            for name in out:
+                out[name] += rows[name]
             log(f"{condition} t={t}: {len(parents)} parents, {sum(map(len, parents.values()))} members, "
-                f"{time.perf_counter() - tick:.2f} s")
+                f"{seconds:.2f} s")
+    if threads <= 1:
+        forgetting, seen = forgetting_table(trajectories)
+    steps_per_epoch(list(members) + seen)
     rows, pairs = out["members"], out["pairs"]
     _flag_diverged(rows, members)
     return {

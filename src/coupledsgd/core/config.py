@@ -123,6 +123,11 @@ def _check(config: dict) -> None:
         if late:
             raise ConfigError(f"{key}: spawn step {late[0]} is not before the end of training "
                               f"(training.steps = {t['steps']})")
+    chosen = config["barrier"]["spawn_steps"]
+    if isinstance(chosen, list):
+        extra = [s for s in chosen if s not in config["spawn_steps"]]
+        if extra:
+            raise ConfigError(f"barrier.spawn_steps: {extra[0]} is not one of spawn_steps {config['spawn_steps']}")
     for key in ("milestones",):
         late = [m for m in t[key] if m >= t["steps"]]
         if late:

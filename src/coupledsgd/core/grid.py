@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .conditions import BARRIER_REFERENCE, expand, parse_condition
+from .conditions import BARRIER_REFERENCE, REFERENCE, expand, parse_condition
 from .config import job_shape
 from .layout import member_key
 
@@ -67,15 +67,36 @@ def parent_states(config: dict) -> list[tuple[int, int]]:
     return [(p, t) for p in range(config["ensemble"]["parents"]) for t in steps]
 
 
+INSTABILITY = ("coupled-to-t", BARRIER_REFERENCE)  # the conditions of the instability analysis
+
+
+def instability_steps(config: dict) -> list[int]:
+    """The spawn steps of the instability analysis (`barrier.spawn_steps`): all, none, or a list."""
+    chosen = config["barrier"]["spawn_steps"]
+    if chosen == "all":
+        return list(config["spawn_steps"])
+    return [] if chosen == "none" else [t for t in config["spawn_steps"] if t in chosen]
+
+
 def barrier_set(config: dict) -> list[tuple[str, int, int]]:
-    """(condition, t, parent) of every ensemble whose children's barriers are measured (figure 3):
-    each re-initialisation condition, and coupled-to-t-reset (the "no re-initialisation" reference:
-    the same optimizer reset, nothing re-drawn), at every spawn step of reinit.steps, for every
-    parent; only the conditions that config["conditions"] holds, and none without a re-initialisation
-    condition. The reference is taken at the reinit steps even where spawn_steps lacks them (its
-    children are then trained for this alone)."""
+    """(condition, t, parent) of every ensemble whose children's barriers are measured, each once:
+
+    - figure 3: each re-initialisation condition, and coupled-to-t-reset (the "no re-initialisation"
+      reference: the same optimizer reset, nothing re-drawn), at every spawn step of reinit.steps; none
+      without a re-initialisation condition. The reference is taken at the reinit steps even where
+      spawn_steps lacks them (its children are then trained for this alone);
+    - the instability analysis (figure 4, `barrier.spawn_steps`): coupled-to-t and coupled-to-t-reset at
+      each of its spawn steps, and no-coupling (pairs of independent runs, stored under t = 0) as the
+      reference level.
+
+    Every parent; only the conditions that config["conditions"] holds."""
     names = conditions(config)
+    parents = range(config["ensemble"]["parents"])
     reinit = [c for c in names if parse_condition(c).reinit]
     chosen = ([c for c in names if c == BARRIER_REFERENCE] + reinit) if reinit else []
-    return [(c, t, p) for c in chosen for t in config["reinit"]["steps"]
-            for p in range(config["ensemble"]["parents"])]
+    keys = [(c, t) for c in chosen for t in config["reinit"]["steps"]]
+    steps = instability_steps(config)
+    if steps:
+        keys += [(REFERENCE, 0)] if REFERENCE in names else []
+        keys += [(c, t) for c in INSTABILITY if c in names for t in steps]
+    return [(c, t, p) for c, t in dict.fromkeys(keys) for p in parents]

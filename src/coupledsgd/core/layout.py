@@ -103,6 +103,10 @@ class Layout:
     def barrier(self, cond: str, t: Part, p: Part) -> str:
         return f"{self.exp}/barriers/{cond}/t{t}/p{p}.parquet"
 
+    def barrier_weights(self, cond: str, t: Part, p: Part) -> str:
+        """The weight-space distances between the same children, written by the same job."""
+        return f"{self.exp}/barriers/{cond}/t{t}/p{p}.weights.parquet"
+
     def barrier_log(self, cond: str, t: Part, p: Part) -> str:
         return f"{self.logs}/barriers/{cond}/t{t}/p{p}.log"
 
@@ -111,7 +115,8 @@ class Layout:
 
     # analysis
     def table(self, name: str) -> str:
-        """A metrics table: members, ensembles, pairs, forgetting, barriers (Parquet); summary (CSV)."""
+        """A metrics table: members, ensembles, pairs, forgetting, barriers, weights, onset, curves
+        (Parquet); summary (CSV)."""
         return f"{self.exp}/metrics/{name}.{'csv' if name == 'summary' else 'parquet'}"
 
     @property
@@ -119,8 +124,9 @@ class Layout:
         return f"{self.exp}/claims.csv"
 
     def analysis_log(self, name: str) -> str:
-        """The log of an analysis job: metrics, barriers (the one table), claims."""
-        return f"{self.logs}/{name}.log" if name != "barriers" else f"{self.logs}/metrics/barriers.log"
+        """The log of an analysis job: metrics, barriers (the barrier, weight and onset tables), curves,
+        claims."""
+        return f"{self.logs}/{name}.log" if name not in ("barriers", "curves") else f"{self.logs}/metrics/{name}.log"
 
     def figure(self, name: str, ext: str) -> str:
         return f"{self.exp}/figures/{name}.{ext}"

@@ -33,6 +33,9 @@ DIVERGED_KEY = "coupledsgd.diverged"
 # A member whose finite training loss rose above its bound (`engine.training.loss_bound`): {"step",
 # "loss", "bound"} (JSON), on a predictions file that holds its result; the tables flag it `diverged`.
 BLEW_UP_KEY = "coupledsgd.blew_up"
+# A trajectory file's learning curve (the training log's numbers at each progress report), as JSON
+# columns: step, lr, train_loss, train_accuracy (`analysis.curves` makes the curves table of them).
+CURVE_KEY = "coupledsgd.curve"
 # The members left out of the metric tables because their training loss became non-finite (each one's
 # key, step and learning rate, JSON), in the schema metadata of every metric table.
 NONFINITE_KEY = "coupledsgd.nonfinite"

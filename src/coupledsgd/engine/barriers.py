@@ -154,3 +154,47 @@ def barrier(errors: Sequence[float]) -> float:
     if errors.ndim != 1 or len(errors) < 2:
         raise ValueError("barrier: needs the errors at two or more points, endpoints included")
     return float(errors.max() - (errors[0] + errors[-1]) / 2)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Weight space (Fort et al. 2019): distances between the children's final weights and their spawn state
+
+
+def parameter_names(state: dict) -> list[str]:
+    """The names of the trainable parameters of a run state's model (its `state["model"]` also holds
+    buffers: BatchNorm statistics, which are no weights)."""
+    model = build_model(state["model_name"], state["in_shape"], state["num_classes"], 0, state.get("model_kwargs"))
+    return [name for name, _ in model.named_parameters()]
+
+
+def flat_weights(model_state: Mapping[str, torch.Tensor], names: Sequence[str]) -> np.ndarray:
+    """The parameters `names` of a model state dict as one float64 vector, in that order."""
+    return np.concatenate([model_state[n].detach().cpu().double().reshape(-1).numpy() for n in names])
+
+
+def weight_distances(w_a: np.ndarray, w_b: np.ndarray, s_a: np.ndarray, s_b: np.ndarray) -> dict[str, float]:
+    """Weight-space distances between two final weight vectors w_a, w_b and their start states s_a, s_b
+    (the one spawn state of two children of one parent; each run's own initialisation for two
+    independent runs):
+
+    - distance: ||w_a - w_b|| / ((||s_a|| + ||s_b||) / 2), the L2 distance normalised by the spawn state's norm;
+    - cosine: the cosine between the displacements w_a - s_a and w_b - s_b (nan where one is 0);
+    - travelled_a, travelled_b: ||w - s|| / ||s|| of each, the distance travelled from its start.
+    """
+    da, db = w_a - s_a, w_b - s_b
+    na, nb = float(np.linalg.norm(s_a)), float(np.linalg.norm(s_b))
+    la, lb = float(np.linalg.norm(da)), float(np.linalg.norm(db))
+    cosine = float(da @ db / (la * lb)) if la > 0 and lb > 0 else float("nan")
+    return {"distance": float(np.linalg.norm(w_a - w_b)) / ((na + nb) / 2), "cosine": cosine,
+            "travelled_a": la / na, "travelled_b": lb / nb}
+
+
+def start_weights(state: dict, names: Sequence[str], parent_state: dict | None) -> np.ndarray:
+    """A child's start state as a weight vector: its parent's state at the spawn step (`parent_state`,
+    a parent_state file), or for a run without a parent its initialisation, rebuilt from its init seed
+    (models are initialised from the seed alone, on every device alike)."""
+    if parent_state is not None:
+        return flat_weights(parent_state["model"], names)
+    model = build_model(state["model_name"], state["in_shape"], state["num_classes"], state["seeds"]["init"],
+                        state.get("model_kwargs"))
+    return flat_weights(model.state_dict(), names)

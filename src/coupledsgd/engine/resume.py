@@ -66,7 +66,8 @@ class Resume:
             self.log(f"ignoring {self.path}: written by a job with other settings")
             return None
         runs = [Run.from_state(r, hparams, device) for r in state["runs"]]
-        trajectories = [Trajectory(list(t["steps"]), [c.numpy() for c in t["correct"]]) for t in state["trajectories"]]
+        trajectories = [Trajectory(list(t["steps"]), [c.numpy() for c in t["correct"]], curve=list(t.get("curve", [])),
+                                   pending=t.get("pending")) for t in state["trajectories"]]
         self._last_step = runs[0].step
         self.log(f"resumed from {self.path} at step {runs[0].step}")
         return runs, trajectories
@@ -83,7 +84,8 @@ class Resume:
 
     def save(self, runs: list[Run], trajectories: list[Trajectory]) -> None:
         save_torch({"settings": self.key, "runs": [r.state_dict() for r in runs],
-                    "trajectories": [{"steps": list(t.steps), "correct": [torch.from_numpy(c) for c in t.correct]}
+                    "trajectories": [{"steps": list(t.steps), "correct": [torch.from_numpy(c) for c in t.correct],
+                                      "curve": list(t.curve), "pending": t.pending}
                                      for t in trajectories]}, self.path)
         self._last_step, self._last_time = runs[0].step, time.perf_counter()
         if self.signal is not None:

@@ -158,6 +158,12 @@ class Trajectory:
     steps: list[int] = field(default_factory=list)
     correct: list[np.ndarray] = field(default_factory=list)
     final_logits: torch.Tensor | None = None  # test-set logits at the run's end, kept to save a pass
+    # the learning curve: at each progress report, the step, the learning rate of its last step and the
+    # running means of the training loss and accuracy since the previous report (the log's numbers)
+    curve: list[dict] = field(default_factory=list)
+    # the running sums since the last report as of an in-job checkpoint (loss_sum, hits, seen), so that a
+    # resumed job's next report, and its curve, are those of the uninterrupted job
+    pending: dict | None = None
 
     def as_array(self) -> np.ndarray:
         return np.stack(self.correct) if self.correct else np.zeros((0, 0), dtype=bool)
@@ -258,6 +264,7 @@ def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate:
     batches = MemberBatches(data, [r.seeds["order"] for r in runs], [r.seeds["aug"] for r in runs], h.batch_size)
     step_fn, step = None, r0.step
     progress = _Progress(k, data.x_train.device, step)
+    progress.restore(trajectories)
     # Each step seeds torch's generator (`noise_seed`); the caller's generator state is restored after.
     device = data.x_train.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
@@ -267,11 +274,13 @@ def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate:
                 # written its outputs (Snakemake marks them incomplete when stopped) only evaluates again.
                 if checkpoint is not None and (checkpoint.due(step) if step < until else not checkpoint.saved_at(step)):
                     members.write_back(step)
+                    progress.keep(trajectories)
                     checkpoint.save(runs, trajectories)
                 if step in eval_at:
                     _evaluate(forward, data, h, accel, k, step, r0.end, trajectories)
                 if step in report_at and step > 0 and progress.seen:
-                    losses = progress.report(log, runs, step, until, trajectories if step in eval_at else None)
+                    losses = progress.report(log, runs, step, until, trajectories if step in eval_at else None,
+                                             trajectories)
                     _mark_blown_up(runs, losses, step, log)
                     bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
                     if _mark_diverged(runs, bad, step, on_divergence, log):
@@ -364,20 +373,38 @@ class _Progress:
         self.first, self.seen = step, 0
         self.began = self.clock = time.perf_counter()
 
+    def keep(self, trajectories: list[Trajectory]) -> None:
+        """Each run's running sums into its trajectory (`Trajectory.pending`), for an in-job checkpoint."""
+        for i, t in enumerate(trajectories):
+            t.pending = {"loss_sum": float(self.loss_sum[i]), "hits": int(self.hits[i]), "seen": self.seen}
+
+    def restore(self, trajectories: list[Trajectory]) -> None:
+        """The running sums a checkpoint kept (`keep`), if every trajectory holds them."""
+        if trajectories and all(t.pending is not None for t in trajectories):
+            self.loss_sum.copy_(torch.tensor([t.pending["loss_sum"] for t in trajectories], dtype=self.loss_sum.dtype))
+            self.hits.copy_(torch.tensor([t.pending["hits"] for t in trajectories], dtype=self.hits.dtype))
+            self.seen = trajectories[0].pending["seen"]
+
     def add(self, losses: torch.Tensor, correct: torch.Tensor, n: int) -> None:
         self.loss_sum += losses * n
         self.hits += correct
         self.seen += n
 
-    def report(self, log, runs: list[Run], step: int, until: int, trajectories: list[Trajectory] | None) -> list[int]:
-        """Log the members' progress at `step` (test accuracies from `trajectories`, evaluated at `step`);
-        returns each run's mean training loss since the last report."""
+    def report(self, log, runs: list[Run], step: int, until: int, trajectories: list[Trajectory] | None,
+               curves: list[Trajectory] = ()) -> list[float]:
+        """Log the members' progress at `step` (test accuracies from `trajectories`, evaluated at `step`)
+        and append it to each run's learning curve (`curves`); returns each run's mean training loss
+        since the last report."""
         r0 = runs[0]
         now = time.perf_counter()
         lr = learning_rate(r0.hparams, step - 1 - r0.schedule_start)
         losses = (self.loss_sum / self.seen).tolist()
-        eta = (now - self.began) / (step - self.first) * (until - step)
-        _report(log, step, r0.end, lr, losses, (self.hits / self.seen).tolist(),
+        accuracies = (self.hits / self.seen).tolist()
+        for curve, loss, accuracy in zip(curves, losses, accuracies):
+            curve.curve.append({"step": step, "lr": lr, "train_loss": loss, "train_accuracy": accuracy})
+        # a resumed job can report at its first step, with the sums its checkpoint kept
+        eta = (now - self.began) / max(1, step - self.first) * (until - step)
+        _report(log, step, r0.end, lr, losses, accuracies,
                 [t.correct[-1].mean() for t in trajectories] if trajectories is not None else None,
                 len(runs) * self.seen / (now - self.clock), now - self.began, eta)
         self.loss_sum.zero_(), self.hits.zero_()

@@ -15,13 +15,15 @@ import pyarrow as pa
 
 from .. import __version__
 from ..analysis import claims as C
+from ..analysis import curves as CV
 from ..analysis import draw as D
 from ..analysis import figures as F
 from ..analysis import metrics as M
 from ..analysis import pages as P
 from ..analysis import tables as T
-from ..analysis.read import (BARRIER_SCHEMA, HASH_KEY, SPE_KEY, diverged_record, left_out_names, read_barriers,
-                             read_member_file, read_table, read_trajectory)
+from ..analysis import instability as I
+from ..analysis.read import (BARRIER_SCHEMA, HASH_KEY, SPE_KEY, WEIGHTS_SCHEMA, diverged_record, left_out_names,
+                             read_barriers, read_member_file, read_table, read_trajectory, read_weights)
 from ..core.errors import ArtifactError
 from ..core.files import atomic_path
 from ..core.parquet import NONFINITE_KEY, provenance, write_parquet
@@ -77,8 +79,8 @@ def metric_tables(prediction_paths, trajectory_paths, output_paths: dict, settin
 
     settings: the validated config's `metrics` section (every key filled from the schema).
     output_paths: {"members", "ensembles", "pairs", "forgetting"} -> .parquet, {"summary"} -> .csv;
-    each written atomically. threads: the job's, over which the networks of a group are computed side
-    by side (the tables do not depend on it: `tables.parallel_map`).
+    each written atomically. threads: the job's, the worker processes over which the (condition, t)
+    groups are computed side by side (the tables do not depend on it: `tables.group_pool`).
     """
     log = logger(log_path)
     tick = time.perf_counter()
@@ -139,16 +141,44 @@ def run_warnings(members_table) -> list[str]:
 
 
 def concat_barriers(paths: Sequence[str], output_path: str, params: dict | None = None,
-                    log_path: str | None = None) -> None:
-    """Concatenate per-(condition, t, parent) barrier tables into one (the experiment's barriers.parquet)."""
+                    log_path: str | None = None, weight_paths: Sequence[str] = (), weights_output: str | None = None,
+                    onset_output: str | None = None) -> None:
+    """Concatenate per-(condition, t, parent) barrier tables into one (the experiment's barriers.parquet),
+    and their weight-space tables (weights.parquet); then each parent's onset step (onset.parquet,
+    threshold `params["barrier"]["onset_threshold"]`)."""
     log = logger(log_path)
+    params = params or {}
     tables = [read_barriers(p) for p in paths]
     table = pa.concat_tables(tables) if tables else BARRIER_SCHEMA.empty_table()
     table = table.unify_dictionaries().combine_chunks()
-    meta = {**provenance(params or {}, (params or {}).get("device", "cpu")),
-            "coupledsgd.inputs": json.dumps([str(p) for p in paths])}
+    meta = {**provenance(params, params.get("device", "cpu")), "coupledsgd.inputs": json.dumps([str(p) for p in paths])}
     write_parquet(table, output_path, meta, ["condition"])
     log(f"{len(paths)} barrier tables, {table.num_rows} rows written to {output_path}")
+    if weights_output is not None:
+        parts = [read_weights(p) for p in weight_paths]
+        weights = pa.concat_tables(parts) if parts else WEIGHTS_SCHEMA.empty_table()
+        write_parquet(weights.combine_chunks(), weights_output, meta, ["condition", "kind"])
+        log(f"{len(parts)} weight-space tables, {weights.num_rows} pairs written to {weights_output}")
+    if onset_output is not None:
+        threshold = params["barrier"]["onset_threshold"]
+        onset = I.onset_table(table.to_pandas(), threshold)
+        _write_parquet(onset, I.ONSET_SCHEMA, onset_output, meta)
+        for r in onset.itertuples():
+            log(f"{r.condition} parent {r.parent}: onset step "
+                + (f"{r.onset:g}" if r.onset == r.onset else f"not reached (barrier >= {threshold:g} at the last step)"))
+
+
+def learning_curves(trajectory_paths: Sequence[str], forgetting_path: str, output_path: str,
+                    log_path: str | None = None) -> None:
+    """The curves table (`analysis.curves`): every member's training curve from its trajectory file's
+    footer, with its test accuracy from the forgetting table."""
+    log = logger(log_path)
+    tick = time.perf_counter()
+    forgetting = read_table(forgetting_path)
+    table = CV.curves_table(trajectory_paths, forgetting)
+    _write_parquet(table, CV.CURVES_SCHEMA, output_path, {"coupledsgd.version": __version__})
+    log(f"{len(trajectory_paths)} trajectory files, {len(table)} curve points written to {output_path} "
+        f"in {time.perf_counter() - tick:.2f} s")
 
 
 def run_figure(name: str, inputs: dict[str, str], png: str, pdf: str, log_path: str | None = None) -> None:

@@ -1,5 +1,7 @@
 """The barrier job: error paths and barriers of every pair of children of one (condition, t, parent)
-(docs/design.md, "Error barriers"); the experiment's one barriers table is `jobs.analysis.concat_barriers`.
+(docs/design.md, "Error barriers"), and their weight-space distances (`engine.barriers.weight_distances`)
+from the same final states in the same pass; the experiment's barriers, weights and onset tables are
+`jobs.analysis.concat_barriers`.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from ..analysis.read import BARRIER_SCHEMA
+from ..analysis.read import BARRIER_SCHEMA, WEIGHTS_SCHEMA
 from ..core.errors import ArtifactError
 from ..core.parquet import provenance, repeated, write_parquet
 from ..engine import data as D
-from ..engine.barriers import barrier, bn_seed, error_path
+from ..engine.barriers import (barrier, bn_seed, error_path, flat_weights, parameter_names, start_weights,
+                               weight_distances)
 from ..engine.checkpoints import load_torch
 from .runtime import logger, setup
 
@@ -42,13 +45,36 @@ def _load_child(path, params: dict, child: int) -> dict:
     return state
 
 
-def barrier_table(data_path: str, final_paths: Sequence[str], output_path: str, params: dict,
-                  log_path: str | None = None) -> None:
-    """Error paths and barriers of every pair of children (a < b) of one (condition, t, parent).
+def weight_rows(states: dict[int, dict], parent_state: dict | None, condition: str, t: int,
+                parent: int) -> dict[str, list]:
+    """One row per pair of children (a < b): the keys of pairs.parquet (kind same-parent) and
+    `weight_distances` of their final weights, from the spawn state (`parent_state`) or, without a
+    parent, from each run's own initialisation."""
+    rows = {k: [] for k in WEIGHTS_SCHEMA.names}
+    if len(states) < 2:
+        return rows
+    names = parameter_names(next(iter(states.values())))
+    final = {c: flat_weights(s["model"], names) for c, s in states.items()}
+    start = {c: start_weights(s, names, parent_state) for c, s in states.items()}
+    for a, b in combinations(sorted(states), 2):
+        values = {"condition": condition, "t": t, "kind": "same-parent", "parent_a": parent, "child_a": a,
+                  "parent_b": parent, "child_b": b, **weight_distances(final[a], final[b], start[a], start[b])}
+        for k, v in values.items():
+            rows[k].append(v)
+    return rows
 
-    `final_paths[c]` is child c's final.pt. `params`: barrier (points, recompute_bn, bn_batches),
-    seed, batch_size, eval_batch_size, device, threads, jobs_per_device, condition, t, parent. Writes a
-    Parquet file with the columns of `SCHEMA`, one row per pair and alpha.
+
+def barrier_table(data_path: str, final_paths: Sequence[str], output_path: str, params: dict,
+                  log_path: str | None = None, weights_path: str | None = None,
+                  parent_path: str | None = None) -> None:
+    """Error paths and barriers of every pair of children (a < b) of one (condition, t, parent), and
+    their weight-space distances.
+
+    `final_paths[c]` is child c's final.pt; `parent_path` the parent_state file the children were
+    spawned from (None for a condition without a parent). `params`: barrier (points, recompute_bn,
+    bn_batches), seed, batch_size, eval_batch_size, device, threads, jobs_per_device, condition, t,
+    parent. Writes a Parquet file with the columns of `SCHEMA`, one row per pair and alpha, and (if
+    `weights_path`) one with those of `WEIGHTS_SCHEMA`, one row per pair.
     """
     log = logger(log_path)
     device = setup(params["threads"], params["device"], params["jobs_per_device"], log)
@@ -81,3 +107,10 @@ def barrier_table(data_path: str, final_paths: Sequence[str], output_path: str, 
     meta = {**provenance(params, device), "coupledsgd.bn_seed": str(bn_seed(params["seed"]))}
     write_parquet(table, output_path, meta, ["condition"])
     log(f"{len(states) * (len(states) - 1) // 2} pairs written to {output_path}")
+    if weights_path is not None:
+        clock = time.perf_counter()
+        parent = load_torch(parent_path, what="parent state") if parent_path else None
+        rows = weight_rows(states, parent, params["condition"], params["t"], params["parent"])
+        write_parquet(pa.Table.from_pydict(rows, schema=WEIGHTS_SCHEMA), weights_path, meta, ["condition", "kind"])
+        log(f"weight-space distances of {len(rows['distance'])} pairs written to {weights_path} "
+            f"({time.perf_counter() - clock:.2f} s)")

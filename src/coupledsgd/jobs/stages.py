@@ -11,7 +11,7 @@ from ..core.conditions import parse_condition
 from ..core.errors import ArtifactError
 from ..core.layout import resume_path
 from ..core.registry import SYNTHETIC, dataset
-from ..core.parquet import (BLEW_UP_KEY, REINIT_PERCENT_KEY, SEEDS_KEY, STEPS_PER_EPOCH_KEY, provenance,
+from ..core.parquet import (BLEW_UP_KEY, CURVE_KEY, REINIT_PERCENT_KEY, SEEDS_KEY, STEPS_PER_EPOCH_KEY, provenance,
                             write_diverged, write_predictions, write_trajectory)
 from ..core.seeds import member_seeds, parent_seeds
 from ..engine import data as D
@@ -138,7 +138,9 @@ def _write_member(run: Run, trajectory, data: D.DeviceData, outputs: dict, param
     logits = (logits if logits is not None else predict(run.model, data.x_test, h.eval_batch_size)).cpu().numpy()
     labels = data.y_test.cpu().numpy()
     write_predictions(outputs["predictions"], key, labels, logits, meta)
-    write_trajectory(outputs["trajectory"], key, trajectory.steps, trajectory.as_array(), meta)
+    curve = {name: [point[name] for point in trajectory.curve] for name in ("step", "lr", "train_loss", "train_accuracy")}
+    write_trajectory(outputs["trajectory"], key, trajectory.steps, trajectory.as_array(),
+                     {**meta, CURVE_KEY: json.dumps(curve)})
     save_torch({**run.state_dict(), "provenance": meta}, outputs["final"])
     log(f"{describe(run)} done: test accuracy {(logits.argmax(1) == labels).mean():.4f}")
 
