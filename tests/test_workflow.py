@@ -311,7 +311,7 @@ def recipes(page: Path) -> dict[str, str]:
 
 
 def test_the_artifacts_page_has_a_recipe_for_each_reader():
-    assert list(recipes(ARTIFACTS)) == ["pandas", "pyarrow", "duckdb", "polars"]
+    assert list(recipes(ARTIFACTS)) == ["pandas", "pyarrow", "duckdb", "polars", "instability"]
     assert list(recipes(ROOT / "README.md")) == ["gain"]
 
 
@@ -387,6 +387,21 @@ def test_a_docs_recipe_gives_each_current_members_final_accuracy(stale_results, 
     if name == "duckdb":
         gain = namespace["gain"].df().set_index(["condition", "t"]).gain
         np.testing.assert_allclose(gain.to_numpy(), summary.gain.loc[gain.index].to_numpy(), atol=1e-12)
+
+
+def test_the_instability_recipe_joins_weights_curves_and_onsets(stale_results):
+    import pandas as pd
+
+    found = _exec_recipe(ARTIFACTS, "instability", stale_results)
+    metrics = stale_results / "metrics"
+    weights, curves = pd.read_parquet(metrics / "weights.parquet"), pd.read_parquet(metrics / "curves.parquet")
+    # Every weight-space pair finds its function-space pair, once.
+    assert len(weights) > 0 and len(found["both"]) == len(weights) and found["both"].sym_kl.notna().all()
+    reset = curves[curves.condition == "coupled-to-t-reset"]
+    assert found["loss"].columns.tolist() == sorted(reset.t.unique())
+    assert found["loss"].index.tolist() == sorted(reset.step.unique())
+    onset = pd.read_parquet(metrics / "onset.parquet")
+    assert found["spread"]["count"].to_dict() == onset.groupby("condition").onset.count().to_dict()
 
 
 def test_the_readmes_recipe_gives_the_gain_of_summary_csv(stale_results):
