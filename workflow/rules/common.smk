@@ -13,7 +13,7 @@ from coupledsgd.work import job_memory_mb
 
 try:
     # The package's schema (coupledsgd/core/config.schema.yaml), the one the jobs' defaults come from.
-    config = validate(config)
+    config = validate(config, command_line=workflow.config_settings.config)
     if needs_model_check(config):
         # A model of the user's own (or any model on arrays data) is built and run on one batch
         # before any job; this imports torch, which planning a built-in experiment never does.

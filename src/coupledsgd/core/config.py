@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .coerce import coerce, non_finite
+from .coerce import coerce, expanded_size, non_finite, not_json, read_command_line
 from .conditions import REINIT_FAMILIES, expand, parse_condition
 from .errors import ConfigError
 from .registry import ARRAYS, DATASETS, MODELS, SYNTHETIC, dataset, is_custom_model
@@ -22,6 +22,9 @@ from .registry import ARRAYS, DATASETS, MODELS, SYNTHETIC, dataset, is_custom_mo
 # The schema every config is checked against; the one place the defaults are written. Package data,
 # so an installed package (wheel, non-editable, zipped) carries it; nothing reads it at import.
 SCHEMA = files(__package__) / "config.schema.yaml"
+
+# Far above any real experiment's settings (a few hundred values), far below an alias bomb's millions.
+MAX_VALUES = 100_000
 
 
 @functools.cache
@@ -71,22 +74,34 @@ def _message(error) -> str:
     return error.message
 
 
-def validate(config: dict, schema=None) -> dict:
-    """A validated copy of `config` with the schema's defaults filled in (schema: `load_schema`'s)."""
-    config = conform(config, schema)
+def validate(config: dict, schema=None, command_line: dict | None = None) -> dict:
+    """A validated copy of `config` with the schema's defaults filled in (schema: `load_schema`'s);
+    `command_line`: the values given with `--config`, already laid over `config` (`conform`)."""
+    config = conform(config, schema, command_line)
     _check(config)
     return _sorted(config)
 
 
-def conform(config: dict, schema=None) -> dict:
+def conform(config: dict, schema=None, command_line: dict | None = None) -> dict:
     """A copy of `config` with the schema's defaults filled in and its strings coerced to the schema's
-    types (`coerce`), checked against the schema, for finite numbers and for a usable experiment name:
-    every check that holds on any machine (not the data, the cores or the device)."""
+    types (`coerce`; those `command_line` put in open objects read as a file reads them), checked
+    against the schema, for finite numbers and for a usable experiment name: every check that holds
+    on any machine (not the data, the cores or the device)."""
     import jsonschema
 
     schema = load_schema(schema)
-    config = coerce(copy.deepcopy(dict(config)), schema)
+    config = copy.deepcopy(dict(config))
+    if command_line:
+        config = read_command_line(config, command_line, schema)
+    config = coerce(config, schema)
     _fill_defaults(config, schema)
+    for key in sorted(config):
+        # First: the schema's messages quote the values they refuse, and every setting goes into the
+        # jobs' params and the config hash as text; YAML aliases can make that text gigabytes long.
+        if expanded_size(config[key]) > MAX_VALUES:
+            raise ConfigError(f"{key}: holds {expanded_size(config[key]):,} values once its YAML aliases are "
+                              f"expanded; a config holds at most {MAX_VALUES:,}")
+    # Before the schema, whose bounds would call NaN out of range; each container once (aliases).
     found = non_finite(config)
     if found:
         raise ConfigError(f"{found[0]}: {found[1]} is not a finite number")
@@ -94,6 +109,10 @@ def conform(config: dict, schema=None) -> dict:
     if errors:
         e = errors[0]
         raise ConfigError(f"{_key(e)}: {_message(e)}")
+    found = not_json(config)
+    if found:
+        raise ConfigError(f"{found[0]}: {found[1]!s} is a {type(found[1]).__name__} to YAML, not a number, "
+                          "string or boolean; quote it to make it a string")
     if config["experiment"] in (".", ".."):
         raise ConfigError(f"experiment: {config['experiment']!r} is not a folder of its own under results/; "
                           "choose a name")
