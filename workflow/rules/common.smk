@@ -7,6 +7,7 @@ from coupledsgd.core.config import config_hash, job_shape, needs_model_check, va
 from coupledsgd.core.errors import ConfigError
 from coupledsgd.core.files import unwritable
 from coupledsgd.core.grid import Member, job_head, members
+from coupledsgd.core.health import damaged, unfinished
 from coupledsgd.core.layout import Layout
 from coupledsgd.core.registry import ARRAYS
 from coupledsgd.work import job_memory_mb
@@ -33,6 +34,30 @@ if BLOCKED:
     sys.exit(f"Error: {BLOCKED}")
 MEMBERS = members(config)
 CHILDREN = range(config["ensemble"]["children"])
+# Finished files gone missing, or jobs whose member set grew since they ran (the `all` rule asks for
+# these); files cut short or overwritten stop the run before any job. Only where the run is planned:
+# a cluster job's own Snakemake is handed its job.
+UNFINISHED = unfinished(config, L) if workflow.is_main_process else []
+if workflow.is_main_process:
+    DAMAGED = damaged(config, L)
+    if DAMAGED:
+        sys.exit(
+            f"Error: {DAMAGED[0]} is damaged (cut short or overwritten)"
+            + (f", and {len(DAMAGED) - 1} more file(s)" if len(DAMAGED) > 1 else "")
+            + "; delete it and run the same command again, which remakes it: "
+            + f"rm {' '.join(DAMAGED)}"
+        )
+    # Snakemake sets its DAG settings after it reads the workflow: the command line says it here.
+    forced = any(
+        word.split("=")[0] in ("-R", "--forcerun", "-F", "--forceall", "-f", "--force")
+        for word in sys.argv
+    )
+    if forced and UNFINISHED:
+        # A forced job loses its outputs before it runs: stop before it would fail on a missing input.
+        sys.exit(
+            f"Error: {UNFINISHED[0]} is missing; run the plain command first, which remakes it "
+            "(snakemake --cores all, with the same --configfile and --config), then force the stage"
+        )
 
 
 wildcard_constraints:
