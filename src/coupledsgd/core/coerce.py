@@ -3,9 +3,10 @@
 Snakemake parses a top-level `--config key=value` as a number where it can, but a nested one
 (`--config 'training={lr: 0.05}'`) with YAML's BaseLoader, which leaves every scalar a string. Those
 strings are coerced here to the type the schema asks for, where they spell one; a string that does
-not stays as typed, so the schema's error quotes what the user wrote. An open object (`model.kwargs`)
-has no types to coerce to: its command-line strings are read as a YAML file reads a value
-(`read_command_line`), and only those, since a string in the file is one the user wrote as a string.
+not stays as typed, so the schema's error quotes what the user wrote. Before that, every command-line
+value is read as a YAML file reads it (`read_command_line`): an open object (`model.kwargs`) has no
+types to coerce to, and a key of several types (`data.root`: a string or null) would keep `null` a
+string. Only those: a string in the file is one the user wrote as a string.
 """
 
 from __future__ import annotations
@@ -70,11 +71,6 @@ def _is(value, kind: str) -> bool:
             "null": value is None}.get(kind, False)
 
 
-def _open(schema: dict, key: str) -> bool:
-    """Whether `key` of an object of `schema` takes any value: a key of an open object."""
-    return key not in schema.get("properties", {}) and schema.get("additionalProperties", True) is not False
-
-
 def _as_file(node, seen: dict):
     """`node` from Snakemake's BaseLoader (every scalar a string) with each scalar read as a file
     reads it; a node shared by YAML aliases is read once (an alias bomb stays as small as its text)."""
@@ -89,17 +85,18 @@ def _as_file(node, seen: dict):
 
 
 def read_command_line(config: dict, given: dict, schema: dict) -> dict:
-    """`config` (the file with `given` laid over it by Snakemake) with the values `given` puts in open
-    objects read as the file would read them: `--config 'model={kwargs: {use_norm: false}}'` is the
-    boolean False, not the string 'false'. The keys the schema types are `coerce`'s."""
+    """`config` (the file with `given` laid over it by Snakemake) with every value `given` holds read
+    as the file would read it: `--config 'model={kwargs: {use_norm: false}}'` is the boolean False,
+    not the string 'false', and `'data={root: null}'` is null. `coerce` then treats both alike."""
     config = dict(config)
     for key, value in given.items():
         if key not in config:
             continue
-        if _open(schema, key):
+        sub = schema.get("properties", {}).get(key, {})
+        if isinstance(value, dict) and isinstance(config[key], dict) and "properties" in sub:
+            config[key] = read_command_line(config[key], value, sub)
+        else:
             config[key] = _as_file(value, {})
-        elif isinstance(value, dict) and isinstance(config[key], dict):
-            config[key] = read_command_line(config[key], value, schema.get("properties", {}).get(key, {}))
     return config
 
 
