@@ -3,7 +3,14 @@ from pathlib import Path
 
 from coupledsgd.analysis.figures import FIGURES
 from coupledsgd.core.conditions import parse_condition
-from coupledsgd.core.config import config_hash, job_shape, needs_model_check, validate
+from coupledsgd.core.coerce import config_words, misread
+from coupledsgd.core.config import (
+    config_hash,
+    job_shape,
+    load_schema,
+    needs_model_check,
+    validate,
+)
 from coupledsgd.core.errors import ConfigError
 from coupledsgd.core.files import unwritable
 from coupledsgd.core.grid import Member, job_head, members
@@ -13,6 +20,13 @@ from coupledsgd.core.registry import ARRAYS
 from coupledsgd.work import job_memory_mb
 
 try:
+    if workflow.is_main_process:
+        # A cluster job's own Snakemake is handed the values as Snakemake read them: checked here.
+        why = misread(
+            config_words(sys.argv), workflow.config_settings.config, load_schema()
+        )
+        if why:
+            raise ConfigError(why)
     # The package's schema (coupledsgd/core/config.schema.yaml), the one the jobs' defaults come from.
     config = validate(config, command_line=workflow.config_settings.config)
     if needs_model_check(config):

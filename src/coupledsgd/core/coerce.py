@@ -15,6 +15,9 @@ import math
 import re
 import yaml
 
+# The most values a config may hold once its YAML aliases are expanded: far above any real
+# experiment's settings (a few hundred), far below an alias bomb's millions.
+MAX_VALUES = 100_000
 _INTEGER = re.compile(r"[-+]?\d+")
 # YAML's spellings of the special floats, beside Python's (nan, inf), which float() reads itself.
 _YAML_FLOATS = {".nan": math.nan, ".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf}
@@ -162,3 +165,51 @@ def not_json(node, path: str = "") -> tuple[str, object] | None:
     as a date), or None: every setting goes into the config hash and the jobs' params as JSON."""
     return next(((key, value) for key, value in _leaves(node, path, set())
                  if not isinstance(value, (str, int, float, type(None)))), None)
+
+
+def _first_difference(ours, theirs, path: str):
+    if isinstance(ours, dict) and isinstance(theirs, dict) and ours.keys() == theirs.keys():
+        return next(filter(None, (_first_difference(ours[k], theirs[k], f"{path}.{k}") for k in ours)), None)
+    if isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
+        return next(filter(None, (_first_difference(a, b, f"{path}[{i}]") for i, (a, b) in
+                                  enumerate(zip(ours, theirs)))), None)
+    same = ours == theirs and type(ours) is type(theirs)
+    return None if same else (path, ours, theirs)
+
+
+def misread(entries: list[str], given: dict, schema: dict) -> str | None:
+    """Why one of the `--config` words `entries` (`key=value`, as typed) reaches the workflow as
+    something other than the config file would give, once coerced to the schema's types, or None.
+    Snakemake reads a top-level value as a Python number where it can (`1e3`) and drops the quotes
+    of a nested one (`{tag: "1"}`), so the text alone says what the user meant; `given` is what
+    Snakemake made of it."""
+    for entry in entries:
+        key, _, text = entry.partition("=")
+        if key not in given or not text:
+            continue
+        try:
+            theirs = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue  # Snakemake's own reading stands (and the schema judges it)
+        if expanded_size(theirs) > MAX_VALUES:
+            continue  # an alias bomb: the config check refuses it without walking it
+        ours = coerce({key: _as_file(given[key], {})}, schema)[key]
+        found = _first_difference(ours, coerce({key: theirs}, schema)[key], key)
+        if found:
+            path, ours, theirs = found
+            return (f"{path}: {theirs!r} in a config file, but {ours!r} from the command line (Snakemake drops "
+                    "quotes and reads numbers its own way there); set it in the config file")
+    return None
+
+
+def config_words(argv: list[str]) -> list[str]:
+    """The `key=value` words of `--config` (or `-C`) on a Snakemake command line."""
+    words, taking = [], False
+    for word in argv[1:]:
+        if word in ("--config", "-C"):
+            taking = True
+        elif word.startswith("-"):
+            taking = False
+        elif taking:
+            words.append(word)
+    return words

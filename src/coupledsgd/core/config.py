@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .coerce import coerce, expanded_size, non_finite, not_json, read_command_line
+from .coerce import MAX_VALUES, coerce, expanded_size, non_finite, not_json, read_command_line
 from .conditions import REINIT_FAMILIES, expand, parse_condition
 from .errors import ConfigError
 from .registry import ARRAYS, DATASETS, MODELS, SYNTHETIC, dataset, is_custom_model
@@ -22,10 +22,6 @@ from .registry import ARRAYS, DATASETS, MODELS, SYNTHETIC, dataset, is_custom_mo
 # The schema every config is checked against; the one place the defaults are written. Package data,
 # so an installed package (wheel, non-editable, zipped) carries it; nothing reads it at import.
 SCHEMA = files(__package__) / "config.schema.yaml"
-
-# Far above any real experiment's settings (a few hundred values), far below an alias bomb's millions.
-MAX_VALUES = 100_000
-
 
 @functools.cache
 def _package_schema() -> dict:
