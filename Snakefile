@@ -40,11 +40,14 @@ onsuccess:
 # output has Snakemake look each of its input files up among those references, hashing the whole
 # input list each time, which made planning quadratic in the members. One file of each training job
 # (job_outputs) is a target, so a run remakes a job whose first file is missing even when the tables
-# are up to date (Snakemake remakes a missing intermediate file only for a job that needs to run).
+# are up to date (Snakemake remakes a missing intermediate file only for a job that needs to run);
+# so is any other file of a job that is missing (the job ran for fewer members, or it was deleted).
 rule all:
     default_target: True
     input:
         jobs=job_outputs(MEMBERS),
+        # member files and parent states missing from a finished run (core.health.unfinished)
+        unfinished=UNFINISHED,
         metrics=[
             L.table(name)
             for name in ("members", "ensembles", "pairs", "forgetting", "summary")

@@ -186,10 +186,16 @@ METRICS = [f"{EXP}/metrics/{name}" for name in
 # the outputs of the job that concatenates the barrier jobs' tables
 BARRIER_TABLES = [f"{EXP}/metrics/{name}.parquet" for name in ("barriers", "weights", "onset")]
 
+
+def damaged(path: str) -> str:
+    """The line of a member file or parent state cut short: the run stops before any job."""
+    return f"Error: {path} is damaged (cut short or overwritten); delete it and run the same command again, which " \
+           f"remakes it: rm {path}"
+
+
 # (file broken, how, output(s) deleted to make its reader run, that job's outputs, text of the one line)
 JOB_CASES = [
-    (f"{EXP}/parents/p0/step8.pt", truncate, RESET, RESET_JOB,
-     f"ArtifactError: {EXP}/parents/p0/step8.pt: not a readable parent state"),
+    (f"{EXP}/parents/p0/step8.pt", truncate, RESET, RESET_JOB, damaged(f"{EXP}/parents/p0/step8.pt")),
     (f"{EXP}/parents/p0/step8.pt", edit_state(lambda s: s.update(model_name="resnet20")), RESET, RESET_JOB,
      "holds model 'resnet20'"),
     (f"{EXP}/parents/p0/step8.pt", edit_state(lambda s: s["info"].update(config_hash="other")), RESET, RESET_JOB,
@@ -198,19 +204,19 @@ JOB_CASES = [
     (f"{EXP}/data.pt", truncate, NOCOUPLING_JOB[0], NOCOUPLING_JOB,
      f"ArtifactError: {EXP}/data.pt: not a readable prepared dataset"),
     (f"{EXP}/predictions/no-coupling/t0/p0/c1.parquet", truncate, METRICS[-1], METRICS,
-     f"ArtifactError: {EXP}/predictions/no-coupling/t0/p0/c1.parquet: not a readable"),
+     damaged(f"{EXP}/predictions/no-coupling/t0/p0/c1.parquet")),
     (f"{EXP}/predictions/no-coupling/t0/p0/c1.parquet", edit_table(nan_at("logit_5", 7)), METRICS[-1], METRICS,
      "non-finite logit(s), the first nan at example_id 7, column logit_5"),
     (f"{EXP}/predictions/no-coupling/t0/p0/c1.parquet", edit_table(lambda t: t.drop_columns(["logit_3"])),
      METRICS[-1], METRICS, "missing column(s) logit_3"),
     (f"{EXP}/trajectories/no-coupling/t0/p0/c1.parquet", truncate, METRICS[-1], METRICS,
-     f"ArtifactError: {EXP}/trajectories/no-coupling/t0/p0/c1.parquet: not a readable"),
+     damaged(f"{EXP}/trajectories/no-coupling/t0/p0/c1.parquet")),
     # A barrier table is no target of `all`: without its concatenation Snakemake would not remake it.
     (f"{EXP}/children/coupled-to-t-reset/t8/p0/c1/final.pt", truncate,
      [f"{EXP}/barriers/coupled-to-t-reset/t8/p0.parquet", f"{EXP}/metrics/barriers.parquet"],
      [f"{EXP}/barriers/coupled-to-t-reset/t8/p0.parquet", f"{EXP}/barriers/coupled-to-t-reset/t8/p0.weights.parquet",
       *BARRIER_TABLES],
-     f"ArtifactError: {EXP}/children/coupled-to-t-reset/t8/p0/c1/final.pt: not a readable"),
+     damaged(f"{EXP}/children/coupled-to-t-reset/t8/p0/c1/final.pt")),
     (f"{EXP}/metrics/ensembles.parquet", truncate, f"{EXP}/figures/fig1b_accuracy_gain_reset.png",
      [f"{EXP}/figures/fig1b_accuracy_gain_reset.png", f"{EXP}/figures/fig1b_accuracy_gain_reset.pdf"],
      f"ArtifactError: {EXP}/metrics/ensembles.parquet: not a readable"),

@@ -93,8 +93,11 @@ def test_ctrl_c_saves_the_running_job_and_the_same_command_continues_it(tmp_path
     assert 200 <= step < 1200
     again = subprocess.run(LONG_COMMAND, cwd=tmp_path, capture_output=True, text=True)  # the same command
     assert again.returncode == 0, again.stderr[-2000:]
-    # Snakemake starts the job's log afresh; the job's first line says where it continued from.
-    assert (tmp_path / LONG_LOG).read_text().splitlines()[0].endswith(f"final.resume.pt at step {step}")
+    # Snakemake deletes the job's log before it runs it again; the continued job writes the stopped
+    # job's lines back first (up to its stop), then says where it continued from.
+    lines = (tmp_path / LONG_LOG).read_text().splitlines()
+    assert lines[: lines.index(stopped[0]) + 1] == log.splitlines()[: log.splitlines().index(stopped[0]) + 1]
+    assert any(line.endswith(f"final.resume.pt at step {step}") for line in lines[lines.index(stopped[0]):])
     predictions = sorted((tmp_path / "results/long/predictions").rglob("*.parquet"))
     assert len(predictions) == 2 and all(pq.read_table(p).num_rows == 1000 for p in predictions)
     assert not list((tmp_path / "results/long").rglob("*.resume.pt"))  # removed once the run succeeded

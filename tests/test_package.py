@@ -1,17 +1,23 @@
 """The package as a user installs it: a wheel in a fresh virtual environment, with no checkout and no
 editable install on its path, runs the `coupledsgd` command and the workflow.
 
-The environment is made without the system's site-packages and given them back as a plain path (a
-.pth line): the dependencies are found there, but the .pth files in that folder are not processed, so
-an editable install of the project (a .pth path or finder) cannot shadow the wheel.
+The environment is made without the system's site-packages and given back the runtime dependencies
+(pyproject.toml's `dependencies` and what they require, no extras) as a plain path (a .pth line) to a
+folder of links to their files: the environment `pip install .` makes, not the test extras' (pytest,
+which needs pygments, once hid that `snakemake --report` needs it). The .pth files of that folder are
+not processed, and an editable install of the project is not in it, so nothing shadows the wheel.
 """
 
+import importlib.metadata as metadata
 import os
+import re
 import shutil
-import site
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+
+from packaging.requirements import Requirement
 
 import pytest
 import yaml
@@ -37,13 +43,47 @@ def _build_wheel(tmp: Path) -> Path:
     return wheel
 
 
+def _name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def runtime_distributions() -> set[str]:
+    """The distributions the project's runtime dependencies bring in, transitively (no extras)."""
+    wanted = [Requirement(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
+    found: set[str] = set()
+    while wanted:
+        req = wanted.pop()
+        if _name(req.name) in found or (req.marker and not req.marker.evaluate({"extra": ""})):
+            continue
+        try:
+            dist = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError:
+            continue  # not installed: pip would not have installed it either on this platform
+        found.add(_name(req.name))
+        wanted += [Requirement(r) for r in dist.requires or []]
+    return found
+
+
+def _runtime_packages(folder: Path) -> Path:
+    """`folder` holding links to the files of the runtime distributions only (their modules and
+    metadata, so that Snakemake's plugin discovery sees only those too)."""
+    folder.mkdir()
+    for name in runtime_distributions():
+        dist = metadata.distribution(name)
+        for top in {Path(str(f)).parts[0] for f in dist.files or []} - {".."}:
+            source, link = Path(dist.locate_file(top)), folder / top
+            if source.exists() and not link.exists():
+                link.symlink_to(source)
+    return folder
+
+
 def _environment(tmp: Path, wheel: Path) -> dict:
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     packages = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                                    check=True, capture_output=True, text=True).stdout.strip())
-    (packages / "dependencies.pth").write_text("".join(f"{p}\n" for p in site.getsitepackages()))
+    (packages / "dependencies.pth").write_text(f"{_runtime_packages(tmp / 'runtime')}\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
                     "--quiet", str(wheel)], check=True, capture_output=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
@@ -98,3 +138,16 @@ def test_the_workflow_runs_on_the_installed_package(installed, tmp_path):
     # One child per parent: the same-parent figure says the grid has no pairs (not a missing condition).
     log = (workdir / "logs/tiny/figures/fig1e_kl_same_parent.log").read_text()
     assert "NO DATA (no data: ensembles of one child have no pairs of children\n(ensemble.children: 1))" in log
+    # The README's report command, in the environment `pip install .` makes (pygments is the report's).
+    # (of the files made: the report of a whole run is the same command without targets)
+    report = run(["python", "-m", "snakemake", *targets, "--configfile", "configs/tiny.yaml", "--report",
+                  "results/tiny/report.html"], env, workdir)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "fig1e_kl_same_parent" in (workdir / "results/tiny/report.html").read_text()
+
+
+def test_the_environment_holds_the_runtime_dependencies_only(installed):
+    env, outside = installed
+    out = run(["python", "-c", "import pygments, snakemake, torch, seaborn\ntry:\n import pytest\nexcept ImportError:"
+               "\n print('no pytest')"], env, outside)
+    assert out.returncode == 0 and out.stdout.strip() == "no pytest", out.stderr

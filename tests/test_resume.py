@@ -110,9 +110,13 @@ def test_a_stop_signal_saves_the_checkpoint_and_the_next_run_continues_it(mnist1
     step = int(line.split(" at step ")[1].split(";")[0])
     assert step >= 16 and not (folder / "final.pt").exists()
     assert torch.load(folder / "final.resume.pt", weights_only=True)["runs"][0]["step"] == step
+    before = log.read_text()
+    log.unlink()  # Snakemake deletes a job's log before it runs the job again
     again = start_job(mnist1d_path, parent, folder, log)
     assert again.wait(timeout=120) == 0
-    assert f"resumed from {folder / 'final.resume.pt'} at step {step}" in log.read_text()
+    # the resumed job's log: the stopped job's lines, then its own
+    assert log.read_text().startswith(before)
+    assert f"resumed from {folder / 'final.resume.pt'} at step {step}" in log.read_text()[len(before):]
     for name in ("pred.parquet", "traj.parquet"):
         assert (folder / name).read_bytes() == (ref / name).read_bytes(), name
 

@@ -3,17 +3,32 @@ from pathlib import Path
 
 from coupledsgd.analysis.figures import FIGURES
 from coupledsgd.core.conditions import parse_condition
-from coupledsgd.core.config import config_hash, job_shape, needs_model_check, validate
+from coupledsgd.core.coerce import config_words, misread
+from coupledsgd.core.config import (
+    config_hash,
+    job_shape,
+    load_schema,
+    needs_model_check,
+    validate,
+)
 from coupledsgd.core.errors import ConfigError
 from coupledsgd.core.files import unwritable
 from coupledsgd.core.grid import Member, job_head, members
+from coupledsgd.core.health import damaged, unfinished
 from coupledsgd.core.layout import Layout
 from coupledsgd.core.registry import ARRAYS
 from coupledsgd.work import job_memory_mb
 
 try:
+    if workflow.is_main_process:
+        # A cluster job's own Snakemake is handed the values as Snakemake read them: checked here.
+        why = misread(
+            config_words(sys.argv), workflow.config_settings.config, load_schema()
+        )
+        if why:
+            raise ConfigError(why)
     # The package's schema (coupledsgd/core/config.schema.yaml), the one the jobs' defaults come from.
-    config = validate(config)
+    config = validate(config, command_line=workflow.config_settings.config)
     if needs_model_check(config):
         # A model of the user's own (or any model on arrays data) is built and run on one batch
         # before any job; this imports torch, which planning a built-in experiment never does.
@@ -33,6 +48,30 @@ if BLOCKED:
     sys.exit(f"Error: {BLOCKED}")
 MEMBERS = members(config)
 CHILDREN = range(config["ensemble"]["children"])
+# Finished files gone missing, or jobs whose member set grew since they ran (the `all` rule asks for
+# these); files cut short or overwritten stop the run before any job. Only where the run is planned:
+# a cluster job's own Snakemake is handed its job.
+UNFINISHED = unfinished(config, L) if workflow.is_main_process else []
+if workflow.is_main_process:
+    DAMAGED = damaged(config, L)
+    if DAMAGED:
+        sys.exit(
+            f"Error: {DAMAGED[0]} is damaged (cut short or overwritten)"
+            + (f", and {len(DAMAGED) - 1} more file(s)" if len(DAMAGED) > 1 else "")
+            + "; delete it and run the same command again, which remakes it: "
+            + f"rm {' '.join(DAMAGED)}"
+        )
+    # Snakemake sets its DAG settings after it reads the workflow: the command line says it here.
+    forced = any(
+        word.split("=")[0] in ("-R", "--forcerun", "-F", "--forceall", "-f", "--force")
+        for word in sys.argv
+    )
+    if forced and UNFINISHED:
+        # A forced job loses its outputs before it runs: stop before it would fail on a missing input.
+        sys.exit(
+            f"Error: {UNFINISHED[0]} is missing; run the plain command first, which remakes it "
+            "(snakemake --cores all, with the same --configfile and --config), then force the stage"
+        )
 
 
 wildcard_constraints:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .coerce import coerce, non_finite
+from .coerce import MAX_VALUES, coerce, expanded_size, non_finite, not_json, read_command_line
 from .conditions import REINIT_FAMILIES, expand, parse_condition
 from .errors import ConfigError
 from .registry import ARRAYS, DATASETS, MODELS, SYNTHETIC, dataset, is_custom_model
@@ -24,17 +24,18 @@ from .registry import ARRAYS, DATASETS, MODELS, SYNTHETIC, dataset, is_custom_mo
 if TYPE_CHECKING:  # jsonschema loads only when a config is checked
     from jsonschema import ValidationError
 
+SchemaPath = str | Path | Traversable | None
+
 # The schema every config is checked against; the one place the defaults are written. Package data,
 # so an installed package (wheel, non-editable, zipped) carries it; nothing reads it at import.
 SCHEMA = files(__package__) / "config.schema.yaml"
-
 
 @functools.cache
 def _package_schema() -> dict:
     return yaml.safe_load(SCHEMA.read_text())
 
 
-def load_schema(schema: str | Path | Traversable | None = None) -> dict:
+def load_schema(schema: SchemaPath = None) -> dict:
     """The parsed schema: the package's (None), or the file at `schema` (a path or a resource)."""
     if schema is None:
         return copy.deepcopy(_package_schema())
@@ -49,7 +50,7 @@ def _fill_defaults(node: dict, schema: dict) -> None:
             _fill_defaults(node[key], sub)
 
 
-def defaults(schema: str | Path | Traversable | None = None) -> dict:
+def defaults(schema: SchemaPath = None) -> dict:
     """The schema's defaults as a nested dict, a section for every object (the required ones too)."""
     loaded = load_schema(schema)
     node: dict = {key: {} for key, sub in loaded["properties"].items() if sub.get("type") == "object"}
@@ -76,22 +77,34 @@ def _message(error: ValidationError) -> str:
     return error.message
 
 
-def validate(config: dict, schema: str | Path | Traversable | None = None) -> dict:
-    """A validated copy of `config` with the schema's defaults filled in (schema: `load_schema`'s)."""
-    config = conform(config, schema)
+def validate(config: dict, schema: SchemaPath = None, command_line: dict | None = None) -> dict:
+    """A validated copy of `config` with the schema's defaults filled in (schema: `load_schema`'s);
+    `command_line`: the values given with `--config`, already laid over `config` (`conform`)."""
+    config = conform(config, schema, command_line)
     _check(config)
     return _sorted(config)
 
 
-def conform(config: dict, schema: str | Path | Traversable | None = None) -> dict:
+def conform(config: dict, schema: SchemaPath = None, command_line: dict | None = None) -> dict:
     """A copy of `config` with the schema's defaults filled in and its strings coerced to the schema's
-    types (`coerce`), checked against the schema, for finite numbers and for a usable experiment name:
-    every check that holds on any machine (not the data, the cores or the device)."""
+    types (`coerce`; those `command_line` put in open objects read as a file reads them), checked
+    against the schema, for finite numbers and for a usable experiment name: every check that holds
+    on any machine (not the data, the cores or the device)."""
     import jsonschema
 
     loaded = load_schema(schema)
-    config = coerce(copy.deepcopy(dict(config)), loaded)
+    config = copy.deepcopy(dict(config))
+    if command_line:
+        config = read_command_line(config, command_line, loaded)
+    config = coerce(config, loaded)
     _fill_defaults(config, loaded)
+    for key in sorted(config):
+        # First: the schema's messages quote the values they refuse, and every setting goes into the
+        # jobs' params and the config hash as text; YAML aliases can make that text gigabytes long.
+        if expanded_size(config[key]) > MAX_VALUES:
+            raise ConfigError(f"{key}: holds {expanded_size(config[key]):,} values once its YAML aliases are "
+                              f"expanded; a config holds at most {MAX_VALUES:,}")
+    # Before the schema, whose bounds would call NaN out of range; each container once (aliases).
     found = non_finite(config)
     if found:
         raise ConfigError(f"{found[0]}: {found[1]} is not a finite number")
@@ -99,6 +112,10 @@ def conform(config: dict, schema: str | Path | Traversable | None = None) -> dic
     if errors:
         e = errors[0]
         raise ConfigError(f"{_key(e)}: {_message(e)}")
+    unread = not_json(config)
+    if unread:
+        raise ConfigError(f"{unread[0]}: {unread[1]!s} is a {type(unread[1]).__name__} to YAML, not a number, "
+                          "string or boolean; quote it to make it a string")
     if config["experiment"] in (".", ".."):
         raise ConfigError(f"experiment: {config['experiment']!r} is not a folder of its own under results/; "
                           "choose a name")
@@ -123,11 +140,6 @@ def _check(config: dict) -> None:
         if late:
             raise ConfigError(f"{key}: spawn step {late[0]} is not before the end of training "
                               f"(training.steps = {t['steps']})")
-    chosen = config["barrier"]["spawn_steps"]
-    if isinstance(chosen, list):
-        extra = [s for s in chosen if s not in config["spawn_steps"]]
-        if extra:
-            raise ConfigError(f"barrier.spawn_steps: {extra[0]} is not one of spawn_steps {config['spawn_steps']}")
     for key in ("milestones",):
         late = [m for m in t[key] if m >= t["steps"]]
         if late:
@@ -223,11 +235,8 @@ def job_shape(config: dict) -> str:
     # device; on a GPU ResNet-50's grouped convolutions are slower than one member alone; the ViT's
     # members as one network (members.StackedViT) have no GPU measurement yet, so it stays one member
     # a job; on the CPU the ResNets' gain does not reproduce. A model given by import path has no
-    # grouped version; stacked under vmap its members trained 0.6-1.5x as fast as one after another
-    # on the CPU, by size and by run (0.84x for a CNN with Dropout2d, 1.22x for a small pre-norm
-    # transformer; bench/RESULTS.md), a spread within this machine's noise: one member a job, whose
-    # dropout masks are then its solo masks bit for bit. A model vmap cannot batch (GRU, LSTM) could
-    # not run otherwise; the config check logs which applies (`engine.check`).
+    # grouped version; stacked under vmap its members trained 0.6-1.4x as fast as one after another
+    # on the CPU, by size (bench/RESULTS.md): one member a job.
     model = config["model"]["name"]
     if model == "cnn1d" or (config["device"] == "cuda" and model in ("resnet8", "resnet20")):
         return "condition"

@@ -40,8 +40,11 @@ class Resume:
     FORMAT = 2  # runs and trajectories as lists; a file of another format is ignored
 
     def __init__(self, path: str | Path, params: dict, every_steps: int | None = None,
-                 every_seconds: float | None = None, log=lambda line: None):
+                 every_seconds: float | None = None, log=lambda line: None, log_path: str | Path | None = None):
         self.path, self.key = Path(path), settings_hash({**params, "resume_format": self.FORMAT})
+        # The job's log travels in the checkpoint: Snakemake deletes a job's log before it runs the
+        # job again, and the resumed job puts the lines from before the stop back in front of its own.
+        self.log_path = Path(log_path) if log_path else None
         self.every_steps, self.every_seconds, self.log = every_steps, every_seconds, log
         self._last_step, self._last_time = None, time.perf_counter()
         self.signal: int | None = None
@@ -69,6 +72,7 @@ class Resume:
         trajectories = [Trajectory(list(t["steps"]), [c.numpy() for c in t["correct"]], curve=list(t.get("curve", [])),
                                    pending=t.get("pending")) for t in state["trajectories"]]
         self._last_step = runs[0].step
+        self._restore_log(state.get("log", ""))
         self.log(f"resumed from {self.path} at step {runs[0].step}")
         return runs, trajectories
 
@@ -82,15 +86,29 @@ class Resume:
         due_time = self.every_seconds and time.perf_counter() - self._last_time >= self.every_seconds
         return bool(due_steps or due_time)
 
+    def _log_text(self) -> str:
+        try:
+            return self.log_path.read_text() if self.log_path else ""
+        except OSError:
+            return ""
+
+    def _restore_log(self, before: str) -> None:
+        """The log of the stopped job, then this job's lines so far. The logger appends (O_APPEND), so
+        the lines it writes next land after both."""
+        if self.log_path and before and not self._log_text().startswith(before):
+            self.log_path.write_text(before + self._log_text())
+
     def save(self, runs: list[Run], trajectories: list[Trajectory]) -> None:
+        stop = (f"stopped by {signal.Signals(self.signal).name} at step {runs[0].step}; "
+                f"its in-job checkpoint {self.path} continues it on the next run") if self.signal is not None else None
+        log = self._log_text() + (f"{Interrupted.__name__}: {stop}\n" if stop else "")
         save_torch({"settings": self.key, "runs": [r.state_dict() for r in runs],
                     "trajectories": [{"steps": list(t.steps), "correct": [torch.from_numpy(c) for c in t.correct],
                                       "curve": list(t.curve), "pending": t.pending}
-                                     for t in trajectories]}, self.path)
+                                     for t in trajectories], "log": log}, self.path)
         self._last_step, self._last_time = runs[0].step, time.perf_counter()
-        if self.signal is not None:
-            raise Interrupted(f"stopped by {signal.Signals(self.signal).name} at step {runs[0].step}; "
-                              f"its in-job checkpoint {self.path} continues it on the next run")
+        if stop:
+            raise Interrupted(stop)
 
     def saved_at(self, step: int) -> bool:
         """Whether the file holds the runs at `step` (saved, or loaded, there)."""

@@ -39,9 +39,10 @@ def _job_settings(params: dict) -> dict:
     return {k: v for k, v in params.items() if k not in ("threads", "checkpoint", "jobs_per_device", "on_divergence")}
 
 
-def _resume(output: str | Path, params: dict, log) -> Resume:
+def _resume(output: str | Path, params: dict, log, log_path: str | None = None) -> Resume:
     every = params["checkpoint"]
-    resume = Resume(resume_path(output), _job_settings(params), every["every_steps"], every["every_seconds"], log)
+    resume = Resume(resume_path(output), _job_settings(params), every["every_steps"], every["every_seconds"], log,
+                    log_path)
     resume.catch_signals()
     return resume
 
@@ -67,7 +68,7 @@ def parent_state(data_path: str, output: str, params: dict, log_path: str | None
     device = setup(params["threads"], params["device"], params["jobs_per_device"], log, strict=True)
     data = D.load(data_path, device, params["augment"])
     h = Hparams.from_config(params["training"])
-    resume = _resume(output, params, log)
+    resume = _resume(output, params, log, log_path)
     restored = resume.load(h, device)
     if restored:
         run = restored[0][0]
@@ -168,7 +169,7 @@ def train_members(data_path: str, parent_paths: dict[int, str], outputs: list[di
             _write_orphan(parents[p], p, c, outputs[i], params, device, log)
     if not members:
         return
-    resume = _resume(outputs[members[0][0]]["final"], params, log)
+    resume = _resume(outputs[members[0][0]]["final"], params, log, log_path)
     restored = resume.load(h, device)
     if restored:
         runs, trajectories = restored
