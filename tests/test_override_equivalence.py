@@ -57,6 +57,8 @@ def values(schema: dict):
         return KWARGS
     if "anyOf" in schema:  # model.name
         return st.sampled_from([*schema["anyOf"][0]["enum"], "mynets:mlp"])
+    if "oneOf" in schema:  # barrier.spawn_steps: a word or a list
+        return st.one_of([values(alternative) for alternative in schema["oneOf"]])
     if "enum" in schema:
         return st.sampled_from(schema["enum"])
     kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]

@@ -109,9 +109,18 @@ def read_command_line(config: dict, given: dict, schema: dict) -> dict:
 def coerce(node: Any, schema: dict, seen: dict | None = None) -> Any:
     """`node` with every string the schema types otherwise turned into that type where it spells one,
     and an integer where the schema wants a string only (`--config experiment=2024`) as its digits.
-    A container shared by YAML aliases is coerced once (`seen`), so an alias bomb stays small."""
+    A container shared by YAML aliases is coerced once (`seen`), so an alias bomb stays small.
+    A key of several forms (`oneOf`/`anyOf`: `barrier.spawn_steps` is a word or a list) is read in the
+    form whose shape the value has."""
     types = _types(schema)
     seen = {} if seen is None else seen
+    alternatives = schema.get("oneOf") or schema.get("anyOf")
+    if alternatives and not types:
+        if isinstance(node, list):
+            arrays = [a for a in alternatives if "array" in _types(a)]
+            return coerce(node, arrays[0], seen) if arrays else node
+        # an alternative without a type is an enum of words: a string
+        types = [kind for a in alternatives for kind in (_types(a) or ["string"])]
     if isinstance(node, (dict, list)) and (id(node), id(schema)) in seen:
         return seen[id(node), id(schema)][1]
     if isinstance(node, dict):
