@@ -57,8 +57,17 @@ from .core.layout import Layout
 from .core.registry import dataset
 from .work import benchmark_seconds  # noqa: F401 (part of this module's interface: tests, bench)
 from .work import FORWARD_COST, evaluation_points  # noqa: F401 (part of this module's interface)
-from .work import (KINDS, KindCost, barrier_images, barrier_jobs, device_hours, kind_cost, member_evaluation_images,
-                   member_jobs, member_span)
+from .work import (
+    KINDS,
+    KindCost,
+    barrier_images,
+    barrier_jobs,
+    device_hours,
+    kind_cost,
+    member_evaluation_images,
+    member_jobs,
+    member_span,
+)
 
 # (device, model) -> (training images per second of one job, where the figure comes from).
 # Measured: on the 2-core CPU machine this project was built on, 1 torch thread per job, quiet machine.
@@ -72,8 +81,11 @@ IMAGES_PER_SECOND = {
     ("cpu", "vit"): (50, "measured: 64x64, batch 128, 1 CPU thread"),
     ("cuda", "cnn1d"): (100000, "assumed: one GPU, launch-bound small model"),
     ("cuda", "resnet8"): (40000, "assumed: one GPU, launch-bound small model"),
-    ("cuda", "resnet20"): (11560, "measured: one H200, one member per job through the training loop of "
-                                  "commit 5832250, bf16 + channels-last, batch 128"),
+    ("cuda", "resnet20"): (
+        11560,
+        "measured: one H200, one member per job through the training loop of "
+        "commit 5832250, bf16 + channels-last, batch 128",
+    ),
     ("cuda", "resnet50"): (3715, "measured: one H200, one member, 64x64, bf16 + channels-last, batch 128"),
     ("cuda", "vit"): (10911, "measured: one H200, one member, 64x64, float32, batch 128"),
 }
@@ -82,19 +94,19 @@ BENCH = Path("bench/results/bench_gpu.json")
 
 @dataclass(frozen=True)
 class Estimate:
-    members: int                 # member trainings (in train_members jobs)
-    parent_states: int           # parent-state trainings (parent_state jobs)
+    members: int  # member trainings (in train_members jobs)
+    parent_states: int  # parent-state trainings (parent_state jobs)
     barrier_jobs: int
-    member_steps: int            # SGD steps the member jobs run
-    parent_steps: int            # SGD steps the parent-state jobs run
-    train_images: int            # SGD steps x batch size
-    eval_images: int             # test-set images the members evaluate
-    barrier_images: int          # images the barrier jobs pass forward
-    images_per_second: float     # the member jobs' rate
+    member_steps: int  # SGD steps the member jobs run
+    parent_steps: int  # SGD steps the parent-state jobs run
+    train_images: int  # SGD steps x batch size
+    eval_images: int  # test-set images the members evaluate
+    barrier_images: int  # images the barrier jobs pass forward
+    images_per_second: float  # the member jobs' rate
     rate_source: str
-    parameters: int = 0          # of the model, for this dataset's input shape and classes
-    seconds: float = 0.0         # on one device, every job kind at its own rate
-    solo_rate: float = 0.0       # parent-state and barrier jobs' rate (one network a job)
+    parameters: int = 0  # of the model, for this dataset's input shape and classes
+    seconds: float = 0.0  # on one device, every job kind at its own rate
+    solo_rate: float = 0.0  # parent-state and barrier jobs' rate (one network a job)
 
     @property
     def checkpoint_bytes(self) -> int:
@@ -141,13 +153,18 @@ def bench_rate(config: dict, bench: Path, k: int | None = None) -> tuple[float, 
         return None
     k = k or max(len(job) for job in training_jobs(config))
     mode = "graphs" if config["cuda"]["graphs"] else "eager"
-    rows = [r for r in result["rows"] if r["model"] == config["model"]["name"] and r["mode"] == mode
-            and "member_images_per_s" in r]  # rows of a failed mode hold an error instead
+    rows = [
+        r
+        for r in result["rows"]
+        if r["model"] == config["model"]["name"] and r["mode"] == mode and "member_images_per_s" in r
+    ]  # rows of a failed mode hold an error instead
     if not rows:
         return None
     row = min(rows, key=lambda r: (abs(r["k"] - k), -r["k"]))
-    return row["member_images_per_s"], (f"measured: {bench}, {result.get('gpu')}, loop k={row['k']} {mode} "
-                                        f"(jobs here train {k} member{'s' if k > 1 else ''})")
+    return row["member_images_per_s"], (
+        f"measured: {bench}, {result.get('gpu')}, loop k={row['k']} {mode} "
+        f"(jobs here train {k} member{'s' if k > 1 else ''})"
+    )
 
 
 def default_rate(config: dict, bench: Path = BENCH, k: int | None = None) -> tuple[float, str]:
@@ -156,13 +173,16 @@ def default_rate(config: dict, bench: Path = BENCH, k: int | None = None) -> tup
         return measured
     key = (config["device"], config["model"]["name"])
     if key not in IMAGES_PER_SECOND:
-        raise ConfigError(f"model.name: no default images per second for {key[1]!r} on {key[0]}; "
-                          "pass --images-per-second")
+        raise ConfigError(
+            f"model.name: no default images per second for {key[1]!r} on {key[0]}; pass --images-per-second"
+        )
     rate, source = IMAGES_PER_SECOND[key]
     k = max(len(job) for job in training_jobs(config))
     if config["device"] == "cuda" and k > 1:
-        source += (f"; jobs here train {k} members as one network, faster per member than this: "
-                   f"run bench/bench_gpu.py on your GPU for their rate")
+        source += (
+            f"; jobs here train {k} members as one network, faster per member than this: "
+            f"run bench/bench_gpu.py on your GPU for their rate"
+        )
     return rate, source
 
 
@@ -192,34 +212,50 @@ def estimate(config: dict, images_per_second: float | None = None, bench: Path =
     parent_steps = sum(t for _, t in states)
     barriers = len(barrier_set(config)) * barrier_images(config)
     rate = rates(config, images_per_second, bench)
-    seconds = ((member_steps * batch + FORWARD_COST * eval_images) / rate["train_members"][0]
-               + parent_steps * batch / rate["parent_state"][0] + FORWARD_COST * barriers / rate["barrier"][0])
+    seconds = (
+        (member_steps * batch + FORWARD_COST * eval_images) / rate["train_members"][0]
+        + parent_steps * batch / rate["parent_state"][0]
+        + FORWARD_COST * barriers / rate["barrier"][0]
+    )
     return Estimate(
-        members=len(grid), parent_states=len(states), barrier_jobs=len(barrier_set(config)),
-        member_steps=member_steps, parent_steps=parent_steps,
-        train_images=(member_steps + parent_steps) * batch, eval_images=eval_images,
-        barrier_images=barriers, images_per_second=rate["train_members"][0],
-        rate_source=rate["train_members"][1], parameters=parameter_count(config), seconds=seconds,
-        solo_rate=rate["parent_state"][0])
+        members=len(grid),
+        parent_states=len(states),
+        barrier_jobs=len(barrier_set(config)),
+        member_steps=member_steps,
+        parent_steps=parent_steps,
+        train_images=(member_steps + parent_steps) * batch,
+        eval_images=eval_images,
+        barrier_images=barriers,
+        images_per_second=rate["train_members"][0],
+        rate_source=rate["train_members"][1],
+        parameters=parameter_count(config),
+        seconds=seconds,
+        solo_rate=rate["parent_state"][0],
+    )
 
 
 def report(config: dict, e: Estimate) -> str:
     device = "GPU" if config["device"] == "cuda" else "CPU"
-    solo = (f"; parent states and barrier jobs (one network a job) at {e.solo_rate:,.0f}"
-            if e.solo_rate != e.images_per_second else "")
-    return "\n".join([
-        f"experiment {config['experiment']}: {config['model']['name']} on {config['data']['name']}, "
-        f"device {config['device']}, T = {config['training']['steps']:,} steps, batch {config['training']['batch_size']}",
-        f"trainings: {e.trainings:,} ({e.members:,} members + {e.parent_states:,} parent states), "
-        f"and {e.barrier_jobs:,} barrier jobs",
-        f"SGD steps: {e.steps:,} (members {e.member_steps:,}, parent states {e.parent_steps:,})",
-        f"images: {e.images:,} ({e.train_images:,} trained on; forward only: {e.eval_images:,} in "
-        f"test-set evaluations, {e.barrier_images:,} in barrier jobs)",
-        f"{device}-hours: {_hours(device_hours(config, e.seconds))} at {e.images_per_second:,.0f} member "
-        f"training images/s ({e.rate_source}){solo}; forward-only images count 1/3",
-        f"disk: about {_size(e.checkpoint_bytes)} of checkpoints ({e.trainings:,} states of "
-        f"{e.parameters:,} parameters and their momentum, float32)",
-    ])
+    solo = (
+        f"; parent states and barrier jobs (one network a job) at {e.solo_rate:,.0f}"
+        if e.solo_rate != e.images_per_second
+        else ""
+    )
+    return "\n".join(
+        [
+            f"experiment {config['experiment']}: {config['model']['name']} on {config['data']['name']}, "
+            f"device {config['device']}, T = {config['training']['steps']:,} steps, batch {config['training']['batch_size']}",
+            f"trainings: {e.trainings:,} ({e.members:,} members + {e.parent_states:,} parent states), "
+            f"and {e.barrier_jobs:,} barrier jobs",
+            f"SGD steps: {e.steps:,} (members {e.member_steps:,}, parent states {e.parent_steps:,})",
+            f"images: {e.images:,} ({e.train_images:,} trained on; forward only: {e.eval_images:,} in "
+            f"test-set evaluations, {e.barrier_images:,} in barrier jobs)",
+            f"{device}-hours: {_hours(device_hours(config, e.seconds))} at {e.images_per_second:,.0f} member "
+            f"training images/s ({e.rate_source}){solo}; forward-only images count 1/3",
+            f"disk: about {_size(e.checkpoint_bytes)} of checkpoints ({e.trainings:,} states of "
+            f"{e.parameters:,} parameters and their momentum, float32)",
+        ]
+    )
 
 
 def _size(n: int) -> str:
@@ -228,8 +264,10 @@ def _size(n: int) -> str:
 
 # ---- what a run spent and what is left, at the measured rates (coupledsgd.work) --------------------
 
-def run_cost(config: dict, results: str | Path = "results", images_per_second: float | None = None,
-             bench: Path = BENCH) -> list[KindCost]:
+
+def run_cost(
+    config: dict, results: str | Path = "results", images_per_second: float | None = None, bench: Path = BENCH
+) -> list[KindCost]:
     """Spent and projected cost of each job kind of the experiment under `results`."""
     layout = Layout(config["experiment"], results=str(results))
     assumed = rates(config, images_per_second, bench)
@@ -242,19 +280,27 @@ def run_report(config: dict, costs: list[KindCost], results: str | Path = "resul
     spent = sum(c.seconds for c in costs)
     left = sum(c.left_seconds for c in costs)
     where = Layout(config["experiment"], results=str(results)).benchmarks
-    lines = [f"spent so far ({where}): {_hours(device_hours(config, spent))} {unit}, "
-             f"{sum(c.measured for c in costs):,} jobs measured"]
+    lines = [
+        f"spent so far ({where}): {_hours(device_hours(config, spent))} {unit}, "
+        f"{sum(c.measured for c in costs):,} jobs measured"
+    ]
     for c in costs:
         work = c.images + FORWARD_COST * c.forward
         rate = f"{work / c.seconds:,.0f} images/s" if work and c.seconds else "no images"
-        lines.append(f"  {c.kind}: {c.done:,} of {c.jobs:,} jobs done, {c.measured:,} measured: "
-                     f"{c.seconds:,.1f} s, {_images(c.images, c.forward)}, {rate}")
-    lines.append(f"left: {sum(c.left_jobs for c in costs):,} jobs, about "
-                 f"{_hours(device_hours(config, left))} {unit} more, {_hours(device_hours(config, spent + left))} in all")
+        lines.append(
+            f"  {c.kind}: {c.done:,} of {c.jobs:,} jobs done, {c.measured:,} measured: "
+            f"{c.seconds:,.1f} s, {_images(c.images, c.forward)}, {rate}"
+        )
+    lines.append(
+        f"left: {sum(c.left_jobs for c in costs):,} jobs, about "
+        f"{_hours(device_hours(config, left))} {unit} more, {_hours(device_hours(config, spent + left))} in all"
+    )
     for c in costs:
         at = f"{c.rate:,.0f} images/s" if c.rate else "per job"
-        lines.append(f"  {c.kind}: {c.left_jobs:,} jobs, {_images(c.left_images, c.left_forward)}, "
-                     f"{_hours(device_hours(config, c.left_seconds))} {unit} at {at} ({c.rate_source})")
+        lines.append(
+            f"  {c.kind}: {c.left_jobs:,} jobs, {_images(c.left_images, c.left_forward)}, "
+            f"{_hours(device_hours(config, c.left_seconds))} {unit} at {at} ({c.rate_source})"
+        )
     lines.append("  (images/s: training images per second, a forward-only image counting 1/3)")
     return "\n".join(lines)
 
@@ -277,16 +323,27 @@ def schema_path(given: str | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="coupledsgd cost", description=__doc__.split("\n\n")[0],
-                                     epilog="examples:\n" + __doc__.split("\n\n")[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", nargs="?", default=None,
-                        help="experiment config (YAML), e.g. configs/cifar10-resnet20.yaml; default config.yaml")
+    parser = argparse.ArgumentParser(
+        prog="coupledsgd cost",
+        description=__doc__.split("\n\n")[0],
+        epilog="examples:\n" + __doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "config",
+        nargs="?",
+        default=None,
+        help="experiment config (YAML), e.g. configs/cifar10-resnet20.yaml; default config.yaml",
+    )
     parser.add_argument("--configfile", default=None, help="the same as the positional config (as for snakemake)")
     parser.add_argument("--results", default="results", help="folder of the runs' results (default: results)")
-    parser.add_argument("--images-per-second", type=float, default=None,
-                        help="training images per second of one job on one device (the `examples/s` of a "
-                             "training log); default: IMAGES_PER_SECOND for the config's model and device")
+    parser.add_argument(
+        "--images-per-second",
+        type=float,
+        default=None,
+        help="training images per second of one job on one device (the `examples/s` of a "
+        "training log); default: IMAGES_PER_SECOND for the config's model and device",
+    )
     parser.add_argument("--schema", default=None, help="config schema (default: the package's own)")
     parser.add_argument("--bench", default=str(BENCH), help=f"bench_gpu.py results (default: {BENCH})")
     args = parser.parse_args(argv)
@@ -294,8 +351,9 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.configfile or args.config or "config.yaml")
         config = validate(yaml.safe_load(path.read_text()) or {}, schema_path(args.schema))
         print(report(config, estimate(config, args.images_per_second, Path(args.bench))))
-        print(run_report(config, run_cost(config, args.results, args.images_per_second, Path(args.bench)),
-                         args.results))
+        print(
+            run_report(config, run_cost(config, args.results, args.images_per_second, Path(args.bench)), args.results)
+        )
     except ConfigError as e:
         print(f"Error in config {path}: {e}", file=sys.stderr)
         return 1

@@ -55,8 +55,13 @@ def _recent(paths, since: float) -> bool:
     return False
 
 
-def member_states(config: dict, results: str | Path = "results", logs: str | Path = "logs",
-                  active: float = 600.0, now: float | None = None) -> dict:
+def member_states(
+    config: dict,
+    results: str | Path = "results",
+    logs: str | Path = "logs",
+    active: float = 600.0,
+    now: float | None = None,
+) -> dict:
     """{Member: "done" | "running" | "left"} for every member of the grid."""
     layout = Layout(config["experiment"], results=str(results), logs_root=str(logs))
     since = (time.time() if now is None else now) - active
@@ -94,33 +99,42 @@ def member_step_rate(config: dict, results: str | Path = "results") -> float | N
     return steps / seconds if seconds and steps else None
 
 
-def report(config: dict, results: str | Path = "results", logs: str | Path = "logs", active: float = 600.0,
-           now: float | None = None) -> str:
+def report(
+    config: dict,
+    results: str | Path = "results",
+    logs: str | Path = "logs",
+    active: float = 600.0,
+    now: float | None = None,
+) -> str:
     states = member_states(config, results, logs, active, now)
     exp = Layout(config["experiment"], results=str(results)).exp
-    lines = [f"experiment {config['experiment']} ({exp}): members per condition and t",
-             f"  {'condition':<22} {'t':>7} {'done':>6} {'running':>8} {'left':>6}"]
+    lines = [
+        f"experiment {config['experiment']} ({exp}): members per condition and t",
+        f"  {'condition':<22} {'t':>7} {'done':>6} {'running':>8} {'left':>6}",
+    ]
     for cond in conditions(config):
         for t in spawn_steps_of(config, cond):
             row = [s for m, s in states.items() if m.condition == cond and m.t == t]
-            lines.append(f"  {cond:<22} {t:>7} {row.count('done'):>6} {row.count('running'):>8} "
-                         f"{row.count('left'):>6}")
+            lines.append(f"  {cond:<22} {t:>7} {row.count('done'):>6} {row.count('running'):>8} {row.count('left'):>6}")
     done, running = sum(s == "done" for s in states.values()), sum(s == "running" for s in states.values())
-    lines.append(f"  {'all':<22} {'':>7} {done:>6} {running:>8} {len(states) - done - running:>6}"
-                 f"   of {len(states):,} members")
+    lines.append(
+        f"  {'all':<22} {'':>7} {done:>6} {running:>8} {len(states) - done - running:>6}   of {len(states):,} members"
+    )
     seconds, jobs = spent_seconds(config, results)
-    lines.append(f"time spent: {_duration(seconds)} of job wall-clock time in {jobs:,} finished jobs "
-                 f"(benchmark files)")
-    left_steps = sum(end - start for m, s in states.items() if s != "done"
-                     for start, end in [member_span(config, m.condition, m.t)])
+    lines.append(f"time spent: {_duration(seconds)} of job wall-clock time in {jobs:,} finished jobs (benchmark files)")
+    left_steps = sum(
+        end - start for m, s in states.items() if s != "done" for start, end in [member_span(config, m.condition, m.t)]
+    )
     rate = member_step_rate(config, results)
     if not left_steps:
         lines.append("ETA: every member is done")
     elif rate is None:
         lines.append(f"ETA: unknown until a training job finishes ({left_steps:,} member-steps left)")
     else:
-        lines.append(f"ETA: {_duration(left_steps / rate)} for one job at a time ({left_steps:,} member-steps "
-                     f"left at a measured {rate:,.1f} member-steps/s; jobs side by side divide it)")
+        lines.append(
+            f"ETA: {_duration(left_steps / rate)} for one job at a time ({left_steps:,} member-steps "
+            f"left at a measured {rate:,.1f} member-steps/s; jobs side by side divide it)"
+        )
     return "\n".join(lines)
 
 
@@ -131,14 +145,21 @@ def _duration(seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="coupledsgd status", description=__doc__.split("\n\n")[0],
-                                     epilog="example:\n" + __doc__.split("\n\n")[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="coupledsgd status",
+        description=__doc__.split("\n\n")[0],
+        epilog="example:\n" + __doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--configfile", default="config.yaml", help="experiment config (default: config.yaml)")
     parser.add_argument("--results", default="results", help="results folder (default: results)")
     parser.add_argument("--logs", default="logs", help="logs folder (default: logs)")
-    parser.add_argument("--active", type=float, default=600.0,
-                        help="a job whose log or checkpoint changed in the last ACTIVE seconds is running (default 600)")
+    parser.add_argument(
+        "--active",
+        type=float,
+        default=600.0,
+        help="a job whose log or checkpoint changed in the last ACTIVE seconds is running (default 600)",
+    )
     parser.add_argument("--schema", default=None, help="config schema (default: the package's own)")
     args = parser.parse_args(argv)
     try:

@@ -81,12 +81,12 @@ def job_memory_mb(config: dict) -> int:
 
 @dataclass(frozen=True)
 class Job:
-    kind: str            # the rule
-    benchmark: Path      # its benchmark file (there once the job has succeeded)
-    outputs: tuple       # files that exist once it is done
-    images: int          # training images
+    kind: str  # the rule
+    benchmark: Path  # its benchmark file (there once the job has succeeded)
+    outputs: tuple  # files that exist once it is done
+    images: int  # training images
     member_steps: int = 0
-    forward: int = 0     # forward-only images: test-set evaluations, a barrier job's networks
+    forward: int = 0  # forward-only images: test-set evaluations, a barrier job's networks
 
     @property
     def work(self) -> float:
@@ -126,18 +126,22 @@ def member_jobs(config: dict, layout: Layout) -> list[Job]:
         steps = sum(end - start for start, end in (member_span(config, m.condition, m.t) for m in job))
         outputs = tuple(Path(layout.predictions(m.condition, m.t, m.parent, m.child)) for m in job)
         evaluations = sum(member_evaluation_images(config, m.condition, m.t) for m in job)
-        jobs.append(Job("train_members", training_job_file(layout, job, shape), outputs, steps * batch, steps,
-                        evaluations))
+        jobs.append(
+            Job("train_members", training_job_file(layout, job, shape), outputs, steps * batch, steps, evaluations)
+        )
     for p, t in parent_states(config):
-        jobs.append(Job("parent_state", Path(layout.parent_benchmark(p, t)), (Path(layout.parent_state(p, t)),),
-                        t * batch, t))
+        jobs.append(
+            Job("parent_state", Path(layout.parent_benchmark(p, t)), (Path(layout.parent_state(p, t)),), t * batch, t)
+        )
     return jobs
 
 
 def barrier_jobs(config: dict, layout: Layout) -> list[Job]:
     images = barrier_images(config)
-    return [Job("barrier", Path(layout.barrier_benchmark(c, t, p)), (Path(layout.barrier(c, t, p)),), 0,
-                forward=images) for c, t, p in barrier_set(config)]
+    return [
+        Job("barrier", Path(layout.barrier_benchmark(c, t, p)), (Path(layout.barrier(c, t, p)),), 0, forward=images)
+        for c, t, p in barrier_set(config)
+    ]
 
 
 @dataclass(frozen=True)
@@ -145,15 +149,15 @@ class KindCost:
     kind: str
     jobs: int
     done: int
-    measured: int          # finished jobs with a benchmark file
-    seconds: float         # their wall-clock seconds
-    images: int            # their training images
+    measured: int  # finished jobs with a benchmark file
+    seconds: float  # their wall-clock seconds
+    images: int  # their training images
     left_jobs: int
-    left_images: int       # training images of the jobs left
-    rate: float | None     # work (training images, forward-only at FORWARD_COST) per second
+    left_images: int  # training images of the jobs left
+    rate: float | None  # work (training images, forward-only at FORWARD_COST) per second
     rate_source: str
     left_seconds: float
-    forward: int = 0       # forward-only images of the measured jobs
+    forward: int = 0  # forward-only images of the measured jobs
     left_forward: int = 0  # forward-only images of the jobs left
 
 
@@ -174,9 +178,21 @@ def kind_cost(kind: str, jobs: list[Job], assumed: tuple[float, str]) -> KindCos
         rate, source = assumed
         source = f"assumed, no finished job yet: the default rate, {source.split(';')[0]}"
         left_seconds = left_work / rate
-    return KindCost(kind, len(jobs), sum(j.done for j in jobs), len(measured), seconds,
-                    sum(j.images for j, _ in measured), len(left), sum(j.images for j in left), rate, source,
-                    left_seconds, sum(j.forward for j, _ in measured), sum(j.forward for j in left))
+    return KindCost(
+        kind,
+        len(jobs),
+        sum(j.done for j in jobs),
+        len(measured),
+        seconds,
+        sum(j.images for j, _ in measured),
+        len(left),
+        sum(j.images for j in left),
+        rate,
+        source,
+        left_seconds,
+        sum(j.forward for j, _ in measured),
+        sum(j.forward for j in left),
+    )
 
 
 def device_hours(config: dict, seconds: float) -> float:

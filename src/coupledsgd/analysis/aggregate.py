@@ -30,8 +30,7 @@ def require(df: pd.DataFrame, table: str, columns: Iterable[str]) -> pd.DataFram
     missing = [c for c in columns if c not in df.columns]
     if missing:
         where = df.attrs.get("source", f"{table} table")
-        raise ArtifactError(f"{where}: missing column(s) {', '.join(missing)} (has: "
-                            f"{', '.join(map(str, df.columns))})")
+        raise ArtifactError(f"{where}: missing column(s) {', '.join(missing)} (has: {', '.join(map(str, df.columns))})")
     cats = [c for c in ("condition", "kind") if c in df.columns and df[c].dtype.name == "category"]
     if cats:
         df = df.assign(**{c: df[c].astype(str) for c in cats})
@@ -138,8 +137,9 @@ def t_label(t: int, epochs: dict[int, float], sep: str = "\n") -> str:
     return f"{t}{sep}({fmt_epoch(e)} ep)"
 
 
-def cumulative_forgetting(forgetting: pd.DataFrame, conditions: Iterable[str],
-                          epochs: float | None = None) -> tuple[pd.DataFrame, float | None]:
+def cumulative_forgetting(
+    forgetting: pd.DataFrame, conditions: Iterable[str], epochs: float | None = None
+) -> tuple[pd.DataFrame, float | None]:
     """Per member of `conditions`: its cumulative forgetting events at the last evaluation point with
     epoch <= E (epochs since the member's first evaluation point, i.e. since the spawn). E defaults to the
     largest epoch every one of these members reached. Returns (frame of condition, t, parent, child,
@@ -177,15 +177,19 @@ def member_groups(members: pd.DataFrame) -> tuple[list[str], list[str], pd.DataF
     Returns (order: the group labels, in order; families: the groups' families, each once, in that
     order; data: members with `group` and `family` columns)."""
     epochs = epoch_map(members)
-    groups = sorted({(c, int(t)) for c, t in zip(members["condition"], members["t"])},
-                    key=lambda ct: (condition_order(ct[0]), ct[1]))
+    groups = sorted(
+        {(c, int(t)) for c, t in zip(members["condition"], members["t"])},
+        key=lambda ct: (condition_order(ct[0]), ct[1]),
+    )
 
     def label(c: str, t: int) -> str:
         spawned = c not in REGISTRY or REGISTRY[c].has_parent  # no spawn step: no-coupling, coupled-order
         return f"{c}, t = {t_label(t, epochs, sep=' ')}" if spawned else c
 
     names = {g: label(*g) for g in groups}
-    data = members.assign(group=[names[(c, int(t))] for c, t in zip(members["condition"], members["t"])],
-                          family=[family(c) for c in members["condition"]])
+    data = members.assign(
+        group=[names[(c, int(t))] for c, t in zip(members["condition"], members["t"])],
+        family=[family(c) for c in members["condition"]],
+    )
     families = list(dict.fromkeys(family(c) for c, _ in groups))
     return [names[g] for g in groups], families, data

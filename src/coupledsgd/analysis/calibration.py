@@ -63,40 +63,49 @@ def _curves(values: np.ndarray) -> pd.DataFrame:
 
 def _trend(curve: np.ndarray, noise: float, n_perm: int) -> Draw:
     """Parents' curves: the curve, a parent offset and independent noise at each t."""
+
     def draw(rng: np.random.Generator, n: int) -> tuple[E.Estimate, float]:
         v = curve + rng.normal(0, noise, (n, 1)) + rng.normal(0, noise, (n, len(curve)))
         return E.trend(_curves(v), "parents", n_perm, seed=int(rng.integers(2**31))), np.nan
+
     return draw
 
 
 def _between(curve: np.ndarray, noise: float, n_perm: int) -> Draw:
     """Pairs of parents: the curve plus each parent's own offset curve (so pairs sharing a parent are
     correlated) and the pair's noise."""
+
     def draw(rng: np.random.Generator, n: int) -> tuple[E.Estimate, float]:
         own = rng.normal(0, noise, (n, len(curve)))
         pairs = [(a, b) for a in range(n) for b in range(a + 1, n)]
         v = np.array([curve + own[a] + own[b] + rng.normal(0, noise / 2, len(curve)) for a, b in pairs])
         return E.joint_trend(_curves(v), n, n_perm, seed=int(rng.integers(2**31))), np.nan
+
     return draw
 
 
 def _paired(mean: float, sd: float) -> Draw:
     def draw(rng: np.random.Generator, n: int) -> tuple[E.Estimate, float]:
         return E.one_sample(rng.normal(mean, sd, n), "parents", "paired t over parents"), mean
+
     return draw
 
 
 def _one_sample(mean: float, sd: float) -> Draw:
     """A per-parent statistic (the mean gain over the spawn steps past the parent's onset)."""
+
     def draw(rng: np.random.Generator, n: int) -> tuple[E.Estimate, float]:
         return E.one_sample(rng.normal(mean, sd, n), "parents"), mean
+
     return draw
 
 
 def _welch(mean: float, sd_a: float, sd_b: float) -> Draw:
     """Two independent groups of parents with unequal spreads."""
+
     def draw(rng: np.random.Generator, n: int) -> tuple[E.Estimate, float]:
         return E.welch(rng.normal(mean, sd_a, n), rng.normal(0, sd_b, n), "parents"), mean
+
     return draw
 
 
@@ -104,36 +113,124 @@ def scenarios(n_perm: int) -> list[Scenario]:
     flat = np.zeros(len(SPAWN_STEPS))
     return [
         Scenario("no trend", "gain-falls", "null", _trend(flat, GAIN_NOISE, n_perm), "direction", -1, permutation=True),
-        Scenario("gain falls as in the default run", "gain-falls", "effect",
-                 _trend(GAIN_CURVE, GAIN_NOISE, n_perm), "direction", -1, permutation=True),
-        Scenario("no trend, pairs of parents", "kl-between-parents-rises", "null",
-                 _between(flat, KL_NOISE, n_perm), "direction", +1, permutation=True),
-        Scenario("between-parent KL rises as in the default run", "kl-between-parents-rises", "effect",
-                 _between(KL_CURVE, KL_NOISE, n_perm), "direction", +1, permutation=True),
-        Scenario("no difference (paired)", "reinit-low-beats-high", "null", _paired(0.0, REINIT_SD),
-                 "direction", +1),
-        Scenario("difference of the default run's size (paired)", "reinit-low-beats-high", "effect",
-                 _paired(REINIT_DIFF, REINIT_SD), "direction", +1),
-        Scenario("no trend in the barrier", "barrier-falls", "null", _trend(flat, BARRIER_NOISE, n_perm),
-                 "direction", -1, permutation=True),
-        Scenario("barrier falls as assumed for the default run", "barrier-falls", "effect",
-                 _trend(BARRIER_CURVE, BARRIER_NOISE, n_perm), "direction", -1, permutation=True),
-        Scenario("gain past the onset at the margin (TOST)", "gain-zero-past-onset", "null",
-                 _one_sample(MARGIN, PAST_ONSET_SD), "equivalence", margin=MARGIN),
-        Scenario("gain past the onset of the default run's size (TOST)", "gain-zero-past-onset", "effect",
-                 _one_sample(PAST_ONSET_GAIN, PAST_ONSET_SD), "equivalence", margin=MARGIN),
-        Scenario("no barrier opened (paired)", "reinit-opens-barrier", "null", _paired(0.0, REINIT_BARRIER_SD),
-                 "direction", +1),
-        Scenario("barrier opened as assumed for the default run (paired)", "reinit-opens-barrier", "effect",
-                 _paired(REINIT_BARRIER_DIFF, REINIT_BARRIER_SD), "direction", +1),
-        Scenario("difference at the margin (TOST)", "order-same-accuracy", "null", _paired(MARGIN, ORDER_SD),
-                 "equivalence", margin=MARGIN),
-        Scenario("equivalent, a difference of the default run's size (TOST)", "order-same-accuracy", "effect",
-                 _paired(ORDER_DIFF, ORDER_SD), "equivalence", margin=MARGIN),
-        Scenario("difference at -margin (non-inferiority, Welch)", "members-not-worse", "null",
-                 _welch(-MARGIN, COUPLED_SD, INDEPENDENT_SD), "noninferiority", margin=MARGIN),
-        Scenario("not worse, as in the default run (non-inferiority, Welch)", "members-not-worse", "effect",
-                 _welch(MEMBERS_DIFF, COUPLED_SD, INDEPENDENT_SD), "noninferiority", margin=MARGIN),
+        Scenario(
+            "gain falls as in the default run",
+            "gain-falls",
+            "effect",
+            _trend(GAIN_CURVE, GAIN_NOISE, n_perm),
+            "direction",
+            -1,
+            permutation=True,
+        ),
+        Scenario(
+            "no trend, pairs of parents",
+            "kl-between-parents-rises",
+            "null",
+            _between(flat, KL_NOISE, n_perm),
+            "direction",
+            +1,
+            permutation=True,
+        ),
+        Scenario(
+            "between-parent KL rises as in the default run",
+            "kl-between-parents-rises",
+            "effect",
+            _between(KL_CURVE, KL_NOISE, n_perm),
+            "direction",
+            +1,
+            permutation=True,
+        ),
+        Scenario("no difference (paired)", "reinit-low-beats-high", "null", _paired(0.0, REINIT_SD), "direction", +1),
+        Scenario(
+            "difference of the default run's size (paired)",
+            "reinit-low-beats-high",
+            "effect",
+            _paired(REINIT_DIFF, REINIT_SD),
+            "direction",
+            +1,
+        ),
+        Scenario(
+            "no trend in the barrier",
+            "barrier-falls",
+            "null",
+            _trend(flat, BARRIER_NOISE, n_perm),
+            "direction",
+            -1,
+            permutation=True,
+        ),
+        Scenario(
+            "barrier falls as assumed for the default run",
+            "barrier-falls",
+            "effect",
+            _trend(BARRIER_CURVE, BARRIER_NOISE, n_perm),
+            "direction",
+            -1,
+            permutation=True,
+        ),
+        Scenario(
+            "gain past the onset at the margin (TOST)",
+            "gain-zero-past-onset",
+            "null",
+            _one_sample(MARGIN, PAST_ONSET_SD),
+            "equivalence",
+            margin=MARGIN,
+        ),
+        Scenario(
+            "gain past the onset of the default run's size (TOST)",
+            "gain-zero-past-onset",
+            "effect",
+            _one_sample(PAST_ONSET_GAIN, PAST_ONSET_SD),
+            "equivalence",
+            margin=MARGIN,
+        ),
+        Scenario(
+            "no barrier opened (paired)",
+            "reinit-opens-barrier",
+            "null",
+            _paired(0.0, REINIT_BARRIER_SD),
+            "direction",
+            +1,
+        ),
+        Scenario(
+            "barrier opened as assumed for the default run (paired)",
+            "reinit-opens-barrier",
+            "effect",
+            _paired(REINIT_BARRIER_DIFF, REINIT_BARRIER_SD),
+            "direction",
+            +1,
+        ),
+        Scenario(
+            "difference at the margin (TOST)",
+            "order-same-accuracy",
+            "null",
+            _paired(MARGIN, ORDER_SD),
+            "equivalence",
+            margin=MARGIN,
+        ),
+        Scenario(
+            "equivalent, a difference of the default run's size (TOST)",
+            "order-same-accuracy",
+            "effect",
+            _paired(ORDER_DIFF, ORDER_SD),
+            "equivalence",
+            margin=MARGIN,
+        ),
+        Scenario(
+            "difference at -margin (non-inferiority, Welch)",
+            "members-not-worse",
+            "null",
+            _welch(-MARGIN, COUPLED_SD, INDEPENDENT_SD),
+            "noninferiority",
+            margin=MARGIN,
+        ),
+        Scenario(
+            "not worse, as in the default run (non-inferiority, Welch)",
+            "members-not-worse",
+            "effect",
+            _welch(MEMBERS_DIFF, COUPLED_SD, INDEPENDENT_SD),
+            "noninferiority",
+            margin=MARGIN,
+        ),
     ]
 
 
@@ -148,14 +245,22 @@ def rates(scenario: Scenario, n_parents: int, reps: int, seed: int = 0) -> dict:
         supported += est.verdict == E.SUPPORTED
         if np.isfinite(truth) and np.isfinite(est.ci_low):
             covered.append(est.ci_low <= truth <= est.ci_high)
-    return {"scenario": scenario.name, "claim": scenario.claim, "truth": scenario.truth, "parents": n_parents,
-            "reps": reps, "supported": supported / reps,
-            "coverage": float(np.mean(covered)) if covered else float("nan")}
+    return {
+        "scenario": scenario.name,
+        "claim": scenario.claim,
+        "truth": scenario.truth,
+        "parents": n_parents,
+        "reps": reps,
+        "supported": supported / reps,
+        "coverage": float(np.mean(covered)) if covered else float("nan"),
+    }
 
 
-def table(parents: tuple[int, ...] = (3, 4, 10), reps: int = 1000, perm_reps: int = 300, n_perm: int = 999,
-          seed: int = 0) -> pd.DataFrame:
+def table(
+    parents: tuple[int, ...] = (3, 4, 10), reps: int = 1000, perm_reps: int = 300, n_perm: int = 999, seed: int = 0
+) -> pd.DataFrame:
     """Every scenario at every number of parents: `reps` draws of a t-test (cheap; enough to tell a
     coverage of 93% from 95%), `perm_reps` of a permutation test of n_perm arrangements."""
-    return pd.DataFrame([rates(s, n, perm_reps if s.permutation else reps, seed)
-                         for s in scenarios(n_perm) for n in parents])
+    return pd.DataFrame(
+        [rates(s, n, perm_reps if s.permutation else reps, seed) for s in scenarios(n_perm) for n in parents]
+    )

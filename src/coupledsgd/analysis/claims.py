@@ -38,9 +38,25 @@ from ..core.conditions import BARRIER_REFERENCE, REFERENCE
 from .aggregate import cumulative_forgetting, reinit_condition
 from .instability import barrier_per_parent
 from .estimates import VERDICTS  # noqa: F401 (the claims table's verdicts, for its readers)
-from .estimates import (INCONCLUSIVE, N_PERMUTATIONS, NOT_SUPPORTED, SUPPORTED,
-                        Estimate, decide, direction_rule, early_excess, equivalence_rule, joint_trend,
-                        lacking, noninferiority_rule, one_sample, paired, trend, unit_curves, welch)
+from .estimates import (
+    INCONCLUSIVE,
+    N_PERMUTATIONS,
+    NOT_SUPPORTED,
+    SUPPORTED,
+    Estimate,
+    decide,
+    direction_rule,
+    early_excess,
+    equivalence_rule,
+    joint_trend,
+    lacking,
+    noninferiority_rule,
+    one_sample,
+    paired,
+    trend,
+    unit_curves,
+    welch,
+)
 
 ACCURACY_MARGIN = 0.01
 MACE_MARGIN = 0.001
@@ -51,8 +67,22 @@ NO_COUPLING, ORDER, TO_T, RESET = REFERENCE, "coupled-order", "coupled-to-t", BA
 Tables = dict[str, pd.DataFrame]
 Check = Callable[[Tables, int], Estimate]  # (tables, n_perm) -> Estimate
 
-COLUMNS = ["claim", "figure", "text", "statistic", "value", "ci_low", "ci_high", "interval", "test", "n_units",
-           "p_value", "rule", "verdict", "reason"]
+COLUMNS = [
+    "claim",
+    "figure",
+    "text",
+    "statistic",
+    "value",
+    "ci_low",
+    "ci_high",
+    "interval",
+    "test",
+    "n_units",
+    "p_value",
+    "rule",
+    "verdict",
+    "reason",
+]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -96,6 +126,7 @@ def _gain_falls(condition: str) -> Check:
         if rows.empty:
             return lacking(_missing(condition))
         return trend(unit_curves(rows, "gain", "parent"), "parents", n_perm)
+
     return check
 
 
@@ -107,6 +138,7 @@ def _order_equivalent(value: str) -> Check:
             return lacking(_missing(ORDER, NO_COUPLING))
         # member (p, c) of both conditions starts from the same initialisation: paired by parent
         return paired(a.groupby("parent")[value].mean(), b.groupby("parent")[value].mean(), "parents")
+
     return check
 
 
@@ -116,8 +148,7 @@ def _members_not_worse(tables: Tables, n_perm: int) -> Estimate:
     ref = _of(m, NO_COUPLING)
     if coupled.empty or ref.empty:
         return lacking(_missing(f"{TO_T} and {RESET}", NO_COUPLING))
-    return welch(coupled.groupby("parent")["accuracy"].mean(), ref.groupby("parent")["accuracy"].mean(),
-                 "parents")
+    return welch(coupled.groupby("parent")["accuracy"].mean(), ref.groupby("parent")["accuracy"].mean(), "parents")
 
 
 def _kl_trend(curves: pd.DataFrame, n_perm: int) -> Estimate:
@@ -135,6 +166,7 @@ def _same_parent_kl(statistic: Callable[[pd.DataFrame, int], Estimate]) -> Check
         if rows.empty:
             return lacking(_missing(RESET) + " with two children or more")
         return statistic(unit_curves(rows, "sym_kl", "parent_a"), n_perm)
+
     return check
 
 
@@ -177,8 +209,10 @@ def _reinit_low_beats_high(tables: Tables, n_perm: int) -> Estimate:
     both = low.merge(high, on=["t", "percent"], suffixes=("_low", "_high"))
     if both.empty:
         return lacking("no percent and step run both as reinit-low and reinit-high")
-    diffs = [_per_parent(e, row.condition_low, row.t, "gain") - _per_parent(e, row.condition_high, row.t, "gain")
-             for row in both.itertuples()]
+    diffs = [
+        _per_parent(e, row.condition_low, row.t, "gain") - _per_parent(e, row.condition_high, row.t, "gain")
+        for row in both.itertuples()
+    ]
     per_parent = pd.concat(diffs, axis=1).mean(axis=1, skipna=False)
     return one_sample(per_parent, "parents", "paired t over parents")
 
@@ -187,8 +221,9 @@ def _against_reset(df: pd.DataFrame, value: str) -> dict[str, Estimate]:
     """Each re-initialisation condition minus coupled-to-t-reset at its step, paired by parent."""
     out = {}
     for row in reinit_conditions(df).itertuples():
-        out[row.condition] = paired(_per_parent(df, row.condition, row.t, value),
-                                    _per_parent(df, RESET, row.t, value), "parents")
+        out[row.condition] = paired(
+            _per_parent(df, row.condition, row.t, value), _per_parent(df, RESET, row.t, value), "parents"
+        )
     return out
 
 
@@ -208,13 +243,17 @@ def every_condition(each: dict[str, Estimate], what: str) -> Estimate:
     usable = {c: x for c, x in each.items() if not x.reason}
     untested = {c: x.reason for c, x in each.items() if x.reason}
     if not usable:
-        return lacking("no condition could be tested: " + "; ".join(f"{c}: {r}" for c, r in untested.items()),
-                       max(x.n_units for x in each.values()), next(iter(each.values())).test)
+        return lacking(
+            "no condition could be tested: " + "; ".join(f"{c}: {r}" for c, r in untested.items()),
+            max(x.n_units for x in each.values()),
+            next(iter(each.values())).test,
+        )
     worst = max(usable, key=lambda c: abs(usable[c].value))
     out = Estimate(**vars(usable[worst]))
     verdicts = {x.verdict for x in usable.values()}
-    out.reason = (f"largest difference: {worst}; per condition: "
-                  + ", ".join(f"{c} {x.verdict} (p {x.p_value:.2g})" for c, x in usable.items()))
+    out.reason = f"largest difference: {worst}; per condition: " + ", ".join(
+        f"{c} {x.verdict} (p {x.p_value:.2g})" for c, x in usable.items()
+    )
     out.p_value = max(x.p_value for x in usable.values())
     if untested:
         out.reason += "; untested: " + "; ".join(f"{c} ({r})" for c, r in untested.items())
@@ -223,8 +262,10 @@ def every_condition(each: dict[str, Estimate], what: str) -> Estimate:
     elif untested:
         # the tested ones cannot speak for the rest: no verdict, and no p-value, on "every"
         out.verdict, out.p_value = INCONCLUSIVE, float("nan")
-        out.reason = (f"{len(untested)} of {len(each)} conditions untested ({', '.join(untested)}), so it is not "
-                      f"shown that every one is {what}; " + out.reason)
+        out.reason = (
+            f"{len(untested)} of {len(each)} conditions untested ({', '.join(untested)}), so it is not "
+            f"shown that every one is {what}; " + out.reason
+        )
     else:
         out.verdict = SUPPORTED if verdicts == {SUPPORTED} else INCONCLUSIVE
     return out
@@ -234,10 +275,14 @@ def _reinit_barrier(tables: Tables, n_perm: int) -> Estimate:
     b = tables["barriers"]
     if b.empty or reinit_conditions(b).empty or _of(b, RESET).empty:
         return lacking("no error barriers of re-initialised and coupled-to-t-reset children")
-    per_pair = b.groupby(["condition", "t", "parent", "child_a", "child_b"], as_index=False, observed=True)["barrier"].mean()
+    per_pair = b.groupby(["condition", "t", "parent", "child_a", "child_b"], as_index=False, observed=True)[
+        "barrier"
+    ].mean()
     r = reinit_conditions(per_pair)
-    diffs = [_per_parent(per_pair, row.condition, row.t, "barrier") - _per_parent(per_pair, RESET, row.t, "barrier")
-             for row in r.itertuples()]
+    diffs = [
+        _per_parent(per_pair, row.condition, row.t, "barrier") - _per_parent(per_pair, RESET, row.t, "barrier")
+        for row in r.itertuples()
+    ]
     per_parent = pd.concat(diffs, axis=1).mean(axis=1, skipna=False)
     return one_sample(per_parent, "parents", "paired t over parents")
 
@@ -257,8 +302,10 @@ def _gain_past_onset(tables: Tables, n_perm: int) -> Estimate:
     reached = onset[np.isfinite(onset["onset"].to_numpy(dtype=float))]
     if reached.empty:
         threshold = float(onset["threshold"].iloc[0])
-        return lacking(f"no parent's barrier stays below {threshold:g} up to the last spawn step: no onset "
-                       "step, nothing past it", len(onset))
+        return lacking(
+            f"no parent's barrier stays below {threshold:g} up to the last spawn step: no onset step, nothing past it",
+            len(onset),
+        )
     past = gains.merge(reached[["parent", "onset"]], on="parent")
     past = past[past["t"] >= past["onset"]]
     # each parent's mean gain over its spawn steps past its own onset: one value per parent
@@ -291,54 +338,150 @@ class Claim:
 _RHO = "mean over parents of Spearman rho(t, parent's {} curve)"
 _RHO_MEAN = "Spearman rho(t, {} averaged over {})"
 CLAIMS = [
-    Claim("gain-falls", "1a", "The ensemble's accuracy gain falls as the coupling time t grows (coupled-to-t).",
-          _RHO.format("accuracy gain"), _gain_falls(TO_T), "direction", sign=-1),
-    Claim("gain-falls-reset", "1b", "The accuracy gain falls with t also with the optimizer reset and T further "
-          "steps (coupled-to-t-reset).", _RHO.format("accuracy gain"), _gain_falls(RESET),
-          "direction", sign=-1),
-    Claim("order-same-accuracy", "1a-1d", "Sharing the minibatch order (coupled-order) gives ensembles as "
-          "accurate as independent runs (no-coupling).",
-          "ensemble accuracy, coupled-order minus no-coupling (mean over parents)",
-          _order_equivalent("ensemble_accuracy"), "equivalence", margin=ACCURACY_MARGIN, unit="accuracy points"),
-    Claim("order-same-mace", "1a-1d", "Sharing the minibatch order gives ensembles as well calibrated as "
-          "independent runs.", "ensemble MACE, coupled-order minus no-coupling (mean over parents)",
-          _order_equivalent("ensemble_mace"), "equivalence", margin=MACE_MARGIN, unit="MACE points"),
-    Claim("members-not-worse", "2", "Members of the coupled conditions (coupled-to-t, coupled-to-t-reset, every "
-          "t) are not less accurate than independently trained ones.",
-          "member accuracy, coupled minus no-coupling (mean over parents)", _members_not_worse,
-          "noninferiority", margin=ACCURACY_MARGIN, unit="accuracy points"),
-    Claim("kl-same-parent-falls", "1e", "The symmetric KL between children of one parent falls with t "
-          "(coupled-to-t-reset).", _RHO.format("same-parent KL"), _same_parent_kl(_kl_trend),
-          "direction", sign=-1),
-    Claim("kl-same-parent-falls-early", "1e", "That KL falls fastest early: more before the middle spawn step "
-          "than a fall linear in t.", "KL fall before the middle spawn step minus its linear-in-t share",
-          _same_parent_kl(_kl_early_excess), "direction", sign=+1),
-    Claim("kl-between-parents-rises", "1f", "The symmetric KL between ensembles of different parents rises with "
-          "t (coupled-to-t-reset).", _RHO_MEAN.format("between-parent KL", "pairs of parents"), _between_parent_kl,
-          "direction", sign=+1),
-    Claim("forgetting-falls-early", "1g", "Forgetting events per epoch (no-coupling) are more frequent early in "
-          "training than later.", "events per evaluation, first quarter of training minus the rest "
-          "(mean over runs)", _forgetting_early, "direction", sign=+1),
-    Claim("cumulative-forgetting-falls", "1h", "Cumulative forgetting events after the spawn fall with t "
-          "(coupled-to-t-reset).", _RHO.format("cumulative forgetting events"),
-          _cumulative_forgetting_falls, "direction", sign=-1),
-    Claim("reinit-low-beats-high", "1i", "Re-initialising low layers restores more accuracy gain than "
-          "re-initialising high layers.", "accuracy gain, reinit-low minus reinit-high (mean over percents, "
-          "paired by parent)", _reinit_low_beats_high, "direction", sign=+1),
-    Claim("reinit-calibration-small", "1j", "Re-initialising changes ensemble calibration little: every "
-          "reinit condition's ensemble MACE is within the margin of coupled-to-t-reset's.",
-          "ensemble MACE, reinit minus coupled-to-t-reset (the condition farthest from 0, paired by parent)",
-          _reinit_calibration_small, "equivalence", margin=MACE_MARGIN, unit="MACE points"),
-    Claim("reinit-opens-barrier", "3", "Re-initialising opens an error barrier between children that "
-          "coupled-to-t-reset children do not have.", "error barrier, reinit minus coupled-to-t-reset "
-          "(mean over reinit conditions, paired by parent)", _reinit_barrier, "direction", sign=+1),
-    Claim("barrier-falls", "4", "The error barrier between two children of one parent falls as the coupling "
-          "time t grows (coupled-to-t; instability analysis).", _RHO.format("error barrier"), _barrier_falls,
-          "direction", sign=-1),
-    Claim("gain-zero-past-onset", "4", "Past the onset step (the barrier stays below the threshold) the "
-          "ensemble gain is within the accuracy margin of 0 (coupled-to-t).",
-          "accuracy gain at the spawn steps from each parent's onset on (mean over them, then over parents)",
-          _gain_past_onset, "equivalence", margin=ACCURACY_MARGIN, unit="accuracy points"),
+    Claim(
+        "gain-falls",
+        "1a",
+        "The ensemble's accuracy gain falls as the coupling time t grows (coupled-to-t).",
+        _RHO.format("accuracy gain"),
+        _gain_falls(TO_T),
+        "direction",
+        sign=-1,
+    ),
+    Claim(
+        "gain-falls-reset",
+        "1b",
+        "The accuracy gain falls with t also with the optimizer reset and T further steps (coupled-to-t-reset).",
+        _RHO.format("accuracy gain"),
+        _gain_falls(RESET),
+        "direction",
+        sign=-1,
+    ),
+    Claim(
+        "order-same-accuracy",
+        "1a-1d",
+        "Sharing the minibatch order (coupled-order) gives ensembles as accurate as independent runs (no-coupling).",
+        "ensemble accuracy, coupled-order minus no-coupling (mean over parents)",
+        _order_equivalent("ensemble_accuracy"),
+        "equivalence",
+        margin=ACCURACY_MARGIN,
+        unit="accuracy points",
+    ),
+    Claim(
+        "order-same-mace",
+        "1a-1d",
+        "Sharing the minibatch order gives ensembles as well calibrated as independent runs.",
+        "ensemble MACE, coupled-order minus no-coupling (mean over parents)",
+        _order_equivalent("ensemble_mace"),
+        "equivalence",
+        margin=MACE_MARGIN,
+        unit="MACE points",
+    ),
+    Claim(
+        "members-not-worse",
+        "2",
+        "Members of the coupled conditions (coupled-to-t, coupled-to-t-reset, every "
+        "t) are not less accurate than independently trained ones.",
+        "member accuracy, coupled minus no-coupling (mean over parents)",
+        _members_not_worse,
+        "noninferiority",
+        margin=ACCURACY_MARGIN,
+        unit="accuracy points",
+    ),
+    Claim(
+        "kl-same-parent-falls",
+        "1e",
+        "The symmetric KL between children of one parent falls with t (coupled-to-t-reset).",
+        _RHO.format("same-parent KL"),
+        _same_parent_kl(_kl_trend),
+        "direction",
+        sign=-1,
+    ),
+    Claim(
+        "kl-same-parent-falls-early",
+        "1e",
+        "That KL falls fastest early: more before the middle spawn step than a fall linear in t.",
+        "KL fall before the middle spawn step minus its linear-in-t share",
+        _same_parent_kl(_kl_early_excess),
+        "direction",
+        sign=+1,
+    ),
+    Claim(
+        "kl-between-parents-rises",
+        "1f",
+        "The symmetric KL between ensembles of different parents rises with t (coupled-to-t-reset).",
+        _RHO_MEAN.format("between-parent KL", "pairs of parents"),
+        _between_parent_kl,
+        "direction",
+        sign=+1,
+    ),
+    Claim(
+        "forgetting-falls-early",
+        "1g",
+        "Forgetting events per epoch (no-coupling) are more frequent early in training than later.",
+        "events per evaluation, first quarter of training minus the rest (mean over runs)",
+        _forgetting_early,
+        "direction",
+        sign=+1,
+    ),
+    Claim(
+        "cumulative-forgetting-falls",
+        "1h",
+        "Cumulative forgetting events after the spawn fall with t (coupled-to-t-reset).",
+        _RHO.format("cumulative forgetting events"),
+        _cumulative_forgetting_falls,
+        "direction",
+        sign=-1,
+    ),
+    Claim(
+        "reinit-low-beats-high",
+        "1i",
+        "Re-initialising low layers restores more accuracy gain than re-initialising high layers.",
+        "accuracy gain, reinit-low minus reinit-high (mean over percents, paired by parent)",
+        _reinit_low_beats_high,
+        "direction",
+        sign=+1,
+    ),
+    Claim(
+        "reinit-calibration-small",
+        "1j",
+        "Re-initialising changes ensemble calibration little: every "
+        "reinit condition's ensemble MACE is within the margin of coupled-to-t-reset's.",
+        "ensemble MACE, reinit minus coupled-to-t-reset (the condition farthest from 0, paired by parent)",
+        _reinit_calibration_small,
+        "equivalence",
+        margin=MACE_MARGIN,
+        unit="MACE points",
+    ),
+    Claim(
+        "reinit-opens-barrier",
+        "3",
+        "Re-initialising opens an error barrier between children that coupled-to-t-reset children do not have.",
+        "error barrier, reinit minus coupled-to-t-reset (mean over reinit conditions, paired by parent)",
+        _reinit_barrier,
+        "direction",
+        sign=+1,
+    ),
+    Claim(
+        "barrier-falls",
+        "4",
+        "The error barrier between two children of one parent falls as the coupling "
+        "time t grows (coupled-to-t; instability analysis).",
+        _RHO.format("error barrier"),
+        _barrier_falls,
+        "direction",
+        sign=-1,
+    ),
+    Claim(
+        "gain-zero-past-onset",
+        "4",
+        "Past the onset step (the barrier stays below the threshold) the "
+        "ensemble gain is within the accuracy margin of 0 (coupled-to-t).",
+        "accuracy gain at the spawn steps from each parent's onset on (mean over them, then over parents)",
+        _gain_past_onset,
+        "equivalence",
+        margin=ACCURACY_MARGIN,
+        unit="accuracy points",
+    ),
 ]
 CLAIM_IDS = [c.id for c in CLAIMS]
 
@@ -350,10 +493,24 @@ def claims_table(tables: dict[str, pd.DataFrame], n_perm: int = N_PERMUTATIONS) 
     rows = []
     for claim in CLAIMS:
         est = claim.decide(claim.check({k: _plain(tables.get(k), k) for k in TABLE_COLUMNS}, n_perm))
-        rows.append({"claim": claim.id, "figure": claim.figure, "text": claim.text, "statistic": claim.statistic,
-                     "value": est.value, "ci_low": est.ci_low, "ci_high": est.ci_high, "interval": est.interval,
-                     "test": est.test, "n_units": est.n_units, "p_value": est.p_value, "rule": claim.rule(),
-                     "verdict": est.verdict, "reason": est.reason})
+        rows.append(
+            {
+                "claim": claim.id,
+                "figure": claim.figure,
+                "text": claim.text,
+                "statistic": claim.statistic,
+                "value": est.value,
+                "ci_low": est.ci_low,
+                "ci_high": est.ci_high,
+                "interval": est.interval,
+                "test": est.test,
+                "n_units": est.n_units,
+                "p_value": est.p_value,
+                "rule": claim.rule(),
+                "verdict": est.verdict,
+                "reason": est.reason,
+            }
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -371,8 +528,9 @@ TABLE_COLUMNS = {
 def _plain(df: pd.DataFrame | None, name: str) -> pd.DataFrame:
     """df with categorical string columns made plain and the columns it lacks added as NaN."""
     if df is None:
-        df = pd.DataFrame({c: pd.Series(dtype=str if c in ("condition", "kind") else float)
-                           for c in TABLE_COLUMNS[name]})
+        df = pd.DataFrame(
+            {c: pd.Series(dtype=str if c in ("condition", "kind") else float) for c in TABLE_COLUMNS[name]}
+        )
     cats = [c for c in ("condition", "kind") if c in df.columns and df[c].dtype.name == "category"]
     missing = [c for c in TABLE_COLUMNS[name] if c not in df.columns]
     return df.assign(**{c: df[c].astype(str) for c in cats}, **dict.fromkeys(missing, np.nan))
@@ -380,15 +538,21 @@ def _plain(df: pd.DataFrame | None, name: str) -> pd.DataFrame:
 
 def markdown(table: pd.DataFrame) -> str:
     """The claims as a Markdown table (docs/claims.md's findings quote it; tests/test_docs.py checks)."""
+
     def num(x: float) -> str:
         return "" if pd.isna(x) else f"{x:.3g}"
 
-    lines = ["| claim | fig. | statistic | value | 95% interval | test | units | p | verdict |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| claim | fig. | statistic | value | 95% interval | test | units | p | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in table.itertuples():
         interval = f"[{num(r.ci_low)}, {num(r.ci_high)}]" if pd.notna(r.ci_low) else ""
-        verdict = r.verdict + (f" ({r.reason})" if r.verdict == INCONCLUSIVE and r.reason and pd.isna(r.p_value)
-                               else "")
-        lines.append(f"| {r.text} | {r.figure} | {r.statistic} | {num(r.value)} | {interval} | {r.test} | "
-                     f"{r.n_units} | {num(r.p_value)} | {verdict} |")
+        verdict = r.verdict + (
+            f" ({r.reason})" if r.verdict == INCONCLUSIVE and r.reason and pd.isna(r.p_value) else ""
+        )
+        lines.append(
+            f"| {r.text} | {r.figure} | {r.statistic} | {num(r.value)} | {interval} | {r.test} | "
+            f"{r.n_units} | {num(r.p_value)} | {verdict} |"
+        )
     return "\n".join(lines) + "\n"

@@ -21,10 +21,20 @@ from ..core.parquet import CURVE_KEY, DIVERGED_KEY
 from .read import PathLike, open_parquet, read_member_file
 
 KEYS = ["condition", "t", "parent", "child"]
-CURVES_SCHEMA = pa.schema([
-    ("condition", pa.string()), ("t", pa.int32()), ("parent", pa.int16()), ("child", pa.int16()),
-    ("step", pa.int32()), ("epoch", pa.float64()), ("lr", pa.float64()), ("train_loss", pa.float64()),
-    ("train_accuracy", pa.float64()), ("test_accuracy", pa.float64())])
+CURVES_SCHEMA = pa.schema(
+    [
+        ("condition", pa.string()),
+        ("t", pa.int32()),
+        ("parent", pa.int16()),
+        ("child", pa.int16()),
+        ("step", pa.int32()),
+        ("epoch", pa.float64()),
+        ("lr", pa.float64()),
+        ("train_loss", pa.float64()),
+        ("train_accuracy", pa.float64()),
+        ("test_accuracy", pa.float64()),
+    ]
+)
 TRAINING = ["step", "lr", "train_loss", "train_accuracy"]
 
 
@@ -36,20 +46,28 @@ def training_curve(path: PathLike) -> pd.DataFrame | None:
         return None
     raw = meta.get(CURVE_KEY.encode())
     if raw is None:
-        raise ArtifactError(f"{path}: schema metadata lacks {CURVE_KEY} (written by an older version? rerun "
-                            "the job that wrote it)")
+        raise ArtifactError(
+            f"{path}: schema metadata lacks {CURVE_KEY} (written by an older version? rerun the job that wrote it)"
+        )
     curve = json.loads(raw)
     member = read_member_file(path)
     df = pd.DataFrame({k: curve[k] for k in TRAINING})
-    return df.assign(condition=member.condition, t=member.t, parent=member.parent, child=member.child,
-                     steps_per_epoch=member.steps_per_epoch)
+    return df.assign(
+        condition=member.condition,
+        t=member.t,
+        parent=member.parent,
+        child=member.child,
+        steps_per_epoch=member.steps_per_epoch,
+    )
 
 
 def curves_table(trajectory_paths: Iterable[PathLike], forgetting: pd.DataFrame) -> pd.DataFrame:
     """The curves table: the training curves of the members' trajectory files joined, by member and
     step, with their test accuracy (`forgetting`'s accuracy column)."""
     parts = [c for c in map(training_curve, trajectory_paths) if c is not None]
-    train = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*KEYS, *TRAINING, "steps_per_epoch"])
+    train = (
+        pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*KEYS, *TRAINING, "steps_per_epoch"])
+    )
     test = forgetting[[*KEYS, "step", "accuracy"]].rename(columns={"accuracy": "test_accuracy"})
     test = test.assign(condition=test["condition"].astype(str))
     df = train.merge(test, on=[*KEYS, "step"], how="outer").sort_values([*KEYS, "step"], ignore_index=True)

@@ -44,9 +44,15 @@ R = TypeVar("R")
 
 LINE_SIZE = (5.6, 4.4)
 DPI = 150
-SIDE_COLOR = {"low": "C0", "high": "C1"}            # the paper: low blue, high orange
-FAMILY_COLOR = {"no-coupling": "0.55", "coupled-order": "C4", "coupled-to-t": "C2",
-                "coupled-to-t-reset": "C0", "reinit-low": "C9", "reinit-high": "C1"}
+SIDE_COLOR = {"low": "C0", "high": "C1"}  # the paper: low blue, high orange
+FAMILY_COLOR = {
+    "no-coupling": "0.55",
+    "coupled-order": "C4",
+    "coupled-to-t": "C2",
+    "coupled-to-t-reset": "C0",
+    "reinit-low": "C9",
+    "reinit-high": "C1",
+}
 MAIN_COLOR = "C0"
 REF_COLOR = "0.25"
 NO_REINIT_COLOR = "0.1"
@@ -93,9 +99,17 @@ def legend(fig: Figure, ax: Axes, notes: Iterable[str] = (), title: str | None =
     handles, labels = ax.get_legend_handles_labels()
     notes = list(notes)
     handles += [Line2D([], [], ls="none") for _ in notes]  # a note is an entry without a symbol
-    lg = fig.legend(handles, labels + notes, loc="outside lower center", fontsize=7.5, title=title,
-                    title_fontsize=7.5, frameon=False, handlelength=2.5)
-    for text in lg.get_texts()[len(labels):]:
+    lg = fig.legend(
+        handles,
+        labels + notes,
+        loc="outside lower center",
+        fontsize=7.5,
+        title=title,
+        title_fontsize=7.5,
+        frameon=False,
+        handlelength=2.5,
+    )
+    for text in lg.get_texts()[len(labels) :]:
         text.set_color("0.35")
         text.set_fontstyle("italic")
 
@@ -105,16 +119,27 @@ def no_data_figure(title: str, message: str, figsize: tuple[float, float] = LINE
     fig, ax = new(figsize)
     ax.set_axis_off()
     ax.set_title(title)
-    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=11, transform=ax.transAxes,
-            bbox={"boxstyle": "round", "facecolor": "0.95", "edgecolor": "0.6"})
+    ax.text(
+        0.5,
+        0.5,
+        message,
+        ha="center",
+        va="center",
+        wrap=True,
+        fontsize=11,
+        transform=ax.transAxes,
+        bbox={"boxstyle": "round", "facecolor": "0.95", "edgecolor": "0.6"},
+    )
     fig.coupledsgd_no_data = message  # type: ignore[attr-defined]  # read by the tests and the job log
     return fig
 
 
 def save(fig: Figure, png_path: str | Path, pdf_path: str | Path, dpi: int = DPI) -> None:
     """Write `fig` as PNG and PDF; each appears under its final name only once complete."""
-    for path, fmt, metadata in ((png_path, "png", {"Software": None}),
-                                (pdf_path, "pdf", {"Creator": None, "Producer": None, "CreationDate": None})):
+    for path, fmt, metadata in (
+        (png_path, "png", {"Software": None}),
+        (pdf_path, "pdf", {"Creator": None, "Producer": None, "CreationDate": None}),
+    ):
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
 
@@ -123,8 +148,16 @@ def missing(condition: str) -> str:
     return f"no data: condition {condition} not in this experiment"
 
 
-def band_line(ax: Axes, x: Iterable[float], stats: pd.DataFrame, label: str, color: str, marker: str = "o",
-              ls: str = "-", transform: Transform | None = None) -> None:
+def band_line(
+    ax: Axes,
+    x: Iterable[float],
+    stats: pd.DataFrame,
+    label: str,
+    color: str,
+    marker: str = "o",
+    ls: str = "-",
+    transform: Transform | None = None,
+) -> None:
     import numpy as np
 
     x = np.asarray(list(x), dtype=float)
@@ -174,8 +207,14 @@ def spread(unit: Sequence[str], n: int) -> str:
     return f"mean ± sd over {unit_word(unit, n)}" if n > 1 else f"{unit_word(unit, n)}, no sd"
 
 
-def _reference(ax: Axes, df: pd.DataFrame, value: str, unit: Sequence[str] = ("parent",), orientation: str = "h",
-               label: str = REFERENCE) -> bool:
+def _reference(
+    ax: Axes,
+    df: pd.DataFrame,
+    value: str,
+    unit: Sequence[str] = ("parent",),
+    orientation: str = "h",
+    label: str = REFERENCE,
+) -> bool:
     """The no-coupling level (mean over units) as a dashed line with a +-1 sd band; False if absent."""
     import numpy as np
 
@@ -221,9 +260,19 @@ def spawn_axis(ax: Axes, ts: Iterable[int], epochs: dict[int, float]) -> str:
     return scale
 
 
-def spawn_figure(df: pd.DataFrame, *, condition: str, value: str, unit: Sequence[str], ylabel: str, title: str,
-                 epochs: dict[int, float], reference: bool = True, what: str | None = None,
-                 why_empty: str | None = None) -> Figure:
+def spawn_figure(
+    df: pd.DataFrame,
+    *,
+    condition: str,
+    value: str,
+    unit: Sequence[str],
+    ylabel: str,
+    title: str,
+    epochs: dict[int, float],
+    reference: bool = True,
+    what: str | None = None,
+    why_empty: str | None = None,
+) -> Figure:
     """`value` of `condition` vs spawn step, mean +-1 sd over `unit`, with the no-coupling level.
     `why_empty` says why a table with no rows at all is empty (the grid has no pairs, say)."""
     if df.empty and why_empty:
@@ -246,21 +295,35 @@ def spawn_figure(df: pd.DataFrame, *, condition: str, value: str, unit: Sequence
     return fig
 
 
-def _reinit_lines(ax: Axes, rows: pd.DataFrame, steps: list[int], value: str, unit: Sequence[str]) -> tuple[list[str], int]:
+def _reinit_lines(
+    ax: Axes, rows: pd.DataFrame, steps: list[int], value: str, unit: Sequence[str]
+) -> tuple[list[str], int]:
     """One line per side and re-init step, each dodged sideways (`dodge`); the notes on sides not run,
     and the most units of a point."""
-    series = [(side, i, t) for side in ("low", "high") for i, t in enumerate(steps)
-              if ((rows["side"] == side) & (rows["t"] == t)).any()]
+    series = [
+        (side, i, t)
+        for side in ("low", "high")
+        for i, t in enumerate(steps)
+        if ((rows["side"] == side) & (rows["t"] == t)).any()
+    ]
     n = 0
     for k, (side, i, t) in enumerate(series):
         sel = rows[(rows["side"] == side) & (rows["t"] == t)]
         stats = A.parent_stats(sel, ["percent"], value, unit).sort_values("percent")
         label = f"{side} layers" + (f", t = {t}" if len(steps) > 1 else "")
         n = max(n, int(stats["n"].max()))
-        band_line(ax, stats["percent"].to_numpy(float), stats, label, SIDE_COLOR[side],
-                  ls=T_STYLES[i % len(T_STYLES)], transform=dodge(ax, k, len(series)))
-    notes = [f"reinit-{side}-<pct> not in this experiment" for side in ("low", "high")
-             if not (rows["side"] == side).any()]
+        band_line(
+            ax,
+            stats["percent"].to_numpy(float),
+            stats,
+            label,
+            SIDE_COLOR[side],
+            ls=T_STYLES[i % len(T_STYLES)],
+            transform=dodge(ax, k, len(series)),
+        )
+    notes = [
+        f"reinit-{side}-<pct> not in this experiment" for side in ("low", "high") if not (rows["side"] == side).any()
+    ]
     return notes, n
 
 
@@ -276,15 +339,33 @@ def _no_reinit_markers(ax: Axes, df: pd.DataFrame, steps: list[int], value: str,
             continue
         s = A.parent_stats(sel, ["t"], value, unit).iloc[0]
         _autoscale_to(ax, [0.0], [s["mean"]], [s["std"]])
-        ax.errorbar([0.0], [s["mean"]], yerr=[0.0 if s["std"] != s["std"] else s["std"]], fmt="D",
-                    color=NO_REINIT_COLOR, markersize=6, capsize=4, zorder=5, transform=dodge(ax, i, len(steps)),
-                    label=f"no re-init ({BARRIER_REFERENCE}" + (f", t = {t})" if len(steps) > 1 else ")"))
+        ax.errorbar(
+            [0.0],
+            [s["mean"]],
+            yerr=[0.0 if s["std"] != s["std"] else s["std"]],
+            fmt="D",
+            color=NO_REINIT_COLOR,
+            markersize=6,
+            capsize=4,
+            zorder=5,
+            transform=dodge(ax, i, len(steps)),
+            label=f"no re-init ({BARRIER_REFERENCE}" + (f", t = {t})" if len(steps) > 1 else ")"),
+        )
     return notes
 
 
-def percent_figure(df: pd.DataFrame, *, value: str, unit: Sequence[str], ylabel: str, title: str,
-                   epochs: dict[int, float], reference: bool, realised: pd.DataFrame | None = None,
-                   why_empty: str | None = None) -> Figure:
+def percent_figure(
+    df: pd.DataFrame,
+    *,
+    value: str,
+    unit: Sequence[str],
+    ylabel: str,
+    title: str,
+    epochs: dict[int, float],
+    reference: bool,
+    realised: pd.DataFrame | None = None,
+    why_empty: str | None = None,
+) -> Figure:
     """`value` vs percent re-initialised (the share really re-drawn, see `aggregate.reinit_rows`; ticks
     at the requested percents), one line per side (and per re-init step), the coupled-to-t-reset members
     at the same steps as the "no re-init" marker at 0%, and optionally the no-coupling level.
@@ -293,8 +374,9 @@ def percent_figure(df: pd.DataFrame, *, value: str, unit: Sequence[str], ylabel:
         return no_data_figure(title, why_empty)
     rows = A.reinit_rows(df, realised)
     if rows.empty:
-        return no_data_figure(title, "no data: conditions reinit-low-<pct> and reinit-high-<pct>\n"
-                                     "not in this experiment")
+        return no_data_figure(
+            title, "no data: conditions reinit-low-<pct> and reinit-high-<pct>\nnot in this experiment"
+        )
     steps = sorted(int(t) for t in rows["t"].unique())
     at = ", ".join(A.t_label(t, epochs, sep=" ") for t in steps)
     fig, ax = new()
@@ -339,22 +421,59 @@ def _boxes(ax: Axes, data: pd.DataFrame, order: list[str], families: list[str]) 
     if boxed:
         with warnings.catch_warnings():  # seaborn 0.13 passes boxplot's `vert`, deprecated in matplotlib 3.11
             warnings.simplefilter("ignore", DeprecationWarning)
-            sns.boxplot(data=data[data["group"].isin(boxed)], x="accuracy", y="group", order=order, hue="family",
-                        hue_order=families, palette=palette, dodge=False, showfliers=False, width=0.6,
-                        linewidth=0.8, ax=ax, legend=False)
+            sns.boxplot(
+                data=data[data["group"].isin(boxed)],
+                x="accuracy",
+                y="group",
+                order=order,
+                hue="family",
+                hue_order=families,
+                palette=palette,
+                dodge=False,
+                showfliers=False,
+                width=0.6,
+                linewidth=0.8,
+                ax=ax,
+                legend=False,
+            )
     # Dots dark over the coloured boxes; coloured by family where no group has a box.
     colour = {"color": "0.15"} if boxed else {"hue": "family", "hue_order": families, "palette": palette}
-    sns.stripplot(data=data, x="accuracy", y="group", order=order, size=3 if boxed else 4, jitter=0.15, ax=ax,
-                  legend=False, **colour)
+    sns.stripplot(
+        data=data,
+        x="accuracy",
+        y="group",
+        order=order,
+        size=3 if boxed else 4,
+        jitter=0.15,
+        ax=ax,
+        legend=False,
+        **colour,
+    )
     small = [g for g in order if 0 < counts.get(g, 0) < MIN_BOX_MEMBERS]
     if small:
         means = data[data["group"].isin(small)].groupby("group")["accuracy"].mean()
-        ax.scatter(means[small], [order.index(g) for g in small], marker="|", s=260, linewidths=1.8,
-                   color="0.1", zorder=5, label=f"mean of a group of < {MIN_BOX_MEMBERS} members (no box)")
+        ax.scatter(
+            means[small],
+            [order.index(g) for g in small],
+            marker="|",
+            s=260,
+            linewidths=1.8,
+            color="0.1",
+            zorder=5,
+            label=f"mean of a group of < {MIN_BOX_MEMBERS} members (no box)",
+        )
 
 
-def box_figure(data: pd.DataFrame, order: list[str], families: list[str], *, title: str,
-               reference_level: float | None = None, left_out: int = 0, left_out_names: str = "") -> Figure:
+def box_figure(
+    data: pd.DataFrame,
+    order: list[str],
+    families: list[str],
+    *,
+    title: str,
+    reference_level: float | None = None,
+    left_out: int = 0,
+    left_out_names: str = "",
+) -> Figure:
     """Member accuracy, the members as dots per group of `order` with a box where the group is large
     enough (`_boxes`), coloured by family (data: accuracy, group, family, optionally diverged; see
     `aggregate.member_groups`), the diverged members marked and the no-coupling mean as a line;
@@ -362,12 +481,25 @@ def box_figure(data: pd.DataFrame, order: list[str], families: list[str], *, tit
     became non-finite, and `left_out_names` which, said in a note."""
     fig, ax = new((7.0, 1.6 + 0.32 * len(order)))
     _boxes(ax, data, order, families)
-    notes = [f"{left_out} member(s) left out: training loss non-finite (members.parquet metadata "
-             "coupledsgd.nonfinite)" + (f": {left_out_names}" if left_out_names else "")] if left_out else []
+    notes = (
+        [
+            f"{left_out} member(s) left out: training loss non-finite (members.parquet metadata "
+            "coupledsgd.nonfinite)" + (f": {left_out_names}" if left_out_names else "")
+        ]
+        if left_out
+        else []
+    )
     if "diverged" in data.columns and data["diverged"].any():
         bad = data[data["diverged"].astype(bool)]
-        ax.scatter(bad["accuracy"], [order.index(g) for g in bad["group"]], marker="x", s=40, color="red",
-                   zorder=6, label="diverged member")
+        ax.scatter(
+            bad["accuracy"],
+            [order.index(g) for g in bad["group"]],
+            marker="x",
+            s=40,
+            color="red",
+            zorder=6,
+            label="diverged member",
+        )
         notes.append(f"{len(bad)} diverged member(s) marked x (members.parquet, column diverged)")
     if reference_level is not None:
         ax.axvline(reference_level, color=REF_COLOR, ls="--", lw=1.0, label=f"{REFERENCE} mean")
@@ -387,8 +519,17 @@ def box_figure(data: pd.DataFrame, order: list[str], families: list[str], *, tit
 # Instability analysis, weight space and learning curves
 
 
-def instability_figure(df: pd.DataFrame, *, conditions: Sequence[str], threshold: float, onsets: Iterable[str],
-                       unit: Sequence[str], ylabel: str, title: str, epochs: dict[int, float]) -> Figure:
+def instability_figure(
+    df: pd.DataFrame,
+    *,
+    conditions: Sequence[str],
+    threshold: float,
+    onsets: Iterable[str],
+    unit: Sequence[str],
+    ylabel: str,
+    title: str,
+    epochs: dict[int, float],
+) -> Figure:
     """`value` "barrier" of each of `conditions` vs spawn step (the spawn axis of fig. 1, `spawn_axis`),
     mean +-1 sd over `unit`, the conditions dodged sideways, the no-coupling level dashed and the onset
     threshold dotted; `onsets`: a note per condition on its onset step."""
@@ -401,8 +542,14 @@ def instability_figure(df: pd.DataFrame, *, conditions: Sequence[str], threshold
     for i, condition in enumerate(present):
         stats = A.parent_stats(A.rows(df, condition), ["t"], "barrier", unit).sort_values("t")
         n = max(n, int(stats["n"].max()))
-        band_line(ax, stats["t"].to_numpy(float), stats, condition, FAMILY_COLOR.get(condition, MAIN_COLOR),
-                  transform=dodge(ax, i, len(present)))
+        band_line(
+            ax,
+            stats["t"].to_numpy(float),
+            stats,
+            condition,
+            FAMILY_COLOR.get(condition, MAIN_COLOR),
+            transform=dodge(ax, i, len(present)),
+        )
     notes = list(onsets)
     if not _reference(ax, A.rows(df, REFERENCE), "barrier", unit, label=f"{REFERENCE} pairs"):
         notes.append(f"{REFERENCE} not in this experiment: no reference line")
@@ -425,8 +572,16 @@ def weight_space_figure(df: pd.DataFrame, *, x: str, y: str, xlabel: str, ylabel
     cmap = matplotlib.colormaps["viridis"]
     norm = matplotlib.colors.Normalize(min(ts), max(max(ts), min(ts) + 1))
     for condition, rows in df.groupby("condition", sort=False):
-        ax.scatter(rows[x], rows[y], c=[cmap(norm(t)) for t in rows["t"]], marker=markers.get(condition, "^"),
-                   s=22, edgecolors="0.2", linewidths=0.4, label=condition)
+        ax.scatter(
+            rows[x],
+            rows[y],
+            c=[cmap(norm(t)) for t in rows["t"]],
+            marker=markers.get(condition, "^"),
+            s=22,
+            edgecolors="0.2",
+            linewidths=0.4,
+            label=condition,
+        )
     sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(sm, ax=ax, label="spawn step t")
     if np.all(df[y] > 0) and df[y].max() > 20 * df[y].min():
@@ -451,8 +606,15 @@ def curves_figure(df: pd.DataFrame, *, conditions: Sequence[str], title: str) ->
             label = condition + (f", t = {int(t)}" if condition != REFERENCE else "")
             for ax, value in zip(axes, ("train_loss", "test_accuracy")):
                 mean = g.dropna(subset=[value]).groupby("step")[value].mean()
-                ax.plot(mean.index, mean.to_numpy(), color=color, ls=T_STYLES[i % len(T_STYLES)], lw=1.2,
-                        alpha=0.5 + 0.5 * (i + 1) / max(1, rows["t"].nunique()), label=label if ax is axes[0] else None)
+                ax.plot(
+                    mean.index,
+                    mean.to_numpy(),
+                    color=color,
+                    ls=T_STYLES[i % len(T_STYLES)],
+                    lw=1.2,
+                    alpha=0.5 + 0.5 * (i + 1) / max(1, rows["t"].nunique()),
+                    label=label if ax is axes[0] else None,
+                )
     axes[0].set_ylabel("training loss (running mean)")
     axes[0].set_title("(a) training loss")
     axes[1].set_ylabel("test accuracy")

@@ -67,6 +67,7 @@ NO_INTERVAL = "none (a permutation test gives a p-value only)"
 class Estimate:
     """A statistic, its 95% interval (nan where the test has none), and `p_above(x)` / `p_below(x)`:
     the one-sided p-values against "the true value is <= x" / ">= x" (None: no test could be made)."""
+
     value: float = float("nan")
     ci_low: float = float("nan")
     ci_high: float = float("nan")
@@ -101,18 +102,24 @@ def unit_curves(df: pd.DataFrame, value: str, unit: str | list[str], x: str = "t
 
 def direction_rule(sign: int) -> str:
     side, other = ("above", "below") if sign > 0 else ("below", "above")
-    return (f"supported if the one-sided p that it is not {side} 0 is < {ALPHA}, not supported if the "
-            f"same test finds it {other} 0, else inconclusive")
+    return (
+        f"supported if the one-sided p that it is not {side} 0 is < {ALPHA}, not supported if the "
+        f"same test finds it {other} 0, else inconclusive"
+    )
 
 
 def equivalence_rule(margin: float, unit: str) -> str:
-    return (f"TOST: supported if both one-sided p < {ALPHA} (the 95% interval within +-{margin * 100:g} "
-            f"{unit}), not supported if the interval lies wholly outside, else inconclusive")
+    return (
+        f"TOST: supported if both one-sided p < {ALPHA} (the 95% interval within +-{margin * 100:g} "
+        f"{unit}), not supported if the interval lies wholly outside, else inconclusive"
+    )
 
 
 def noninferiority_rule(margin: float, unit: str) -> str:
-    return (f"supported if the one-sided p that it is at or below -{margin * 100:g} {unit} is < {ALPHA} "
-            "(the 95% interval above it), not supported if the interval lies wholly below, else inconclusive")
+    return (
+        f"supported if the one-sided p that it is at or below -{margin * 100:g} {unit} is < {ALPHA} "
+        "(the 95% interval above it), not supported if the interval lies wholly below, else inconclusive"
+    )
 
 
 def decide(est: Estimate, kind: str, sign: int = 0, margin: float = 0.0) -> Estimate:
@@ -152,15 +159,18 @@ def _t_estimate(mean: float, se: float, df: float, n: int, what: str, test: str,
     def p_below(x: float) -> float:
         return float(S.t.cdf((mean - x) / se, df))
 
-    return Estimate(float(mean), float(mean - q * se), float(mean + q * se), n, test, interval,
-                    p_above=p_above, p_below=p_below)
+    return Estimate(
+        float(mean), float(mean - q * se), float(mean + q * se), n, test, interval, p_above=p_above, p_below=p_below
+    )
 
 
 def no_spread(n: int, what: str, value: float) -> str:
     """What units that all agree can and cannot conclude."""
-    return (f"no spread: the {n} {what} all give {value:.3g}, so the estimate is {value:.3g} but a t-test has "
-            f"no variation to weigh it against and cannot say how far the true value may lie from it "
-            f"(no p-value, no interval); more {what}, or a finer statistic, would")
+    return (
+        f"no spread: the {n} {what} all give {value:.3g}, so the estimate is {value:.3g} but a t-test has "
+        f"no variation to weigh it against and cannot say how far the true value may lie from it "
+        f"(no p-value, no interval); more {what}, or a finer statistic, would"
+    )
 
 
 def t_summary(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -205,8 +215,7 @@ def welch(a: npt.ArrayLike, b: npt.ArrayLike, what: str) -> Estimate:
     if (reason := too_few_units(n, what)) is not None:
         return lacking(reason, n, test)
     d, se, df = welch_summary(a, b)
-    return _t_estimate(float(d), float(se), float(df), len(a) + len(b), what, test,
-                       f"95% Welch t-interval over {what}")
+    return _t_estimate(float(d), float(se), float(df), len(a) + len(b), what, test, f"95% Welch t-interval over {what}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -237,8 +246,17 @@ def _arrangements(m: int, n: int, n_perm: int, seed: int) -> tuple[np.ndarray, b
     return np.concatenate([np.broadcast_to(np.arange(m), (1, n, m)), drawn]), False
 
 
-def _permutation_estimate(t: np.ndarray, values: np.ndarray, n_blocks: int, n_units: int, what: str, test: str,
-                          n_perm: int, seed: int, per_row: bool = False) -> Estimate:
+def _permutation_estimate(
+    t: np.ndarray,
+    values: np.ndarray,
+    n_blocks: int,
+    n_units: int,
+    what: str,
+    test: str,
+    n_perm: int,
+    seed: int,
+    per_row: bool = False,
+) -> Estimate:
     """The statistic and its permutation p-values: the mean over values' rows of each row's rho(t, row)
     (per_row), else rho(t, mean of values over rows). The steps of values' rows are permuted together
     in n_blocks blocks (each row its own block, or one block for all rows)."""
@@ -249,8 +267,12 @@ def _permutation_estimate(t: np.ndarray, values: np.ndarray, n_blocks: int, n_un
         return lacking(reason, n_units, test)
     total = math.factorial(m) ** n_blocks
     if total * ALPHA < 1:
-        return lacking(f"{m} spawn steps and {n_blocks} independent block(s): {total} arrangements, the "
-                       f"smallest p is 1/{total} = {1 / total:.3g}, not below {ALPHA}", n_units, test)
+        return lacking(
+            f"{m} spawn steps and {n_blocks} independent block(s): {total} arrangements, the "
+            f"smallest p is 1/{total} = {1 / total:.3g}, not below {ALPHA}",
+            n_units,
+            test,
+        )
     order, exact = _arrangements(m, n_blocks, n_perm, seed)
     rows = np.arange(len(values)) % n_blocks
     arranged = np.take_along_axis(values[None], order[:, rows], axis=-1)  # (K, rows, m)
@@ -262,21 +284,28 @@ def _permutation_estimate(t: np.ndarray, values: np.ndarray, n_blocks: int, n_un
     tol = 1e-12
     p_up, p_down = float(np.mean(null >= obs - tol)), float(np.mean(null <= obs + tol))
     draws = f"all {len(order)} arrangements" if exact else f"{n_perm} seeded draws"
-    return Estimate(obs, n_units=n_units, test=f"{test} ({draws})", interval=NO_INTERVAL,
-                    p_above=_at_zero(p_up), p_below=_at_zero(p_down))
+    return Estimate(
+        obs,
+        n_units=n_units,
+        test=f"{test} ({draws})",
+        interval=NO_INTERVAL,
+        p_above=_at_zero(p_up),
+        p_below=_at_zero(p_down),
+    )
 
 
 def _at_zero(p: float) -> Callable[[float], float]:
     """A permutation test's p-value answers "no trend" (rho 0) only."""
+
     def f(x: float) -> float:
         if x != 0:
             raise ValueError("a permutation test of a trend tests rho = 0 only")
         return p
+
     return f
 
 
-def trend(curves: pd.DataFrame, what: str, n_perm: int = N_PERMUTATIONS,
-          seed: int = PERMUTATION_SEED) -> Estimate:
+def trend(curves: pd.DataFrame, what: str, n_perm: int = N_PERMUTATIONS, seed: int = PERMUTATION_SEED) -> Estimate:
     """The mean over units of each unit's own Spearman rho between t and its curve (rows: units,
     columns: t; tie-averaged ranks), its p-value from permuting the spawn steps within each unit: Page's
     L test for ordered alternatives with the units as blocks (L is a linear function of the mean rho
@@ -284,19 +313,29 @@ def trend(curves: pd.DataFrame, what: str, n_perm: int = N_PERMUTATIONS,
     tells apart the (m!)^n arrangements, so its p-value falls with the number of units when every
     unit's curve moves alike."""
     t, values = curves.columns.to_numpy(dtype=float), curves.to_numpy(dtype=float)
-    return _permutation_estimate(t, values, len(values), len(values), what,
-                                 f"Page-type test: permutation of t within each of the {what}", n_perm,
-                                 seed, per_row=True)
+    return _permutation_estimate(
+        t,
+        values,
+        len(values),
+        len(values),
+        what,
+        f"Page-type test: permutation of t within each of the {what}",
+        n_perm,
+        seed,
+        per_row=True,
+    )
 
 
-def joint_trend(curves: pd.DataFrame, n_parents: int, n_perm: int = N_PERMUTATIONS,
-                seed: int = PERMUTATION_SEED) -> Estimate:
+def joint_trend(
+    curves: pd.DataFrame, n_parents: int, n_perm: int = N_PERMUTATIONS, seed: int = PERMUTATION_SEED
+) -> Estimate:
     """Spearman's rho between t and the mean curve over pairs of parents (rows: pairs), its p-value
     from permuting the spawn steps alike for every pair, since pairs share parents (one block: at most
     m! arrangements); n_units is the number of parents."""
     t, values = curves.columns.to_numpy(dtype=float), curves.to_numpy(dtype=float)
-    return _permutation_estimate(t, values, 1, n_parents, "parents",
-                                 "permutation of t, the same for every pair of parents", n_perm, seed)
+    return _permutation_estimate(
+        t, values, 1, n_parents, "parents", "permutation of t, the same for every pair of parents", n_perm, seed
+    )
 
 
 def early_excess_per_unit(curves: pd.DataFrame) -> pd.Series:
@@ -314,6 +353,9 @@ def early_excess_per_unit(curves: pd.DataFrame) -> pd.Series:
 def early_excess(curves: pd.DataFrame, what: str) -> Estimate:
     """The mean early excess over units, Student's t over the units' own excesses."""
     if curves.shape[1] < MIN_STEPS:
-        return lacking(f"{curves.shape[1]} spawn step(s) with data: a trend needs {MIN_STEPS} or more",
-                       len(curves), f"one-sample t over {what}")
+        return lacking(
+            f"{curves.shape[1]} spawn step(s) with data: a trend needs {MIN_STEPS} or more",
+            len(curves),
+            f"one-sample t over {what}",
+        )
     return one_sample(early_excess_per_unit(curves), what)

@@ -14,15 +14,23 @@ import pyarrow as pa
 
 from ..core.grid import INSTABILITY
 
-ONSET_SCHEMA = pa.schema([("condition", pa.string()), ("parent", pa.int16()), ("onset", pa.float64()),
-                          ("threshold", pa.float64()), ("n_steps", pa.int32())])
+ONSET_SCHEMA = pa.schema(
+    [
+        ("condition", pa.string()),
+        ("parent", pa.int16()),
+        ("onset", pa.float64()),
+        ("threshold", pa.float64()),
+        ("n_steps", pa.int32()),
+    ]
+)
 
 
 def barrier_per_parent(barriers: pd.DataFrame) -> pd.DataFrame:
     """condition, t, parent, barrier: each pair's barrier (repeated on its path's rows) averaged over
     the parent's pairs."""
-    per_pair = barriers.groupby(["condition", "t", "parent", "child_a", "child_b"], observed=True,
-                                as_index=False)["barrier"].first()
+    per_pair = barriers.groupby(["condition", "t", "parent", "child_a", "child_b"], observed=True, as_index=False)[
+        "barrier"
+    ].first()
     return per_pair.groupby(["condition", "t", "parent"], observed=True, as_index=False)["barrier"].mean()
 
 
@@ -42,9 +50,16 @@ def onset_table(barriers: pd.DataFrame, threshold: float, conditions: Sequence[s
     per_parent = barrier_per_parent(barriers)
     rows = []
     for (condition, parent), g in per_parent[per_parent["condition"].isin(conditions)].groupby(
-            ["condition", "parent"], observed=True):
-        rows.append({"condition": str(condition), "parent": int(parent),
-                     "onset": onset_step(g["t"], g["barrier"], threshold), "threshold": float(threshold),
-                     "n_steps": len(g)})
+        ["condition", "parent"], observed=True
+    ):
+        rows.append(
+            {
+                "condition": str(condition),
+                "parent": int(parent),
+                "onset": onset_step(g["t"], g["barrier"], threshold),
+                "threshold": float(threshold),
+                "n_steps": len(g),
+            }
+        )
     df = pd.DataFrame(rows, columns=ONSET_SCHEMA.names)
     return df.astype({"parent": "int16", "n_steps": "int32", "onset": "float64", "threshold": "float64"})

@@ -105,8 +105,8 @@ def _bin_means(sorted_rows: np.ndarray, k: int) -> np.ndarray:
     np.mean of that part alone gives (numpy's pairwise summation), bit for bit."""
     c, n = sorted_rows.shape
     q, r = divmod(n, k)
-    big = sorted_rows[:, :r * (q + 1)].reshape(c, r, q + 1).mean(axis=-1)
-    small = sorted_rows[:, r * (q + 1):].reshape(c, k - r, q).mean(axis=-1)
+    big = sorted_rows[:, : r * (q + 1)].reshape(c, r, q + 1).mean(axis=-1)
+    small = sorted_rows[:, r * (q + 1) :].reshape(c, k - r, q).mean(axis=-1)
     return np.concatenate([big, small], axis=1)
 
 
@@ -247,13 +247,21 @@ def draw_counts(weights: npt.ArrayLike) -> np.ndarray:
     whose sums stay below 2^24 are exact in float32. Other weights stay float64."""
     weights = np.asarray(weights, dtype=np.float64)
     counts = weights.astype(np.float32)
-    exact = (np.array_equal(counts, weights) and np.array_equal(counts, np.floor(counts))
-             and np.abs(weights).sum(axis=1).max(initial=0) < 1 << 24)
+    exact = (
+        np.array_equal(counts, weights)
+        and np.array_equal(counts, np.floor(counts))
+        and np.abs(weights).sum(axis=1).max(initial=0) < 1 << 24
+    )
     return counts if exact else weights
 
 
-def mace_bootstrap(log_probs: npt.ArrayLike, labels: np.ndarray, weights: npt.ArrayLike, n_bins: int = 15,
-                   counts: np.ndarray | None = None) -> np.ndarray:
+def mace_bootstrap(
+    log_probs: npt.ArrayLike,
+    labels: np.ndarray,
+    weights: npt.ArrayLike,
+    n_bins: int = 15,
+    counts: np.ndarray | None = None,
+) -> np.ndarray:
     """(B,) MACE of each resample, the resamples given as (B, N) draw counts (`bootstrap_weights`).
 
     The simplification: the equal-mass bins are those of the full test set (exactly as in
@@ -270,8 +278,13 @@ def mace_bootstrap(log_probs: npt.ArrayLike, labels: np.ndarray, weights: npt.Ar
     return mace_and_bootstrap(log_probs, labels, weights, n_bins, counts)[1]
 
 
-def mace_and_bootstrap(log_probs: npt.ArrayLike, labels: np.ndarray, weights: npt.ArrayLike, n_bins: int = 15,
-                       counts: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+def mace_and_bootstrap(
+    log_probs: npt.ArrayLike,
+    labels: np.ndarray,
+    weights: npt.ArrayLike,
+    n_bins: int = 15,
+    counts: np.ndarray | None = None,
+) -> tuple[float, np.ndarray]:
     """`mace` and `mace_bootstrap` of one network from one sort of each class's probabilities."""
     p = np.exp(np.asarray(log_probs, dtype=np.float64))
     k = min(n_bins, p.shape[0])
@@ -281,8 +294,9 @@ def mace_and_bootstrap(log_probs: npt.ArrayLike, labels: np.ndarray, weights: np
     return _mace_of_sorted(p, labels, order, k), _mace_resamples(p, labels, bins, weights, counts, k)
 
 
-def _mace_resamples(p: np.ndarray, labels: npt.ArrayLike, bins: np.ndarray, weights: np.ndarray,
-                    counts: np.ndarray, k: int) -> np.ndarray:
+def _mace_resamples(
+    p: np.ndarray, labels: npt.ArrayLike, bins: np.ndarray, weights: np.ndarray, counts: np.ndarray, k: int
+) -> np.ndarray:
     """The cost is B x N x C x k multiply-adds, in two products per block of classes: the residuals
     in float64, the bins' draw counts in `counts`' type (float32: exact, twice as fast)."""
     n, c = p.shape

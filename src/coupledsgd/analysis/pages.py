@@ -18,8 +18,11 @@ import pandas as pd
 from .estimates import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, VERDICTS
 
 # symbol, text colour, background
-VERDICT_STYLE = {SUPPORTED: ("✓", "#1a7f37", "#dafbe1"), NOT_SUPPORTED: ("✗", "#cf222e", "#ffebe9"),
-                 INCONCLUSIVE: ("?", "#57606a", "#eaeef2")}
+VERDICT_STYLE = {
+    SUPPORTED: ("✓", "#1a7f37", "#dafbe1"),
+    NOT_SUPPORTED: ("✗", "#cf222e", "#ffebe9"),
+    INCONCLUSIVE: ("?", "#57606a", "#eaeef2"),
+}
 
 _CSS = """
 body { font-family: system-ui, sans-serif; font-size: 14px; margin: 1em; color: #1f2328; }
@@ -53,13 +56,14 @@ def number(value: Any) -> str:
 
 def badge(verdict: str) -> str:
     symbol, colour, background = VERDICT_STYLE.get(verdict, ("", "#1f2328", "#ffffff"))
-    return (f'<span class="verdict" style="color:{colour};background:{background}">'
-            f"{symbol} {_text(verdict)}</span>")
+    return f'<span class="verdict" style="color:{colour};background:{background}">{symbol} {_text(verdict)}</span>'
 
 
 def _page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_text(title)}</title>\n'
-            f"<style>{_CSS}</style>\n</head>\n<body>\n<h1>{_text(title)}</h1>\n{body}\n</body>\n</html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_text(title)}</title>\n'
+        f"<style>{_CSS}</style>\n</head>\n<body>\n<h1>{_text(title)}</h1>\n{body}\n</body>\n</html>\n"
+    )
 
 
 def _table(header: list[str], rows: list[str]) -> str:
@@ -80,18 +84,42 @@ def claims_page(claims: pd.DataFrame, experiment: str) -> str:
     rows = []
     for r in claims.itertuples(index=False):
         interval = f"[{number(r.ci_low)}, {number(r.ci_high)}]" if number(r.ci_low) else ""
-        cells = [f"<td>{badge(r.verdict)}</td>", f"<td>{_text(r.figure)}</td>", f"<td>{_text(r.text)}</td>",
-                 f"<td>{_text(r.statistic)}</td>", f'<td class="num">{number(r.value)}</td>',
-                 f'<td class="num">{interval}</td>', f"<td>{_text(r.test)}</td>",
-                 f'<td class="num">{number(r.n_units)}</td>', f'<td class="num">{number(r.p_value)}</td>',
-                 f"<td>{_text(r.reason)}</td>", f'<td class="rule">{_text(r.rule)}</td>']
+        cells = [
+            f"<td>{badge(r.verdict)}</td>",
+            f"<td>{_text(r.figure)}</td>",
+            f"<td>{_text(r.text)}</td>",
+            f"<td>{_text(r.statistic)}</td>",
+            f'<td class="num">{number(r.value)}</td>',
+            f'<td class="num">{interval}</td>',
+            f"<td>{_text(r.test)}</td>",
+            f'<td class="num">{number(r.n_units)}</td>',
+            f'<td class="num">{number(r.p_value)}</td>',
+            f"<td>{_text(r.reason)}</td>",
+            f'<td class="rule">{_text(r.rule)}</td>',
+        ]
         rows.append(f'<tr id="claim-{_text(r.claim)}">' + "".join(cells) + "</tr>")
-    body = (f'<p class="tally">{summary}</p>\n'
-            f'<p class="note">Each claim of the paper checked on experiment {_text(experiment)}: the verdict, '
-            "the statistic with its 95% interval, the test over independent units and its p-value, and the "
-            "rule that made the verdict. The same table with every digit: claims.csv.</p>\n"
-            + _table(["verdict", "fig.", "claim", "statistic", "value", "95% interval", "test", "units", "p",
-                      "why inconclusive", "rule"], rows))
+    body = (
+        f'<p class="tally">{summary}</p>\n'
+        f'<p class="note">Each claim of the paper checked on experiment {_text(experiment)}: the verdict, '
+        "the statistic with its 95% interval, the test over independent units and its p-value, and the "
+        "rule that made the verdict. The same table with every digit: claims.csv.</p>\n"
+        + _table(
+            [
+                "verdict",
+                "fig.",
+                "claim",
+                "statistic",
+                "value",
+                "95% interval",
+                "test",
+                "units",
+                "p",
+                "why inconclusive",
+                "rule",
+            ],
+            rows,
+        )
+    )
     return _page(f"Claims: {experiment}", body)
 
 
@@ -100,12 +128,16 @@ def summary_page(summary: pd.DataFrame, experiment: str) -> str:
     numeric = {c for c in summary.columns if c not in ("condition",)}
     rows = []
     for r in summary.itertuples(index=False):
-        cells = [f'<td class="num">{number(v)}</td>' if c in numeric else f"<td>{_text(v)}</td>"
-                 for c, v in zip(summary.columns, r)]
+        cells = [
+            f'<td class="num">{number(v)}</td>' if c in numeric else f"<td>{_text(v)}</td>"
+            for c, v in zip(summary.columns, r)
+        ]
         rows.append(f'<tr id="summary-{_text(r.condition)}-t{number(r.t)}">' + "".join(cells) + "</tr>")
-    body = (f'<p class="note">Headline numbers of experiment {_text(experiment)}, one row per condition and '
-            "spawn step t, to three significant digits. The same table with every digit: summary.csv.</p>\n"
-            + _table(list(summary.columns), rows))
+    body = (
+        f'<p class="note">Headline numbers of experiment {_text(experiment)}, one row per condition and '
+        "spawn step t, to three significant digits. The same table with every digit: summary.csv.</p>\n"
+        + _table(list(summary.columns), rows)
+    )
     return _page(f"Summary: {experiment}", body)
 
 

@@ -23,8 +23,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..core.errors import ArtifactError
-from ..core.parquet import (BLEW_UP_KEY, CONFIG_HASH_KEY, DIVERGED_KEY, KEY_COLUMNS, NONFINITE_KEY, ORIGIN_COLUMNS,
-                            REINIT_PERCENT_KEY, STEPS_PER_EPOCH_KEY)
+from ..core.parquet import (
+    BLEW_UP_KEY,
+    CONFIG_HASH_KEY,
+    DIVERGED_KEY,
+    KEY_COLUMNS,
+    NONFINITE_KEY,
+    ORIGIN_COLUMNS,
+    REINIT_PERCENT_KEY,
+    STEPS_PER_EPOCH_KEY,
+)
 from .metrics import log_softmax
 
 if TYPE_CHECKING:
@@ -40,25 +48,38 @@ TRAJECTORY_COLUMNS = (*KEY_COLUMNS, "step", "example_id", "correct")
 
 # The barrier table: key columns first (one row per pair and point alpha); `barrier` repeats the pair's
 # barrier on each row.
-BARRIER_SCHEMA = pa.schema([
-    ("condition", pa.dictionary(pa.int8(), pa.string())),
-    ("t", pa.int32()),
-    ("parent", pa.int16()),
-    ("child_a", pa.int16()),
-    ("child_b", pa.int16()),
-    ("alpha", pa.float64()),
-    ("error", pa.float64()),
-    ("barrier", pa.float64()),
-])
+BARRIER_SCHEMA = pa.schema(
+    [
+        ("condition", pa.dictionary(pa.int8(), pa.string())),
+        ("t", pa.int32()),
+        ("parent", pa.int16()),
+        ("child_a", pa.int16()),
+        ("child_b", pa.int16()),
+        ("alpha", pa.float64()),
+        ("error", pa.float64()),
+        ("barrier", pa.float64()),
+    ]
+)
 BARRIER_KEYS = ("condition", "t", "parent", "child_a", "child_b")
 
 # The weight-space table: the keys of pairs.parquet (one row per pair of children of one parent), the
 # normalised distance between their final weights, the cosine between their displacements from the
 # spawn state and each one's distance travelled (`engine.barriers.weight_distances`).
-WEIGHTS_SCHEMA = pa.schema([
-    ("condition", pa.string()), ("t", pa.int32()), ("kind", pa.string()), ("parent_a", pa.int16()),
-    ("child_a", pa.int16()), ("parent_b", pa.int16()), ("child_b", pa.int16()), ("distance", pa.float64()),
-    ("cosine", pa.float64()), ("travelled_a", pa.float64()), ("travelled_b", pa.float64())])
+WEIGHTS_SCHEMA = pa.schema(
+    [
+        ("condition", pa.string()),
+        ("t", pa.int32()),
+        ("kind", pa.string()),
+        ("parent_a", pa.int16()),
+        ("child_a", pa.int16()),
+        ("parent_b", pa.int16()),
+        ("child_b", pa.int16()),
+        ("distance", pa.float64()),
+        ("cosine", pa.float64()),
+        ("travelled_a", pa.float64()),
+        ("travelled_b", pa.float64()),
+    ]
+)
 
 # What each kind of file is called in the errors: (when missing, when unreadable).
 _KINDS = {"member": ("file", "file"), "barriers": ("barrier table", "file"), "metrics": ("metric table", "table")}
@@ -163,8 +184,9 @@ def _constant(f: pq.ParquetFile, name: str) -> Any:
 def _metadata(table: pa.Table, path: PathLike, key: bytes) -> bytes:
     raw = (table.schema.metadata or {}).get(key)
     if raw is None:
-        raise ArtifactError(f"{path}: schema metadata lacks {key.decode()} (written by an older "
-                            "version? rerun the job that wrote it)")
+        raise ArtifactError(
+            f"{path}: schema metadata lacks {key.decode()} (written by an older version? rerun the job that wrote it)"
+        )
     return raw
 
 
@@ -186,8 +208,10 @@ def _check_origin(table: pa.Table, path: PathLike, constants: dict) -> None:
         if name in table.column_names or name in constants:
             values = [constants[name]] if name in constants else table.column(name).unique().to_pylist()
             if values != [meta.decode() if meta is not None else None]:
-                raise ArtifactError(f"{path}: column {name} holds {values[:5]}, but the schema metadata "
-                                    f"says {meta.decode() if meta is not None else None!r}")
+                raise ArtifactError(
+                    f"{path}: column {name} holds {values[:5]}, but the schema metadata "
+                    f"says {meta.decode() if meta is not None else None!r}"
+                )
 
 
 def diverged_record(path: PathLike) -> dict | None:
@@ -198,15 +222,18 @@ def diverged_record(path: PathLike) -> dict | None:
     return json.loads(raw) if raw is not None else None
 
 
-def read_member_table(path: PathLike, required: Sequence[str], columns: Sequence[str] | None = None) -> tuple[pa.Table, dict, int, str]:
+def read_member_table(
+    path: PathLike, required: Sequence[str], columns: Sequence[str] | None = None
+) -> tuple[pa.Table, dict, int, str]:
     """A member file (only `columns` of it, if given): the table, its key (condition, t, parent, child:
     one value each), its steps per epoch and the hash of the config that produced it. Key and origin
     columns that the statistics show to hold one value are not read (`_constant`)."""
     table, constants, rows = open_parquet(path, "member", reader=lambda p: _read_member(p, columns))
     diverged = (table.schema.metadata or {}).get(DIVERGED_KEY.encode())
     if diverged is not None:
-        raise ArtifactError(f"{path}: holds no result, it records a member whose training diverged "
-                            f"({diverged.decode()})")
+        raise ArtifactError(
+            f"{path}: holds no result, it records a member whose training diverged ({diverged.decode()})"
+        )
     missing = [c for c in required if c not in table.column_names and c not in constants]
     if missing:
         raise ArtifactError(f"{path}: missing column(s) {', '.join(missing)}")
@@ -239,16 +266,26 @@ def read_member_file(path: PathLike) -> MemberFile:
     `read_predictions` checks them, without reading its logits."""
     table, key, spe, config_hash = read_member_table(path, KEY_COLUMNS, (*KEY_COLUMNS, *ORIGIN_COLUMNS))
     blew_up = (table.schema.metadata or {}).get(BLEW_UP_KEY.encode())
-    return MemberFile(str(path), key["condition"], key["t"], key["parent"], key["child"], spe, config_hash,
-                      _reinit_percent(table), json.loads(blew_up) if blew_up is not None else None)
+    return MemberFile(
+        str(path),
+        key["condition"],
+        key["t"],
+        key["parent"],
+        key["child"],
+        spe,
+        config_hash,
+        _reinit_percent(table),
+        json.loads(blew_up) if blew_up is not None else None,
+    )
 
 
 def _int_column(table: pa.Table, name: str, path: PathLike, dtype: type | None = np.int64) -> np.ndarray:
     """The column as integers of `dtype` (None: as stored, no copy for a trajectory's millions of rows)."""
     col = table.column(name)
     if col.null_count or not pa.types.is_integer(col.type):
-        raise ArtifactError(f"{path}: column {name} must be integers without nulls (is {col.type}, "
-                            f"{col.null_count} nulls)")
+        raise ArtifactError(
+            f"{path}: column {name} must be integers without nulls (is {col.type}, {col.null_count} nulls)"
+        )
     values = col.to_numpy()
     return values if dtype is None else values.astype(dtype)
 
@@ -269,8 +306,10 @@ def _logits(table: pa.Table, path: PathLike, ids: np.ndarray) -> np.ndarray:
     bad = ~np.isfinite(logits)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise ArtifactError(f"{path}: {int(bad.sum())} non-finite logit(s), the first {logits[i, j]} "
-                            f"at example_id {ids[i]}, column logit_{j}")
+        raise ArtifactError(
+            f"{path}: {int(bad.sum())} non-finite logit(s), the first {logits[i, j]} "
+            f"at example_id {ids[i]}, column logit_{j}"
+        )
     return logits
 
 
@@ -282,14 +321,26 @@ def read_predictions(path: PathLike) -> Predictions:
     logits = _logits(table, path, ids)
     n_classes = logits.shape[1]
     if labels.min() < 0 or labels.max() >= n_classes:
-        raise ArtifactError(f"{path}: labels must lie in 0..{n_classes - 1} (the logit columns), "
-                            f"found {labels.min()}..{labels.max()}")
+        raise ArtifactError(
+            f"{path}: labels must lie in 0..{n_classes - 1} (the logit columns), found {labels.min()}..{labels.max()}"
+        )
     order = np.argsort(ids, kind="stable")
     ids = ids[order]
     if np.any(ids[1:] == ids[:-1]):
         raise ArtifactError(f"{path}: example_id {ids[1:][ids[1:] == ids[:-1]][0]} appears twice")
-    return Predictions(str(path), key["condition"], key["t"], key["parent"], key["child"], ids,
-                       labels[order], log_softmax(logits[order]), spe, config_hash, _reinit_percent(table))
+    return Predictions(
+        str(path),
+        key["condition"],
+        key["t"],
+        key["parent"],
+        key["child"],
+        ids,
+        labels[order],
+        log_softmax(logits[order]),
+        spe,
+        config_hash,
+        _reinit_percent(table),
+    )
 
 
 def read_trajectory(path: PathLike) -> MemberTrajectory:
@@ -299,8 +350,9 @@ def read_trajectory(path: PathLike) -> MemberTrajectory:
     ids = _int_column(table, "example_id", path, None)
     col = table.column("correct")
     if col.null_count or not pa.types.is_boolean(col.type):
-        raise ArtifactError(f"{path}: column correct must be bool without nulls (is {col.type}, "
-                            f"{col.null_count} nulls)")
+        raise ArtifactError(
+            f"{path}: column correct must be bool without nulls (is {col.type}, {col.null_count} nulls)"
+        )
     correct = col.to_numpy()
     if not _in_point_order(steps, ids):  # jobs write points in order, examples in order within each
         order = np.lexsort((ids, steps))
@@ -308,11 +360,22 @@ def read_trajectory(path: PathLike) -> MemberTrajectory:
     starts = np.flatnonzero(np.r_[True, steps[1:] != steps[:-1]])
     points, counts = steps[starts], np.diff(np.r_[starts, len(steps)])
     n = table.num_rows // len(points)
-    if np.any(counts != n) or np.any(ids.reshape(len(points), n) != ids[:n]) or np.any(ids[1:n] == ids[:n - 1]):
-        raise ArtifactError(f"{path}: evaluation points must each hold the same examples once "
-                            f"({len(points)} points, rows per point {sorted(set(counts.tolist()))})")
-    return MemberTrajectory(str(path), key["condition"], key["t"], key["parent"], key["child"],
-                            points.astype(np.int64), correct.reshape(len(points), n), spe, config_hash)
+    if np.any(counts != n) or np.any(ids.reshape(len(points), n) != ids[:n]) or np.any(ids[1:n] == ids[: n - 1]):
+        raise ArtifactError(
+            f"{path}: evaluation points must each hold the same examples once "
+            f"({len(points)} points, rows per point {sorted(set(counts.tolist()))})"
+        )
+    return MemberTrajectory(
+        str(path),
+        key["condition"],
+        key["t"],
+        key["parent"],
+        key["child"],
+        points.astype(np.int64),
+        correct.reshape(len(points), n),
+        spe,
+        config_hash,
+    )
 
 
 def _in_point_order(steps: np.ndarray, ids: np.ndarray) -> bool:
@@ -325,8 +388,10 @@ def read_barriers(path: PathLike) -> pa.Table:
     """A per-(condition, t, parent) barrier table, checked against `BARRIER_SCHEMA`."""
     table = open_parquet(path, "barriers")
     if not table.schema.equals(BARRIER_SCHEMA, check_metadata=False):
-        raise ArtifactError(f"{path}: not a barrier table (columns {table.schema.names}, "
-                            f"expected {BARRIER_SCHEMA.names} with their types)")
+        raise ArtifactError(
+            f"{path}: not a barrier table (columns {table.schema.names}, "
+            f"expected {BARRIER_SCHEMA.names} with their types)"
+        )
     return table
 
 
@@ -334,8 +399,9 @@ def read_weights(path: PathLike) -> pa.Table:
     """A per-(condition, t, parent) weight-space table, checked against `WEIGHTS_SCHEMA`."""
     table = open_parquet(path, "barriers")
     if table.schema.names != WEIGHTS_SCHEMA.names:
-        raise ArtifactError(f"{path}: not a weight-space table (columns {table.schema.names}, "
-                            f"expected {WEIGHTS_SCHEMA.names})")
+        raise ArtifactError(
+            f"{path}: not a weight-space table (columns {table.schema.names}, expected {WEIGHTS_SCHEMA.names})"
+        )
     return table.cast(WEIGHTS_SCHEMA)
 
 
@@ -366,8 +432,7 @@ def left_out_names(records: list[dict], limit: int = 8) -> str:
     names = []
     for key, value in items.items():
         if len(key) == 3:
-            names.append(f"{key[0]} t={key[1]} p{key[2]} c{','.join(map(str, sorted(value)))} "
-                         "(their parent diverged)")
+            names.append(f"{key[0]} t={key[1]} p{key[2]} c{','.join(map(str, sorted(value)))} (their parent diverged)")
         else:
             names.append(f"{key[0]} t={key[1]} p{key[2]}c{key[3]} (step {value})")
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -53,33 +53,98 @@ def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
 # Key columns first. `condition` and `kind` are plain strings (dictionary-encoded on disk only), so
 # pandas reads them as strings, not categoricals.
 MEMBERS_SCHEMA = _schema(
-    ("condition", pa.string()), ("t", _i32), ("parent", _i16), ("child", _i16), ("t_epoch", _f64),
-    ("accuracy", _f64), ("nll", _f64), ("brier", _f64), ("ece", _f64), ("mace", _f64), ("diverged", pa.bool_()),
-    ("reinit_percent", _f64))
+    ("condition", pa.string()),
+    ("t", _i32),
+    ("parent", _i16),
+    ("child", _i16),
+    ("t_epoch", _f64),
+    ("accuracy", _f64),
+    ("nll", _f64),
+    ("brier", _f64),
+    ("ece", _f64),
+    ("mace", _f64),
+    ("diverged", pa.bool_()),
+    ("reinit_percent", _f64),
+)
 ENSEMBLES_SCHEMA = _schema(
-    ("condition", pa.string()), ("t", _i32), ("parent", _i16), ("k", _i16), ("t_epoch", _f64),
-    ("ensemble_accuracy", _f64), ("mean_member_accuracy", _f64),
-    ("gain", _f64), ("gain_ci_low", _f64), ("gain_ci_high", _f64),
-    ("ensemble_ece", _f64), ("ensemble_mace", _f64), ("mean_member_mace", _f64),
-    ("mace_improvement", _f64), ("mace_improvement_ci_low", _f64), ("mace_improvement_ci_high", _f64),
-    ("ensemble_nll", _f64), ("sym_kl", _f64), ("disagreement", _f64),
-    ("mean_member_ece", _f64), ("mean_member_nll", _f64), ("ensemble_brier", _f64),
-    ("mean_member_brier", _f64), ("gain_by_size", pa.list_(_f64)), ("reinit_percent", _f64))
+    ("condition", pa.string()),
+    ("t", _i32),
+    ("parent", _i16),
+    ("k", _i16),
+    ("t_epoch", _f64),
+    ("ensemble_accuracy", _f64),
+    ("mean_member_accuracy", _f64),
+    ("gain", _f64),
+    ("gain_ci_low", _f64),
+    ("gain_ci_high", _f64),
+    ("ensemble_ece", _f64),
+    ("ensemble_mace", _f64),
+    ("mean_member_mace", _f64),
+    ("mace_improvement", _f64),
+    ("mace_improvement_ci_low", _f64),
+    ("mace_improvement_ci_high", _f64),
+    ("ensemble_nll", _f64),
+    ("sym_kl", _f64),
+    ("disagreement", _f64),
+    ("mean_member_ece", _f64),
+    ("mean_member_nll", _f64),
+    ("ensemble_brier", _f64),
+    ("mean_member_brier", _f64),
+    ("gain_by_size", pa.list_(_f64)),
+    ("reinit_percent", _f64),
+)
 PAIRS_SCHEMA = _schema(
-    ("condition", pa.string()), ("t", _i32), ("kind", pa.string()), ("parent_a", _i16), ("child_a", _i16),
-    ("parent_b", _i16), ("child_b", _i16), ("sym_kl", _f64), ("disagreement", _f64))
+    ("condition", pa.string()),
+    ("t", _i32),
+    ("kind", pa.string()),
+    ("parent_a", _i16),
+    ("child_a", _i16),
+    ("parent_b", _i16),
+    ("child_b", _i16),
+    ("sym_kl", _f64),
+    ("disagreement", _f64),
+)
 FORGETTING_SCHEMA = _schema(
-    ("condition", pa.string()), ("t", _i32), ("parent", _i16), ("child", _i16), ("step", _i32),
-    ("epoch", _f64), ("accuracy", _f64), ("events", _i32), ("cumulative_events", _i32))
+    ("condition", pa.string()),
+    ("t", _i32),
+    ("parent", _i16),
+    ("child", _i16),
+    ("step", _i32),
+    ("epoch", _f64),
+    ("accuracy", _f64),
+    ("events", _i32),
+    ("cumulative_events", _i32),
+)
 SUMMARY_COLUMNS = [
-    "condition", "t", "t_epoch", "n_parents", "n_members",
-    "ensemble_accuracy", "mean_member_accuracy",
-    "gain", "gain_std", "gain_ci_low", "gain_ci_high",
-    "mace_improvement", "mace_improvement_std", "mace_improvement_ci_low", "mace_improvement_ci_high",
-    "sym_kl_same_parent", "sym_kl_between_parents", "disagreement", "disagreement_between_parents",
-    "forgetting_events", "forgetting_events_std", "n_diverged"]
-SCHEMAS = {"members": MEMBERS_SCHEMA, "ensembles": ENSEMBLES_SCHEMA, "pairs": PAIRS_SCHEMA,
-           "forgetting": FORGETTING_SCHEMA}
+    "condition",
+    "t",
+    "t_epoch",
+    "n_parents",
+    "n_members",
+    "ensemble_accuracy",
+    "mean_member_accuracy",
+    "gain",
+    "gain_std",
+    "gain_ci_low",
+    "gain_ci_high",
+    "mace_improvement",
+    "mace_improvement_std",
+    "mace_improvement_ci_low",
+    "mace_improvement_ci_high",
+    "sym_kl_same_parent",
+    "sym_kl_between_parents",
+    "disagreement",
+    "disagreement_between_parents",
+    "forgetting_events",
+    "forgetting_events_std",
+    "n_diverged",
+]
+SCHEMAS = {
+    "members": MEMBERS_SCHEMA,
+    "ensembles": ENSEMBLES_SCHEMA,
+    "pairs": PAIRS_SCHEMA,
+    "forgetting": FORGETTING_SCHEMA,
+}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -91,8 +156,10 @@ def _agreed(items: Sequence[MemberFile], attr: str, what: str) -> Any:
     first = items[0]
     other = next((x for x in items if getattr(x, attr) != getattr(first, attr)), None)
     if other is not None:
-        raise ArtifactError(f"{other.path}: {what} {getattr(other, attr)}, but {first.path} has "
-                            f"{getattr(first, attr)} (files of different configs; rerun the stale jobs)")
+        raise ArtifactError(
+            f"{other.path}: {what} {getattr(other, attr)}, but {first.path} has "
+            f"{getattr(first, attr)} (files of different configs; rerun the stale jobs)"
+        )
     return getattr(first, attr)
 
 
@@ -116,8 +183,9 @@ def group_members(members: list[MemberFile]) -> dict[tuple[str, int], dict[int, 
     groups: dict = {}
     for m in members:
         groups.setdefault((m.condition, m.t), {}).setdefault(m.parent, []).append(m)
-    return {key: {q: sorted(parents[q], key=lambda m: m.child) for q in sorted(parents)}
-            for key, parents in groups.items()}
+    return {
+        key: {q: sorted(parents[q], key=lambda m: m.child) for q in sorted(parents)} for key, parents in groups.items()
+    }
 
 
 def read_group(condition: str, t: int, parents: dict[int, list[MemberFile]]) -> dict[int, list[Predictions]]:
@@ -138,8 +206,10 @@ def read_group(condition: str, t: int, parents: dict[int, list[MemberFile]]) -> 
         elif not np.array_equal(m.labels, ref.labels):
             what = f"labels differ on {int(np.sum(m.labels != ref.labels))} examples"
         if what:
-            raise ArtifactError(f"{m.path}: {what} from {ref.path} (every member of {condition} t={t} "
-                                "must be evaluated on the same test set)")
+            raise ArtifactError(
+                f"{m.path}: {what} from {ref.path} (every member of {condition} t={t} "
+                "must be evaluated on the same test set)"
+            )
     return group
 
 
@@ -147,14 +217,19 @@ def read_group(condition: str, t: int, parents: dict[int, list[MemberFile]]) -> 
 # Rows
 
 
-def member_metrics(m: Predictions, settings: dict, weights: np.ndarray | None = None,
-                   counts: np.ndarray | None = None) -> dict[str, float] | tuple[dict[str, float], np.ndarray]:
+def member_metrics(
+    m: Predictions, settings: dict, weights: np.ndarray | None = None, counts: np.ndarray | None = None
+) -> dict[str, float] | tuple[dict[str, float], np.ndarray]:
     """accuracy, nll, brier, ece, mace of one member (settings: the config's `metrics`); with the
     (B, N) resample `weights`, also its MACE under each resample: (row, (B,) array)."""
     s = settings
     lp, y = m.log_probs, m.labels
-    row = {"accuracy": M.accuracy(lp, y), "nll": M.nll(lp, y), "brier": M.brier(lp, y),
-           "ece": M.ece(lp, y, s["ece_bins"])}
+    row = {
+        "accuracy": M.accuracy(lp, y),
+        "nll": M.nll(lp, y),
+        "brier": M.brier(lp, y),
+        "ece": M.ece(lp, y, s["ece_bins"]),
+    }
     if weights is None:
         return {**row, "mace": M.mace(lp, y, s["mace_bins"])}
     row["mace"], boot = M.mace_and_bootstrap(lp, y, weights, s["mace_bins"], counts)
@@ -165,9 +240,14 @@ def _pair(lp_a: np.ndarray, lp_b: np.ndarray) -> dict:
     return {"sym_kl": M.symmetric_kl(lp_a, lp_b), "disagreement": M.disagreement(lp_a, lp_b)}
 
 
-def ensemble_metrics(members: list[Predictions], member_rows: list[dict], weights: np.ndarray, settings: dict,
-                     member_boots: list[np.ndarray] | None = None, counts: np.ndarray | None = None
-                     ) -> tuple[dict, dict[str, np.ndarray], dict[tuple[int, int], dict], np.ndarray]:
+def ensemble_metrics(
+    members: list[Predictions],
+    member_rows: list[dict],
+    weights: np.ndarray,
+    settings: dict,
+    member_boots: list[np.ndarray] | None = None,
+    counts: np.ndarray | None = None,
+) -> tuple[dict, dict[str, np.ndarray], dict[tuple[int, int], dict], np.ndarray]:
     """One ensemble's row (without keys), its bootstrap statistics {"gain": (B,), "mace_improvement": (B,)}
     and the pairs of its members {(a, b): {"sym_kl", "disagreement"}} (a < b, positions in `members`).
 
@@ -197,8 +277,13 @@ def ensemble_metrics(members: list[Predictions], member_rows: list[dict], weight
     pairs = {(a, b): _pair(lp[a], lp[b]) for a, b in combinations(range(len(lp)), 2)}
     row["sym_kl"] = float(np.mean([q["sym_kl"] for q in pairs.values()])) if pairs else float("nan")
     row["disagreement"] = float(np.mean([q["disagreement"] for q in pairs.values()])) if pairs else float("nan")
-    row.update(mean_member_ece=mean["ece"], mean_member_nll=mean["nll"], ensemble_brier=M.brier(ens, y),
-               mean_member_brier=mean["brier"], gain_by_size=M.gain_by_size(lp, y).tolist())
+    row.update(
+        mean_member_ece=mean["ece"],
+        mean_member_nll=mean["nll"],
+        ensemble_brier=M.brier(ens, y),
+        mean_member_brier=mean["brier"],
+        gain_by_size=M.gain_by_size(lp, y).tolist(),
+    )
     return row, {"gain": boot_gain, "mace_improvement": boot_mace}, pairs, ens
 
 
@@ -206,10 +291,19 @@ def forgetting_rows(tr: MemberTrajectory) -> pd.DataFrame:
     """One member's rows: one per evaluation point; epoch counts from the member's first point."""
     events = M.forgetting_events(tr.correct)
     e = len(tr.steps)
-    return pd.DataFrame({
-        "condition": [tr.condition] * e, "t": tr.t, "parent": tr.parent, "child": tr.child,
-        "step": tr.steps, "epoch": (tr.steps - tr.steps[0]) / tr.steps_per_epoch,
-        "accuracy": tr.correct.mean(axis=1), "events": events, "cumulative_events": np.cumsum(events)})
+    return pd.DataFrame(
+        {
+            "condition": [tr.condition] * e,
+            "t": tr.t,
+            "parent": tr.parent,
+            "child": tr.child,
+            "step": tr.steps,
+            "epoch": (tr.steps - tr.steps[0]) / tr.steps_per_epoch,
+            "accuracy": tr.correct.mean(axis=1),
+            "events": events,
+            "cumulative_events": np.cumsum(events),
+        }
+    )
 
 
 def forgetting_table(trajectories: Iterable[MemberTrajectory]) -> tuple[pd.DataFrame, list[MemberFile]]:
@@ -222,8 +316,7 @@ def forgetting_table(trajectories: Iterable[MemberTrajectory]) -> tuple[pd.DataF
         if tr.key in paths:
             raise ArtifactError(f"{tr.path}: member {tr.key} is also in {paths[tr.key]}")
         paths[tr.key] = tr.path
-        seen.append(MemberFile(tr.path, tr.condition, tr.t, tr.parent, tr.child, tr.steps_per_epoch,
-                               tr.config_hash))
+        seen.append(MemberFile(tr.path, tr.condition, tr.t, tr.parent, tr.child, tr.steps_per_epoch, tr.config_hash))
         parts.append(forgetting_rows(tr))
     if not parts:
         return _empty(FORGETTING_SCHEMA), seen
@@ -258,9 +351,16 @@ def _forgetting_per_member(forgetting: pd.DataFrame, epochs: float | None) -> pd
 # All tables
 
 
-def _group_rows(condition: str, t: int, spe: int, parents: dict[int, list[Predictions]],
-                weights: dict[int, tuple[np.ndarray, np.ndarray]], settings: dict, out: dict[str, list[dict]],
-                pmap: Callable[..., Iterator] = map) -> None:
+def _group_rows(
+    condition: str,
+    t: int,
+    spe: int,
+    parents: dict[int, list[Predictions]],
+    weights: dict[int, tuple[np.ndarray, np.ndarray]],
+    settings: dict,
+    out: dict[str, list[dict]],
+    pmap: Callable[..., Iterator] = map,
+) -> None:
     """Append the member, ensemble, pair and summary rows of one (condition, t) group to `out`.
     weights: (B, N) draw counts and `metrics.draw_counts` of them, by N (made at first need).
     pmap: the map that computes the members, then the ensembles."""
@@ -275,21 +375,51 @@ def _group_rows(condition: str, t: int, spe: int, parents: dict[int, list[Predic
     for q, ms in parents.items():
         got = [next(results) for _ in ms]
         member_rows[q], member_boots[q] = [r for r, _ in got], [b for _, b in got]
-    ensembles = list(pmap(lambda q: ensemble_metrics(parents[q], member_rows[q], w, settings, member_boots[q],
-                                                     counts), parents))
+    ensembles = list(
+        pmap(lambda q: ensemble_metrics(parents[q], member_rows[q], w, settings, member_boots[q], counts), parents)
+    )
     ens_lp, group_rows, boots = {}, [], []
     for (parent, ms), (row, boot, pairs, ens_lp[parent]) in zip(parents.items(), ensembles):
-        out["members"] += [{**base, "parent": parent, "child": m.child, "t_epoch": t / spe, **r,
-                            "reinit_percent": m.reinit_percent} for m, r in zip(ms, member_rows[parent])]
+        out["members"] += [
+            {**base, "parent": parent, "child": m.child, "t_epoch": t / spe, **r, "reinit_percent": m.reinit_percent}
+            for m, r in zip(ms, member_rows[parent])
+        ]
         group_rows.append(row)
         boots.append(boot)
-        out["ensembles"].append({**base, "parent": parent, "k": len(ms), "t_epoch": t / spe, **row,
-                                 "reinit_percent": float(np.mean([m.reinit_percent for m in ms]))})
+        out["ensembles"].append(
+            {
+                **base,
+                "parent": parent,
+                "k": len(ms),
+                "t_epoch": t / spe,
+                **row,
+                "reinit_percent": float(np.mean([m.reinit_percent for m in ms])),
+            }
+        )
         for (a, b), pair in pairs.items():
-            out["pairs"].append({**base, "kind": "same-parent", "parent_a": parent, "child_a": ms[a].child,
-                                 "parent_b": parent, "child_b": ms[b].child, **pair})
-    between = [{**base, "kind": "between-parents", "parent_a": a, "child_a": -1, "parent_b": b, "child_b": -1,
-                **_pair(ens_lp[a], ens_lp[b])} for a, b in combinations(ens_lp, 2)]
+            out["pairs"].append(
+                {
+                    **base,
+                    "kind": "same-parent",
+                    "parent_a": parent,
+                    "child_a": ms[a].child,
+                    "parent_b": parent,
+                    "child_b": ms[b].child,
+                    **pair,
+                }
+            )
+    between = [
+        {
+            **base,
+            "kind": "between-parents",
+            "parent_a": a,
+            "child_a": -1,
+            "parent_b": b,
+            "child_b": -1,
+            **_pair(ens_lp[a], ens_lp[b]),
+        }
+        for a, b in combinations(ens_lp, 2)
+    ]
     out["pairs"] += between
     out["summary"].append(_summary_row(condition, t, spe, parents, group_rows, boots, between))
 
@@ -309,8 +439,9 @@ def _one_process() -> None:
     _LIMITS.append(threadpool_limits(limits=1, user_api="blas"))
 
 
-def group_tables(condition: str, t: int, spe: int, parents: dict[int, list[MemberFile]],
-                 settings: dict) -> tuple[dict[str, list[dict]], tuple[int, ...], float]:
+def group_tables(
+    condition: str, t: int, spe: int, parents: dict[int, list[MemberFile]], settings: dict
+) -> tuple[dict[str, list[dict]], tuple[int, ...], float]:
     """Read one (condition, t) group's logits and compute its rows: ({"members", "ensembles", "pairs",
     "summary"}: rows, the (N, C) shape of its predictions, seconds). Runs in the job's process or in a
     worker process (`group_pool`); either way on one core, so the rows are the same bit for bit."""
@@ -340,8 +471,9 @@ def group_pool(workers: int) -> Iterator[Callable[..., Iterator]]:
         import multiprocessing
 
         # spawn, not fork: a forked copy of a process that runs BLAS or reader threads can deadlock
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_one_process) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_one_process
+        ) as pool:
             yield pool.map
 
 
@@ -356,7 +488,9 @@ def _flag_diverged(rows: list[dict], members: list[MemberFile]) -> None:
 def _summary(rows: list[dict], members: list[dict], forgetting: pd.DataFrame, epochs: float | None) -> pd.DataFrame:
     """The summary rows with the forgetting events and the count of diverged members added."""
     summary = pd.DataFrame(rows)
-    flagged = pd.DataFrame(members, columns=["condition", "t", "diverged"]).groupby(["condition", "t"])["diverged"].sum()
+    flagged = (
+        pd.DataFrame(members, columns=["condition", "t", "diverged"]).groupby(["condition", "t"])["diverged"].sum()
+    )
     per_member = _forgetting_per_member(forgetting, epochs)
     per_parent = per_member.groupby(["condition", "t", "parent"], sort=False)["events"].mean()
     fe = per_member.groupby(["condition", "t"])["events"].mean()
@@ -368,9 +502,13 @@ def _summary(rows: list[dict], members: list[dict], forgetting: pd.DataFrame, ep
     return summary[SUMMARY_COLUMNS]
 
 
-def compute_tables(members: list[MemberFile], trajectories: Iterable[MemberTrajectory], settings: dict,
-                   log: Callable[[str], None] | None = None,
-                   threads: int = 1) -> dict[str, pd.DataFrame]:
+def compute_tables(
+    members: list[MemberFile],
+    trajectories: Iterable[MemberTrajectory],
+    settings: dict,
+    log: Callable[[str], None] | None = None,
+    threads: int = 1,
+) -> dict[str, pd.DataFrame]:
     """All metric tables: {"members", "ensembles", "pairs", "forgetting", "summary"} as DataFrames.
 
     members: the predictions files (`read.read_member_file`), whose logits are read group by group;
@@ -390,8 +528,9 @@ def compute_tables(members: list[MemberFile], trajectories: Iterable[MemberTraje
         for ((condition, t), parents), (rows, _shape, seconds) in zip(groups.items(), results):
             for name in out:
                 out[name] += rows[name]
-            log(f"{condition} t={t}: {len(parents)} parents, {sum(map(len, parents.values()))} members, "
-                f"{seconds:.2f} s")
+            log(
+                f"{condition} t={t}: {len(parents)} parents, {sum(map(len, parents.values()))} members, {seconds:.2f} s"
+            )
     if threads <= 1:
         forgetting, seen = forgetting_table(trajectories)
     steps_per_epoch(list(members) + seen)
@@ -406,25 +545,40 @@ def compute_tables(members: list[MemberFile], trajectories: Iterable[MemberTraje
     }
 
 
-def _summary_row(condition: str, t: int, spe: int, parents: dict[int, list[Predictions]], rows: list[dict],
-                 boots: list[dict[str, np.ndarray]], between: list[dict]) -> dict:
+def _summary_row(
+    condition: str,
+    t: int,
+    spe: int,
+    parents: dict[int, list[Predictions]],
+    rows: list[dict],
+    boots: list[dict[str, np.ndarray]],
+    between: list[dict],
+) -> dict:
     """One (condition, t): means over parents; std over parents (ddof=1, nan for one parent); the
     intervals bootstrap the parent-averaged statistic (the same resamples for every parent)."""
+
     def mean(key: str) -> float:
         return float(np.mean([r[key] for r in rows]))
 
     def std(key: str) -> float:
         return float(np.std([r[key] for r in rows], ddof=1)) if len(rows) > 1 else float("nan")
 
-    out = {"condition": condition, "t": t, "t_epoch": t / spe, "n_parents": len(parents),
-           "n_members": sum(map(len, parents.values())),
-           "ensemble_accuracy": mean("ensemble_accuracy"), "mean_member_accuracy": mean("mean_member_accuracy")}
+    out = {
+        "condition": condition,
+        "t": t,
+        "t_epoch": t / spe,
+        "n_parents": len(parents),
+        "n_members": sum(map(len, parents.values())),
+        "ensemble_accuracy": mean("ensemble_accuracy"),
+        "mean_member_accuracy": mean("mean_member_accuracy"),
+    }
     for key in ("gain", "mace_improvement"):
         lo, hi = M.percentile_ci(np.mean([b[key] for b in boots], axis=0))
         out.update({key: mean(key), f"{key}_std": std(key), f"{key}_ci_low": lo, f"{key}_ci_high": hi})
     out["sym_kl_same_parent"] = mean("sym_kl")
     out["sym_kl_between_parents"] = float(np.mean([b["sym_kl"] for b in between])) if between else float("nan")
     out["disagreement"] = mean("disagreement")
-    out["disagreement_between_parents"] = (float(np.mean([b["disagreement"] for b in between]))
-                                           if between else float("nan"))
+    out["disagreement_between_parents"] = (
+        float(np.mean([b["disagreement"] for b in between])) if between else float("nan")
+    )
     return out

@@ -73,8 +73,9 @@ def _scalar(value: str, types: list[str]) -> Any:
 def _is(value: Any, kind: str) -> bool:
     if kind == "boolean" or isinstance(value, bool):
         return kind == "boolean" and isinstance(value, bool)
-    return {"integer": isinstance(value, int), "number": isinstance(value, (int, float)),
-            "null": value is None}.get(kind, False)
+    return {"integer": isinstance(value, int), "number": isinstance(value, (int, float)), "null": value is None}.get(
+        kind, False
+    )
 
 
 def _as_file(node: Any, seen: dict) -> Any:
@@ -85,8 +86,11 @@ def _as_file(node: Any, seen: dict) -> Any:
     if not isinstance(node, (dict, list)):
         return node
     if id(node) not in seen:
-        seen[id(node)] = ({k: _as_file(v, seen) for k, v in node.items()} if isinstance(node, dict)
-                          else [_as_file(v, seen) for v in node])
+        seen[id(node)] = (
+            {k: _as_file(v, seen) for k, v in node.items()}
+            if isinstance(node, dict)
+            else [_as_file(v, seen) for v in node]
+        )
     return seen[id(node)]
 
 
@@ -148,8 +152,15 @@ def _leaves(node: Any, path: str, seen: set) -> Iterator[tuple[str, Any]]:
         seen.add(id(node))
         items = sorted(node.items(), key=lambda kv: str(kv[0])) if isinstance(node, dict) else enumerate(node)
         for key, value in items:
-            yield from _leaves(value, f"{path}.{key}" if isinstance(node, dict) and path else
-                               str(key) if isinstance(node, dict) else f"{path}[{key}]", seen)
+            yield from _leaves(
+                value,
+                f"{path}.{key}"
+                if isinstance(node, dict) and path
+                else str(key)
+                if isinstance(node, dict)
+                else f"{path}[{key}]",
+                seen,
+            )
     else:
         yield path, node
 
@@ -157,8 +168,14 @@ def _leaves(node: Any, path: str, seen: set) -> Iterator[tuple[str, Any]]:
 def non_finite(node: Any, path: str = "") -> tuple[str, float] | None:
     """(dotted key, value) of the first number in `node` that is NaN or infinite, or None: no setting of
     an experiment means anything at NaN or infinity (null says "never" where a key allows it)."""
-    return next(((key, value) for key, value in _leaves(node, path, set())
-                 if isinstance(value, float) and not math.isfinite(value)), None)
+    return next(
+        (
+            (key, value)
+            for key, value in _leaves(node, path, set())
+            if isinstance(value, float) and not math.isfinite(value)
+        ),
+        None,
+    )
 
 
 def expanded_size(node: Any, seen: dict | None = None) -> int:
@@ -175,16 +192,23 @@ def expanded_size(node: Any, seen: dict | None = None) -> int:
 def not_json(node: Any, path: str = "") -> tuple[str, object] | None:
     """(dotted key, value) of the first value in `node` that JSON cannot hold (YAML reads `2024-01-01`
     as a date), or None: every setting goes into the config hash and the jobs' params as JSON."""
-    return next(((key, value) for key, value in _leaves(node, path, set())
-                 if not isinstance(value, (str, int, float, type(None)))), None)
+    return next(
+        (
+            (key, value)
+            for key, value in _leaves(node, path, set())
+            if not isinstance(value, (str, int, float, type(None)))
+        ),
+        None,
+    )
 
 
 def _first_difference(ours: Any, theirs: Any, path: str) -> tuple[str, Any, Any] | None:
     if isinstance(ours, dict) and isinstance(theirs, dict) and ours.keys() == theirs.keys():
         return next(filter(None, (_first_difference(ours[k], theirs[k], f"{path}.{k}") for k in ours)), None)
     if isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
-        return next(filter(None, (_first_difference(a, b, f"{path}[{i}]") for i, (a, b) in
-                                  enumerate(zip(ours, theirs)))), None)
+        return next(
+            filter(None, (_first_difference(a, b, f"{path}[{i}]") for i, (a, b) in enumerate(zip(ours, theirs)))), None
+        )
     same = ours == theirs and type(ours) is type(theirs)
     return None if same else (path, ours, theirs)
 
@@ -209,8 +233,10 @@ def misread(entries: list[str], given: dict, schema: dict) -> str | None:
         found = _first_difference(ours, coerce({key: theirs}, schema)[key], key)
         if found:
             path, ours, theirs = found
-            return (f"{path}: {theirs!r} in a config file, but {ours!r} from the command line (Snakemake drops "
-                    "quotes and reads numbers its own way there); set it in the config file")
+            return (
+                f"{path}: {theirs!r} in a config file, but {ours!r} from the command line (Snakemake drops "
+                "quotes and reads numbers its own way there); set it in the config file"
+            )
     return None
 
 

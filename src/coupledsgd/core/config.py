@@ -30,6 +30,7 @@ SchemaPath = str | Path | Traversable | None
 # so an installed package (wheel, non-editable, zipped) carries it; nothing reads it at import.
 SCHEMA = files(__package__) / "config.schema.yaml"
 
+
 @functools.cache
 def _package_schema() -> dict:
     return yaml.safe_load(SCHEMA.read_text())
@@ -71,8 +72,10 @@ def _key(error: ValidationError) -> str:
 
 def _message(error: ValidationError) -> str:
     if error.validator == "anyOf":  # model.name: a registry name or an import path
-        forms = [f"one of {', '.join(map(str, sub['enum']))}" if "enum" in sub else f"of the form {sub['pattern']}"
-                 for sub in error.validator_value]
+        forms = [
+            f"one of {', '.join(map(str, sub['enum']))}" if "enum" in sub else f"of the form {sub['pattern']}"
+            for sub in error.validator_value
+        ]
         return f"{error.instance!r} is neither {' nor '.join(forms)}"
     return error.message
 
@@ -102,8 +105,10 @@ def conform(config: dict, schema: SchemaPath = None, command_line: dict | None =
         # First: the schema's messages quote the values they refuse, and every setting goes into the
         # jobs' params and the config hash as text; YAML aliases can make that text gigabytes long.
         if expanded_size(config[key]) > MAX_VALUES:
-            raise ConfigError(f"{key}: holds {expanded_size(config[key]):,} values once its YAML aliases are "
-                              f"expanded; a config holds at most {MAX_VALUES:,}")
+            raise ConfigError(
+                f"{key}: holds {expanded_size(config[key]):,} values once its YAML aliases are "
+                f"expanded; a config holds at most {MAX_VALUES:,}"
+            )
     # Before the schema, whose bounds would call NaN out of range; each container once (aliases).
     found = non_finite(config)
     if found:
@@ -114,11 +119,14 @@ def conform(config: dict, schema: SchemaPath = None, command_line: dict | None =
         raise ConfigError(f"{_key(e)}: {_message(e)}")
     unread = not_json(config)
     if unread:
-        raise ConfigError(f"{unread[0]}: {unread[1]!s} is a {type(unread[1]).__name__} to YAML, not a number, "
-                          "string or boolean; quote it to make it a string")
+        raise ConfigError(
+            f"{unread[0]}: {unread[1]!s} is a {type(unread[1]).__name__} to YAML, not a number, "
+            "string or boolean; quote it to make it a string"
+        )
     if config["experiment"] in (".", ".."):
-        raise ConfigError(f"experiment: {config['experiment']!r} is not a folder of its own under results/; "
-                          "choose a name")
+        raise ConfigError(
+            f"experiment: {config['experiment']!r} is not a folder of its own under results/; choose a name"
+        )
     return config
 
 
@@ -138,8 +146,9 @@ def _check(config: dict) -> None:
             raise ConfigError(f"{key}: duplicate spawn steps {sorted(steps)}")
         late = [s for s in steps if s >= t["steps"]]
         if late:
-            raise ConfigError(f"{key}: spawn step {late[0]} is not before the end of training "
-                              f"(training.steps = {t['steps']})")
+            raise ConfigError(
+                f"{key}: spawn step {late[0]} is not before the end of training (training.steps = {t['steps']})"
+            )
     for key in ("milestones",):
         late = [m for m in t[key] if m >= t["steps"]]
         if late:
@@ -170,8 +179,10 @@ def _check_synthetic(data: dict) -> None:
         return
     like = DATASETS[data.get("like") or "cifar10"]
     if data.get("shape") is not None and len(data["shape"]) != len(like.shape):
-        raise ConfigError(f"data.shape: {data['shape']} is not of the rank of {data.get('like') or 'cifar10'}'s "
-                          f"{list(like.shape)} (channels first)")
+        raise ConfigError(
+            f"data.shape: {data['shape']} is not of the rank of {data.get('like') or 'cifar10'}'s "
+            f"{list(like.shape)} (channels first)"
+        )
 
 
 def _check_data_and_model(config: dict) -> None:
@@ -180,44 +191,54 @@ def _check_data_and_model(config: dict) -> None:
     _check_synthetic(data)
     facts = dataset(data)
     if "kwargs" in config["model"] and not is_custom_model(model):
-        raise ConfigError(f"model.kwargs: model {model!r} takes no arguments; only a model given as "
-                          "'package.module:callable' does")
+        raise ConfigError(
+            f"model.kwargs: model {model!r} takes no arguments; only a model given as 'package.module:callable' does"
+        )
     kind = facts.kind
     if not is_custom_model(model) and MODELS[model].takes != kind:
         takes = MODELS[model].takes
         fitting = ", ".join(name for name, m in MODELS.items() if m.takes == kind) or "none built in"
-        raise ConfigError(f"model.name: {model!r} takes {takes} inputs, but dataset {data['name']!r} holds "
-                          f"{kind}s; models for it: {fitting}")
+        raise ConfigError(
+            f"model.name: {model!r} takes {takes} inputs, but dataset {data['name']!r} holds "
+            f"{kind}s; models for it: {fitting}"
+        )
     wants = None if is_custom_model(model) else MODELS[model].channels
     if wants is not None and facts.shape[0] != wants:
-        raise ConfigError(f"model.name: {model!r} takes {wants}-channel inputs, but dataset {data['name']!r} "
-                          f"has {facts.shape[0]} channel(s)")
+        raise ConfigError(
+            f"model.name: {model!r} takes {wants}-channel inputs, but dataset {data['name']!r} "
+            f"has {facts.shape[0]} channel(s)"
+        )
     n, available = data.get("n_train"), facts.n_train
     if n is not None and n > available:
         raise ConfigError(f"data.n_train: {n} exceeds the {available:,} training examples of {data['name']!r}")
     if n is not None and n < batch:
         raise ConfigError(f"data.n_train: {n} examples cannot fill one batch of {batch}")
     if n is None and available < batch:
-        raise ConfigError(f"training.batch_size: {batch} is more than the {available:,} training examples of "
-                          f"{data['name']!r}")
+        raise ConfigError(
+            f"training.batch_size: {batch} is more than the {available:,} training examples of {data['name']!r}"
+        )
     if data.get("crop_pad") or data.get("flip"):
         key = "data.crop_pad" if data.get("crop_pad") else "data.flip"
         if kind != "image":
-            raise ConfigError(f"{key}: random crops and flips are for images (channels, height, width); the "
-                              f"inputs are {facts.shape}")
+            raise ConfigError(
+                f"{key}: random crops and flips are for images (channels, height, width); the inputs are {facts.shape}"
+            )
 
 
 def _check_arrays_keys(data: dict) -> None:
     """data.path, crop_pad and flip belong to arrays datasets; the registered ones fix their own."""
     if data["name"] == ARRAYS:
         if not data.get("path"):
-            raise ConfigError("data.path: dataset 'arrays' needs the .npz file that holds x_train, y_train, "
-                              "x_test, y_test")
+            raise ConfigError(
+                "data.path: dataset 'arrays' needs the .npz file that holds x_train, y_train, x_test, y_test"
+            )
         return
     for key in ("path", "crop_pad", "flip"):
         if data.get(key) is not None:
-            raise ConfigError(f"data.{key}: only for data.name 'arrays'; dataset {data['name']!r} fixes its own "
-                              "files and augmentation")
+            raise ConfigError(
+                f"data.{key}: only for data.name 'arrays'; dataset {data['name']!r} fixes its own "
+                "files and augmentation"
+            )
 
 
 def needs_model_check(config: dict) -> bool:

@@ -50,8 +50,11 @@ def unwritable(folders: Iterable[str | Path]) -> str | None:
             return f"cannot write {folder}: {blocking} is a file, not a folder"
         existing = next(p for p in chain if p.exists())
         if not os.access(existing, os.W_OK | os.X_OK):
-            why = ("on a read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY
-                   else "not writable (permission denied)")
+            why = (
+                "on a read-only file system"
+                if os.statvfs(existing).f_flag & os.ST_RDONLY
+                else "not writable (permission denied)"
+            )
             return f"cannot write {folder}: {existing} is {why}"
     return None
 

@@ -38,14 +38,22 @@ def spawn_steps_of(config: dict, condition: str) -> list[int]:
 
 def members(config: dict) -> list[Member]:
     ens = config["ensemble"]
-    return [Member(cond, t, p, c) for cond in conditions(config) for t in spawn_steps_of(config, cond)
-            for p in range(ens["parents"]) for c in range(ens["children"])]
+    return [
+        Member(cond, t, p, c)
+        for cond in conditions(config)
+        for t in spawn_steps_of(config, cond)
+        for p in range(ens["parents"])
+        for c in range(ens["children"])
+    ]
 
 
 def training_jobs(config: dict) -> list[list[Member]]:
     """The members of each training job, by `job_shape`."""
-    key = {"member": lambda m: m, "children": lambda m: (m.condition, m.t, m.parent),
-           "condition": lambda m: (m.condition, m.t)}[job_shape(config)]
+    key = {
+        "member": lambda m: m,
+        "children": lambda m: (m.condition, m.t, m.parent),
+        "condition": lambda m: (m.condition, m.t),
+    }[job_shape(config)]
     jobs: dict = {}
     for m in members(config):
         jobs.setdefault(key(m), []).append(m)
@@ -56,14 +64,19 @@ def job_head(config: dict, member: Member) -> Member:
     """The first member of the training job that trains `member` (the job's members in
     `training_jobs` order: parents, then children, from 0)."""
     shape = job_shape(config)
-    return Member(member.condition, member.t, member.parent if shape != "condition" else 0,
-                  member.child if shape == "member" else 0)
+    return Member(
+        member.condition,
+        member.t,
+        member.parent if shape != "condition" else 0,
+        member.child if shape == "member" else 0,
+    )
 
 
 def parent_states(config: dict) -> list[tuple[int, int]]:
     """(parent, step) of every parent state some condition spawns from."""
-    steps = sorted({t for cond in conditions(config) if parse_condition(cond).has_parent
-                    for t in spawn_steps_of(config, cond)})
+    steps = sorted(
+        {t for cond in conditions(config) if parse_condition(cond).has_parent for t in spawn_steps_of(config, cond)}
+    )
     return [(p, t) for p in range(config["ensemble"]["parents"]) for t in steps]
 
 

@@ -45,8 +45,7 @@ def whole(path: str | Path) -> bool:
 
 
 def member_files(layout: Layout, members: Iterable[Member]) -> list[str]:
-    return [layout.member_file(kind, m.condition, m.t, m.parent, m.child) for m in members
-            for kind in MEMBER_FILES]
+    return [layout.member_file(kind, m.condition, m.t, m.parent, m.child) for m in members for kind in MEMBER_FILES]
 
 
 def unfinished(config: dict, layout: Layout) -> list[str]:
@@ -61,8 +60,9 @@ def unfinished(config: dict, layout: Layout) -> list[str]:
         missing = next((f for f in member_files(layout, job) if not os.path.exists(f)), None)
         if missing:
             found.append(missing)
-    return found + [layout.parent_state(p, t) for p, t in parent_states(config)
-                    if not os.path.exists(layout.parent_state(p, t))]
+    return found + [
+        layout.parent_state(p, t) for p, t in parent_states(config) if not os.path.exists(layout.parent_state(p, t))
+    ]
 
 
 def damaged(config: dict, layout: Layout) -> list[str]:

@@ -15,8 +15,11 @@ Part = int | str  # a number, or a wildcard pattern such as "{t}"
 
 # The member files of a training job are named for the job's members; its log and benchmark files
 # for the job, whose extent `job_shape` sets.
-JOB_NAMES = {"member": "{cond}/t{t}/p{p}/c{c}", "children": "{cond}/t{t}/p{p}/children",
-             "condition": "{cond}/t{t}/members"}
+JOB_NAMES = {
+    "member": "{cond}/t{t}/p{p}/c{c}",
+    "children": "{cond}/t{t}/p{p}/children",
+    "condition": "{cond}/t{t}/members",
+}
 
 
 def member_key(cond: str, t: Part, p: Part, c: Part) -> str:
@@ -58,8 +61,13 @@ class Layout:
         """The folders that hold the experiment's files, checked before a run (`files.unwritable`)."""
         results = ("parents", "children", "predictions", "trajectories", "barriers", "metrics", "figures", "report")
         logs = ("parents", "children", "barriers", "metrics", "figures", "report")
-        return [self.exp, self.logs, self.benchmarks, *(f"{self.exp}/{name}" for name in results),
-                *(f"{self.logs}/{name}" for name in logs)]
+        return [
+            self.exp,
+            self.logs,
+            self.benchmarks,
+            *(f"{self.exp}/{name}" for name in results),
+            *(f"{self.logs}/{name}" for name in logs),
+        ]
 
     # data and parents
     @property

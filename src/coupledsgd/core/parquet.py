@@ -45,8 +45,12 @@ NONFINITE_KEY = "coupledsgd.nonfinite"
 def git_commit() -> str:
     """The commit of the package's checkout (with -dirty for local changes), or "unknown"."""
     try:
-        out = subprocess.run(["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty",
-                              "--abbrev=12"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -55,9 +59,12 @@ def git_commit() -> str:
 def provenance(params: dict, device: str) -> dict[str, str]:
     """What produced a file: the job's settings (with the config hash and seeds), the software and
     the device it ran on."""
-    meta = {"coupledsgd.params": json.dumps(params, sort_keys=True, default=str),
-            "coupledsgd.version": __version__, "coupledsgd.git_commit": git_commit(),
-            "device": str(device)}
+    meta = {
+        "coupledsgd.params": json.dumps(params, sort_keys=True, default=str),
+        "coupledsgd.version": __version__,
+        "coupledsgd.git_commit": git_commit(),
+        "device": str(device),
+    }
     torch = sys.modules.get("torch")  # the engine's jobs run with it; the core never imports it
     if torch is not None:
         meta["torch.version"] = str(torch.__version__)
@@ -76,10 +83,14 @@ def repeated(value: str, n: int) -> pa.DictionaryArray:
 def _keys(key: dict, n: int, metadata: dict) -> dict[str, pa.Array]:
     """The key columns, then the origin columns whose values the metadata holds."""
     ints = {"t": np.int32, "parent": np.int16, "child": np.int16}
-    origin = {name: repeated(metadata[f"coupledsgd.{name}"], n) for name in ORIGIN_COLUMNS
-              if f"coupledsgd.{name}" in metadata}
-    return {"condition": repeated(key["condition"], n),
-            **{k: pa.array(np.full(n, key[k], dtype=t)) for k, t in ints.items()}, **origin}
+    origin = {
+        name: repeated(metadata[f"coupledsgd.{name}"], n) for name in ORIGIN_COLUMNS if f"coupledsgd.{name}" in metadata
+    }
+    return {
+        "condition": repeated(key["condition"], n),
+        **{k: pa.array(np.full(n, key[k], dtype=t)) for k, t in ints.items()},
+        **origin,
+    }
 
 
 def write_parquet(table: pa.Table, path: str | Path, metadata: dict, dictionary: list[str]) -> None:
@@ -99,8 +110,11 @@ def write_predictions(path: str | Path, key: dict, labels: np.ndarray, logits: n
     """Test-set logits of one member: key columns, experiment and config_hash (where the metadata
     holds them), example_id, label, logit_0..logit_{C-1}."""
     n = len(labels)
-    cols = {**_keys(key, n, metadata), "example_id": pa.array(np.arange(n, dtype=np.int32)),
-            "label": pa.array(labels.astype(np.int16))}
+    cols = {
+        **_keys(key, n, metadata),
+        "example_id": pa.array(np.arange(n, dtype=np.int32)),
+        "label": pa.array(labels.astype(np.int16)),
+    }
     logits = np.asarray(logits, dtype=np.float32)
     cols.update({f"logit_{j}": pa.array(logits[:, j]) for j in range(logits.shape[1])})
     write_table(cols, path, metadata)
@@ -110,9 +124,12 @@ def write_trajectory(path: str | Path, key: dict, steps: list[int], correct: np.
     """Per-example test correctness at each evaluation point: key columns, experiment and config_hash
     (where the metadata holds them), step, example_id, correct."""
     e, n = correct.shape
-    cols = {**_keys(key, e * n, metadata), "step": pa.array(np.repeat(np.asarray(steps, dtype=np.int32), n)),
-            "example_id": pa.array(np.tile(np.arange(n, dtype=np.int32), e)),
-            "correct": pa.array(correct.reshape(-1))}
+    cols = {
+        **_keys(key, e * n, metadata),
+        "step": pa.array(np.repeat(np.asarray(steps, dtype=np.int32), n)),
+        "example_id": pa.array(np.tile(np.arange(n, dtype=np.int32), e)),
+        "correct": pa.array(correct.reshape(-1)),
+    }
     write_table(cols, path, metadata)
 
 

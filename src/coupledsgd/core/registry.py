@@ -14,18 +14,20 @@ from typing import NamedTuple
 
 
 class Dataset(NamedTuple):
-    kind: str             # image | signal (| array: other shapes of arrays data): which models take it
-    crop_pad: int         # augmentation: random crop after padding by this many pixels (0: none)
-    flip: bool            # augmentation: random horizontal flips
+    kind: str  # image | signal (| array: other shapes of arrays data): which models take it
+    crop_pad: int  # augmentation: random crop after padding by this many pixels (0: none)
+    flip: bool  # augmentation: random horizontal flips
     n_train: int
     n_test: int
-    shape: tuple          # one example, channels first
+    shape: tuple  # one example, channels first
     classes: int
 
 
 DATASETS = {
-    "mnist1d": Dataset("signal", 0, False, 4000, 1000, (1, 40), 10),   # generated offline by mnist1d
-    "digits": Dataset("image", 1, False, 1347, 450, (1, 8, 8), 10),    # scikit-learn's 8x8 digits; flipped digits are other digits
+    "mnist1d": Dataset("signal", 0, False, 4000, 1000, (1, 40), 10),  # generated offline by mnist1d
+    "digits": Dataset(
+        "image", 1, False, 1347, 450, (1, 8, 8), 10
+    ),  # scikit-learn's 8x8 digits; flipped digits are other digits
     "cifar10": Dataset("image", 4, True, 50000, 10000, (3, 32, 32), 10),
     "tinyimagenet": Dataset("image", 8, True, 100000, 10000, (3, 64, 64), 200),
 }
@@ -37,7 +39,7 @@ SYNTHETIC = "synthetic"
 
 
 class Model(NamedTuple):
-    takes: str            # the dataset kind it reads
+    takes: str  # the dataset kind it reads
     description: str
     channels: int | None = None  # the input channels it is built for, where it is not built for any
 
@@ -47,8 +49,9 @@ MODELS = {
     "resnet20": Model("image", "ResNet-20, He et al. 2016, option-A shortcuts (CIFAR-10)"),
     "resnet8": Model("image", "ResNet-8, the same family with one block per stage (digits)"),
     "resnet50": Model("image", "torchvision ResNet-50 with a 3x3 stride-1 stem, no max-pool (64x64 inputs)"),
-    "vit": Model("image", "torchvision VisionTransformer, 8x8 patches, 6 layers, width 256 (64x64 inputs)",
-                 channels=3),  # torchvision builds its patch projection for RGB images
+    "vit": Model(
+        "image", "torchvision VisionTransformer, 8x8 patches, 6 layers, width 256 (64x64 inputs)", channels=3
+    ),  # torchvision builds its patch projection for RGB images
 }
 
 

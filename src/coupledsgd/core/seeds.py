@@ -29,8 +29,7 @@ def parent_seeds(seed: int, p: int) -> dict[str, int]:
 def member_seeds(seed: int, condition: Condition, p: int, c: int) -> dict[str, int]:
     """The seeds member (p, c) trains with from its start (step 0 or the spawn step): the streams
     its condition shares come from the parent's, the others are the member's own."""
-    out = {role: derive(seed, role, p) if role in condition.shared else derive(seed, role, p, c)
-           for role in STREAMS}
+    out = {role: derive(seed, role, p) if role in condition.shared else derive(seed, role, p, c) for role in STREAMS}
     if condition.reinit:
         out["reinit"] = derive(seed, "reinit", p, c)
     return out

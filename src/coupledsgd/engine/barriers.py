@@ -39,8 +39,10 @@ from .training import predict
 
 BN_ROLE = "barrier-bn"
 
-def interpolate(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor],
-                alpha: float) -> dict[str, torch.Tensor]:
+
+def interpolate(
+    state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
     """The model state dict (1 - alpha) * a + alpha * b.
 
     Floating-point parameters and buffers (BatchNorm running statistics included) are interpolated
@@ -80,8 +82,7 @@ def bn_batch_indices(seed: int, n_train: int, batch_size: int, count: int) -> li
 
 
 def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
 @torch.no_grad()
@@ -120,9 +121,17 @@ def _check_pair(state_a: dict, state_b: dict) -> None:
             raise ValueError(f"the two states differ in {key}: {state_a[key]!r} vs {state_b[key]!r}")
 
 
-def error_path(state_a: dict, state_b: dict, data: D.DeviceData, points: int = 11,
-               recompute_bn: bool = True, bn_batches: int = 10, batch_size: int = 128, seed: int = 0,
-               eval_batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+def error_path(
+    state_a: dict,
+    state_b: dict,
+    data: D.DeviceData,
+    points: int = 11,
+    recompute_bn: bool = True,
+    bn_batches: int = 10,
+    batch_size: int = 128,
+    seed: int = 0,
+    eval_batch_size: int = 1000,
+) -> tuple[np.ndarray, np.ndarray]:
     """Test error of the interpolated network at `points` equally spaced alphas in [0, 1].
 
     `state_a` and `state_b` are run states (`Run.state_dict()`, as in a child's final.pt); their
@@ -134,8 +143,9 @@ def error_path(state_a: dict, state_b: dict, data: D.DeviceData, points: int = 1
         raise ValueError(f"points: {points} is fewer than the two endpoints")
     _check_pair(state_a, state_b)
     device = data.x_train.device
-    model = build_model(state_a["model_name"], state_a["in_shape"], state_a["num_classes"], 0,
-                        state_a.get("model_kwargs")).to(device)
+    model = build_model(
+        state_a["model_name"], state_a["in_shape"], state_a["num_classes"], 0, state_a.get("model_kwargs")
+    ).to(device)
     batches = bn_batch_indices(seed, data.n_train, batch_size, bn_batches) if recompute_bn else []
     alphas = np.linspace(0.0, 1.0, points)
     errors = np.empty(points, dtype=np.float64)
@@ -185,8 +195,12 @@ def weight_distances(w_a: np.ndarray, w_b: np.ndarray, s_a: np.ndarray, s_b: np.
     na, nb = float(np.linalg.norm(s_a)), float(np.linalg.norm(s_b))
     la, lb = float(np.linalg.norm(da)), float(np.linalg.norm(db))
     cosine = float(da @ db / (la * lb)) if la > 0 and lb > 0 else float("nan")
-    return {"distance": float(np.linalg.norm(w_a - w_b)) / ((na + nb) / 2), "cosine": cosine,
-            "travelled_a": la / na, "travelled_b": lb / nb}
+    return {
+        "distance": float(np.linalg.norm(w_a - w_b)) / ((na + nb) / 2),
+        "cosine": cosine,
+        "travelled_a": la / na,
+        "travelled_b": lb / nb,
+    }
 
 
 def start_weights(state: dict, names: Sequence[str], parent_state: dict | None) -> np.ndarray:
@@ -195,6 +209,7 @@ def start_weights(state: dict, names: Sequence[str], parent_state: dict | None) 
     (models are initialised from the seed alone, on every device alike)."""
     if parent_state is not None:
         return flat_weights(parent_state["model"], names)
-    model = build_model(state["model_name"], state["in_shape"], state["num_classes"], state["seeds"]["init"],
-                        state.get("model_kwargs"))
+    model = build_model(
+        state["model_name"], state["in_shape"], state["num_classes"], state["seeds"]["init"], state.get("model_kwargs")
+    )
     return flat_weights(model.state_dict(), names)

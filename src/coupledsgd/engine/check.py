@@ -56,8 +56,10 @@ def _forward(model: nn.Module, x: torch.Tensor, classes: int, what: str, call: s
         raise ConfigError(f"model.name: {call} fails on {what}: {described(e)}") from None
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if shape != (len(x), classes):
-        raise ConfigError(f"model.name: the model maps {what} to {shape}; expected logits of shape "
-                          f"{(len(x), classes)} ({classes} classes)")
+        raise ConfigError(
+            f"model.name: the model maps {what} to {shape}; expected logits of shape "
+            f"{(len(x), classes)} ({classes} classes)"
+        )
     _check_deterministic(model, x)
 
 
@@ -70,8 +72,11 @@ def _check_deterministic(model: nn.Module, x: torch.Tensor) -> None:
     outs = []
     for _ in range(2):
         seen: list[tuple[str, object]] = []
-        hooks = [m.register_forward_hook(lambda _m, _a, out, n=n, seen=seen: seen.append((n, out)))
-                 for n, m in model.named_modules() if n]
+        hooks = [
+            m.register_forward_hook(lambda _m, _a, out, n=n, seen=seen: seen.append((n, out)))
+            for n, m in model.named_modules()
+            if n
+        ]
         try:
             with torch.random.fork_rng(devices=[]), torch.no_grad():
                 torch.manual_seed(1)
@@ -83,9 +88,11 @@ def _check_deterministic(model: nn.Module, x: torch.Tensor) -> None:
     for (n, a), (_, b) in zip(*outs):
         if not _equal(a, b):
             where = f"module {n!r}" if n else "the model's own forward"
-            raise ConfigError(f"model.name: the training-mode forward pass is random beyond torch's seeded "
-                              f"generator ({where} gives other outputs under one seed: numpy, Python's random or "
-                              "a generator of its own); runs here draw only from their seeded streams")
+            raise ConfigError(
+                f"model.name: the training-mode forward pass is random beyond torch's seeded "
+                f"generator ({where} gives other outputs under one seed: numpy, Python's random or "
+                "a generator of its own); runs here draw only from their seeded streams"
+            )
 
 
 def _equal(a, b) -> bool:
@@ -115,15 +122,19 @@ def check_shares(model: nn.Module, x: torch.Tensor | None, sides: list[str], per
                     f"model.name: re-initialisation cannot split {unit!r} ({plan.sizes[i]:,} of {total:,} "
                     f"parameters): reinit-{side}-{percent:g} would re-draw {got:.1f} % of the parameters; its "
                     "channels are not a block of rows of every tensor (give the model reinit_units(), or ask "
-                    "for other reinit.percents)")
+                    "for other reinit.percents)"
+                )
 
 
 def _say_auto(model: nn.Module, x: torch.Tensor, classes: int, log) -> None:
     """`job_shape: auto` trains a model given by import path one member per job (`config.job_shape`,
     measured in bench/bench_custom.py); the log says so, and says when vmap could not batch it at all."""
     failure = _vmap_failure(model, x, classes)
-    why = (f"torch.func.vmap cannot batch its members ({failure})" if failure else
-           "its members as one network under torch.func.vmap were measured no faster (bench/bench_custom.py)")
+    why = (
+        f"torch.func.vmap cannot batch its members ({failure})"
+        if failure
+        else "its members as one network under torch.func.vmap were measured no faster (bench/bench_custom.py)"
+    )
     log(f"job_shape: auto trains {type(model).__name__} one member per job: {why}")
 
 
@@ -145,5 +156,7 @@ def _vmap_failure(model: nn.Module, x: torch.Tensor, classes: int) -> str | None
 def _check_members(model: nn.Module, x: torch.Tensor, classes: int, shape: str, what: str) -> None:
     failure = _vmap_failure(model, x, classes)
     if failure:
-        raise ConfigError(f"job_shape: {shape} trains members as one network under torch.func.vmap, and the "
-                          f"model fails there on {what}: {failure}; use job_shape: member")
+        raise ConfigError(
+            f"job_shape: {shape} trains members as one network under torch.func.vmap, and the "
+            f"model fails there on {what}: {failure}; use job_shape: member"
+        )

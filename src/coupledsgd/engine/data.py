@@ -23,12 +23,11 @@ from ..core.registry import ARRAYS, DATASETS, SYNTHETIC, Dataset
 
 # name -> (input kind, random-crop padding, horizontal flip): the augmentation each dataset admits.
 
+
 def step_generator(seed: int, step: int) -> torch.Generator:
     """A CPU generator for the draws of one step (or epoch) of one stream: a pure function of both."""
     key = f"{seed}/{step}".encode()
     return torch.Generator().manual_seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1)
-
-
 
 
 def _mnist1d() -> dict:
@@ -37,8 +36,12 @@ def _mnist1d() -> dict:
     # make_dataset generates the data from its fixed default seed; get_dataset() would try a download.
     d = make_dataset(get_dataset_args())
     as_signal = lambda a: torch.as_tensor(a, dtype=torch.float32).unsqueeze(1)
-    return {"x_train": as_signal(d["x"]), "y_train": torch.as_tensor(d["y"], dtype=torch.int64),
-            "x_test": as_signal(d["x_test"]), "y_test": torch.as_tensor(d["y_test"], dtype=torch.int64)}
+    return {
+        "x_train": as_signal(d["x"]),
+        "y_train": torch.as_tensor(d["y"], dtype=torch.int64),
+        "x_test": as_signal(d["x_test"]),
+        "y_test": torch.as_tensor(d["y_test"], dtype=torch.int64),
+    }
 
 
 def _digits() -> dict:
@@ -64,8 +67,9 @@ def synthetic_source(spec: Dataset, seed: int, chunk: int = 4096) -> dict:
     channels, size = spec.shape[0], tuple(spec.shape[1:])
     low = tuple(max(1, n // 4) for n in size)
     mode = "linear" if len(size) == 1 else "bilinear"
-    smooth = lambda n: F.interpolate(torch.randn(n, channels, *low, generator=g), size=size, mode=mode,
-                                     align_corners=False)
+    smooth = lambda n: F.interpolate(
+        torch.randn(n, channels, *low, generator=g), size=size, mode=mode, align_corners=False
+    )
     templates = smooth(spec.classes)
     templates /= templates.flatten(1).std(1).view(-1, *(1,) * len(spec.shape))
     nuisance = 0.3 * math.sqrt(channels * math.prod(low))
@@ -89,8 +93,12 @@ def _arrays(path: str) -> dict:
     # Inputs keep uint8 (normalised like the built-in images) or become float32.
     as_tensor = lambda a: torch.from_numpy(a if a.dtype == np.uint8 else a.astype(np.float32))
     a = read_arrays(path)
-    return {"x_train": as_tensor(a["x_train"]), "y_train": torch.from_numpy(a["y_train"].astype(np.int64)),
-            "x_test": as_tensor(a["x_test"]), "y_test": torch.from_numpy(a["y_test"].astype(np.int64))}
+    return {
+        "x_train": as_tensor(a["x_train"]),
+        "y_train": torch.from_numpy(a["y_train"].astype(np.int64)),
+        "x_test": as_tensor(a["x_test"]),
+        "y_test": torch.from_numpy(a["y_test"].astype(np.int64)),
+    }
 
 
 def read_source(name: str, root: str | None = None, download: bool = False, path: str | None = None) -> dict:
@@ -112,9 +120,17 @@ def read_source(name: str, root: str | None = None, download: bool = False, path
     raise ConfigError(f"data.name: unknown dataset {name!r}; known: {', '.join(DATASETS)}")
 
 
-def prepare(name: str, path: str | Path, root: str | None = None, download: bool = False,
-            n_train: int | None = None, arrays: str | None = None, crop_pad: int = 0, flip: bool = False,
-            synthetic: tuple[Dataset, str, int] | None = None) -> dict:
+def prepare(
+    name: str,
+    path: str | Path,
+    root: str | None = None,
+    download: bool = False,
+    n_train: int | None = None,
+    arrays: str | None = None,
+    crop_pad: int = 0,
+    flip: bool = False,
+    synthetic: tuple[Dataset, str, int] | None = None,
+) -> dict:
     """Decode a dataset once and save the tensors (first `n_train` training examples) to `path`.
 
     For `name` arrays, the .npz file `arrays`, with the augmentation `crop_pad` and `flip` stored
@@ -128,21 +144,27 @@ def prepare(name: str, path: str | Path, root: str | None = None, download: bool
         raw = read_source(name, root, download, arrays)
     if n_train is not None:
         if n_train > len(raw["y_train"]):
-            raise ConfigError(f"data.n_train: {n_train} exceeds the {len(raw['y_train'])} training "
-                              f"examples of {name!r}")
+            raise ConfigError(
+                f"data.n_train: {n_train} exceeds the {len(raw['y_train'])} training examples of {name!r}"
+            )
         raw["x_train"], raw["y_train"] = raw["x_train"][:n_train], raw["y_train"][:n_train]
     x = raw["x_train"].double()
     dims = [0] + list(range(2, x.dim()))
     # Per-channel statistics of the training split, stored with the data so every job agrees. A
     # constant channel (possible in arrays data) is only centred.
     std = x.std(dims)
-    cache = {**{k: raw[k].contiguous() for k in ("x_train", "y_train", "x_test", "y_test")},
-             "mean": x.mean(dims).float(), "std": torch.where(std > 0, std, 1.0).float(), "name": name,
-             "num_classes": int(max(raw["y_train"].max(), raw["y_test"].max())) + 1,
-             **({"like": synthetic[1], "num_classes": synthetic[0].classes} if synthetic else {})}
+    cache = {
+        **{k: raw[k].contiguous() for k in ("x_train", "y_train", "x_test", "y_test")},
+        "mean": x.mean(dims).float(),
+        "std": torch.where(std > 0, std, 1.0).float(),
+        "name": name,
+        "num_classes": int(max(raw["y_train"].max(), raw["y_test"].max())) + 1,
+        **({"like": synthetic[1], "num_classes": synthetic[0].classes} if synthetic else {}),
+    }
     if name == ARRAYS:
         cache["augment"] = (int(crop_pad or 0), bool(flip))
     from .checkpoints import save_torch
+
     save_torch(cache, path)
     return cache
 
@@ -180,9 +202,16 @@ def load(path: str | Path, device: str | torch.device = "cpu", augment: bool = T
     norm = lambda x: (x.to(device).float() - mean) / std
     # arrays data augments as its config states; synthetic data as the dataset it is like
     pad, flip = cache["augment"] if cache["name"] == ARRAYS else DATASETS[cache.get("like", cache["name"])][1:3]
-    return DeviceData(norm(cache["x_train"]), cache["y_train"].to(device), norm(cache["x_test"]),
-                      cache["y_test"].to(device), cache["num_classes"],
-                      crop_pad=pad if augment else 0, flip=flip and augment, pad_value=(-mean / std).flatten())
+    return DeviceData(
+        norm(cache["x_train"]),
+        cache["y_train"].to(device),
+        norm(cache["x_test"]),
+        cache["y_test"].to(device),
+        cache["num_classes"],
+        crop_pad=pad if augment else 0,
+        flip=flip and augment,
+        pad_value=(-mean / std).flatten(),
+    )
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
@@ -202,7 +231,7 @@ def batch_indices(order_seed: int, step: int, n_train: int, batch_size: int) -> 
     seen once per epoch, and a run started at any step sees the batches an uninterrupted run sees.
     """
     epoch, pos = divmod(step, steps_per_epoch(n_train, batch_size))
-    return epoch_permutation(order_seed, epoch, n_train)[pos * batch_size:(pos + 1) * batch_size]
+    return epoch_permutation(order_seed, epoch, n_train)[pos * batch_size : (pos + 1) * batch_size]
 
 
 @dataclass
@@ -210,7 +239,7 @@ class AugmentDraws:
     """The random draws of the augmentation at some steps: crop offsets and flip decisions."""
 
     shifts: torch.Tensor | None  # (..., batch, spatial dims) int64, or None without cropping
-    flips: torch.Tensor | None   # (..., batch) bool, or None without flipping
+    flips: torch.Tensor | None  # (..., batch) bool, or None without flipping
 
     def to(self, device, non_blocking: bool = False) -> "AugmentDraws":
         move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)
@@ -225,8 +254,7 @@ class AugmentDraws:
         return AugmentDraws(pick(self.shifts), pick(self.flips))
 
 
-def augment_draws(aug_seed: int, steps, batch_size: int, spatial_dims: int, crop_pad: int,
-                  flip: bool) -> AugmentDraws:
+def augment_draws(aug_seed: int, steps, batch_size: int, spatial_dims: int, crop_pad: int, flip: bool) -> AugmentDraws:
     """The draws of `steps` (stacked along a leading dimension), each from (seed, step) on the CPU,
     so they are identical on every device and however many steps are drawn at once."""
     shifts, flips = [], []
@@ -250,8 +278,9 @@ def pad_border(x: torch.Tensor, pad: int, value: torch.Tensor | None) -> torch.T
     return out
 
 
-def apply_augment(x: torch.Tensor, draws: AugmentDraws, crop_pad: int,
-                  pad_value: torch.Tensor | None = None) -> torch.Tensor:
+def apply_augment(
+    x: torch.Tensor, draws: AugmentDraws, crop_pad: int, pad_value: torch.Tensor | None = None
+) -> torch.Tensor:
     """Random crop and horizontal flip, on the whole batch, from draws (`augment_draws`) already on x's
     device: nothing here waits for the host. The crop pads each channel with pad_value (DeviceData's:
     a black pixel, as the standard recipe pads the raw image with zeros), 0 where it is None."""
@@ -276,8 +305,9 @@ def apply_augment(x: torch.Tensor, draws: AugmentDraws, crop_pad: int,
     return x.contiguous()
 
 
-def augment(x: torch.Tensor, aug_seed: int, step: int, crop_pad: int, flip: bool,
-            pad_value: torch.Tensor | None = None) -> torch.Tensor:
+def augment(
+    x: torch.Tensor, aug_seed: int, step: int, crop_pad: int, flip: bool, pad_value: torch.Tensor | None = None
+) -> torch.Tensor:
     """The augmentation of one step's batch (`augment_draws` and `apply_augment` together)."""
     if not crop_pad and not flip:
         return x
@@ -317,14 +347,15 @@ class MemberBatches:
         if epoch != self.epoch:
             self._load(epoch)
         d, b = self.data, self.batch_size
-        idx = self.perms[:, pos * b:(pos + 1) * b]
+        idx = self.perms[:, pos * b : (pos + 1) * b]
         x = d.x_train[idx]
         if d.crop_pad or d.flip:
             k = len(self.order_seeds)
             draws = self.draws[:, pos]
             flat = lambda t: None if t is None else t.flatten(0, 1)
-            x = apply_augment(x.flatten(0, 1), AugmentDraws(flat(draws.shifts), flat(draws.flips)), d.crop_pad,
-                              d.pad_value)
+            x = apply_augment(
+                x.flatten(0, 1), AugmentDraws(flat(draws.shifts), flat(draws.flips)), d.crop_pad, d.pad_value
+            )
             # CPU convolutions choose their kernel by the strides, size-1 dimensions' included: one
             # member's batch keeps the strides `augment` gives it.
             x = x.unsqueeze(0) if k == 1 else x.view(k, b, *x.shape[1:])

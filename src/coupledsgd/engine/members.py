@@ -36,14 +36,14 @@ class Bottleneck(nn.Module):
     def __init__(self, c_in: int, planes: int, stride: int, k: int):
         super().__init__()
         out = 4 * planes
-        conv = lambda a, b, size, s=1: nn.Conv2d(k * a, k * b, size, stride=s, padding=size // 2, bias=False,
-                                                 groups=k)
+        conv = lambda a, b, size, s=1: nn.Conv2d(k * a, k * b, size, stride=s, padding=size // 2, bias=False, groups=k)
         self.conv1, self.bn1 = conv(c_in, planes, 1), nn.BatchNorm2d(k * planes)
         self.conv2, self.bn2 = conv(planes, planes, 3, stride), nn.BatchNorm2d(k * planes)
         self.conv3, self.bn3 = conv(planes, out, 1), nn.BatchNorm2d(k * out)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = (nn.Sequential(conv(c_in, out, 1, stride), nn.BatchNorm2d(k * out))
-                           if stride != 1 or c_in != out else None)
+        self.downsample = (
+            nn.Sequential(conv(c_in, out, 1, stride), nn.BatchNorm2d(k * out)) if stride != 1 or c_in != out else None
+        )
 
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
@@ -184,8 +184,9 @@ class Vmapped(nn.Module):
         self.k = k
         self.names = [n for n, _ in solo.named_parameters()]
         self.buffer_names = [n for n, _ in solo.named_buffers()]
-        self.stacked = nn.ParameterList([nn.Parameter(p.detach().expand(k, *p.shape).clone())
-                                         for _, p in solo.named_parameters()])
+        self.stacked = nn.ParameterList(
+            [nn.Parameter(p.detach().expand(k, *p.shape).clone()) for _, p in solo.named_parameters()]
+        )
         for i, (_, b) in enumerate(solo.named_buffers()):
             self.register_buffer(f"b{i}", b.expand(k, *b.shape).clone())
         self.base = [copy.deepcopy(solo).to("meta")]  # a list: not a submodule
@@ -249,8 +250,9 @@ def stack_members(net: nn.Module, solos: list[dict[str, torch.Tensor]]) -> dict[
     return shared
 
 
-def unstack_member(net: nn.Module, i: int, k: int, solo: dict[str, torch.Tensor],
-                   shared: dict[str, list[torch.Tensor]]) -> None:
+def unstack_member(
+    net: nn.Module, i: int, k: int, solo: dict[str, torch.Tensor], shared: dict[str, list[torch.Tensor]]
+) -> None:
     """Copy member i's tensors from `net` into its solo tensors `solo` (name -> tensor)."""
     tensors = named_tensors(net)
     with torch.no_grad():

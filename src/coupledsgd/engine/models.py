@@ -86,8 +86,9 @@ class BasicBlock(nn.Module):
         if self.pad:
             # Zero channels around each member's own block, not around the k blocks together.
             b, _, h, w = shortcut.shape
-            shortcut = F.pad(shortcut.reshape(b, self.k, self.c_in, h, w),
-                             (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2)).reshape(b, -1, h, w)
+            shortcut = F.pad(
+                shortcut.reshape(b, self.k, self.c_in, h, w), (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2)
+            ).reshape(b, -1, h, w)
         return F.relu(out + shortcut)
 
 
@@ -157,8 +158,9 @@ def _build(name: str, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     raise ConfigError(f"model.name: unknown model {name!r}; known: {', '.join(MODELS)}")
 
 
-def build_model(name: str, in_shape: tuple[int, ...], num_classes: int, seed: int,
-                kwargs: dict | None = None) -> nn.Module:
+def build_model(
+    name: str, in_shape: tuple[int, ...], num_classes: int, seed: int, kwargs: dict | None = None
+) -> nn.Module:
     """A freshly initialised model on the CPU; the same seed gives the same weights.
 
     `name` is a registry name, or "package.module:callable" for a model of the user's own (`custom_model`)."""

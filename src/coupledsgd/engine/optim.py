@@ -28,11 +28,11 @@ class Hparams:
     momentum: float = _SCHEMA
     nesterov: bool = _SCHEMA
     weight_decay: float = _SCHEMA
-    schedule: str = _SCHEMA                    # cosine | step | constant
-    milestones: tuple[int, ...] = _SCHEMA      # steps at which `step` multiplies the rate by gamma
+    schedule: str = _SCHEMA  # cosine | step | constant
+    milestones: tuple[int, ...] = _SCHEMA  # steps at which `step` multiplies the rate by gamma
     gamma: float = _SCHEMA
     warmup_steps: int = _SCHEMA
-    eval_every: int | None = _SCHEMA           # steps between evaluations; None = once per epoch
+    eval_every: int | None = _SCHEMA  # steps between evaluations; None = once per epoch
     eval_batch_size: int = _SCHEMA
 
     def __post_init__(self):
@@ -68,8 +68,10 @@ NO_DECAY = ("class_token", "pos_embedding")
 def decays(model: nn.Module, weight_decay: float) -> list[float]:
     """Each parameter's weight decay, in parameter order: none on BatchNorm/LayerNorm parameters and
     biases (every tensor of dimension <= 1) and on the embeddings NO_DECAY names."""
-    return [weight_decay if p.dim() > 1 and name.rsplit(".", 1)[-1] not in NO_DECAY else 0.0
-            for name, p in model.named_parameters()]
+    return [
+        weight_decay if p.dim() > 1 and name.rsplit(".", 1)[-1] not in NO_DECAY else 0.0
+        for name, p in model.named_parameters()
+    ]
 
 
 class SGD:
@@ -83,12 +85,14 @@ class SGD:
     `coupled-to-t-reset` resets them to.
     """
 
-    def __init__(self, params, h: Hparams, decay: list[float] | None = None,
-                 buffers: list[torch.Tensor] | None = None):
+    def __init__(self, params, h: Hparams, decay: list[float] | None = None, buffers: list[torch.Tensor] | None = None):
         self.params = list(params.parameters() if isinstance(params, nn.Module) else params)
         if decay is None:  # bare tensors have no names: decay every one of dimension > 1
-            decay = (decays(params, h.weight_decay) if isinstance(params, nn.Module)
-                     else [h.weight_decay if p.dim() > 1 else 0.0 for p in self.params])
+            decay = (
+                decays(params, h.weight_decay)
+                if isinstance(params, nn.Module)
+                else [h.weight_decay if p.dim() > 1 else 0.0 for p in self.params]
+            )
         self.decay = decay
         self.momentum, self.nesterov = h.momentum, h.nesterov and h.momentum > 0
         self.buffers = buffers if buffers is not None else [torch.zeros_like(p) for p in self.params]

@@ -40,13 +40,17 @@ def read_cifar10(root, download=False) -> dict:
         if not (folder / name).is_file():
             raise DataError(f"{folder / name}: CIFAR-10 file missing")
         if not check_integrity(str(folder / name), md5):
-            raise DataError(f"{folder / name}: CIFAR-10 file corrupt or truncated (md5 differs from torchvision's {md5})")
+            raise DataError(
+                f"{folder / name}: CIFAR-10 file corrupt or truncated (md5 differs from torchvision's {md5})"
+            )
     out = {}
     for split, train in (("train", True), ("test", False)):
         try:
             ds = CIFAR10(root, train=train, download=False)
         except Exception as e:
-            raise DataError(f"{_unreadable_cifar_file(folder, train)}: CIFAR-10 file unreadable ({type(e).__name__}: {e})") from e
+            raise DataError(
+                f"{_unreadable_cifar_file(folder, train)}: CIFAR-10 file unreadable ({type(e).__name__}: {e})"
+            ) from e
         out[f"x_{split}"] = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # torchvision gives NHWC
         out[f"y_{split}"] = torch.tensor(ds.targets, dtype=torch.int64)
         out["classes"] = [str(c) for c in ds.classes]
@@ -77,7 +81,9 @@ def read_tinyimagenet(root) -> dict:
         root = root / "tiny-imagenet-200"
     wnids_file, ann_file = root / "wnids.txt", root / "val" / "val_annotations.txt"
     if not wnids_file.is_file():
-        raise DataError(f"{wnids_file}: Tiny ImageNet class list missing (root must be tiny-imagenet-200 or its parent)")
+        raise DataError(
+            f"{wnids_file}: Tiny ImageNet class list missing (root must be tiny-imagenet-200 or its parent)"
+        )
     wnids = [w.strip() for w in wnids_file.read_text().splitlines() if w.strip()]
     if not wnids or len(set(wnids)) != len(wnids):
         raise DataError(f"{wnids_file}: class list is empty or repeats a wnid")

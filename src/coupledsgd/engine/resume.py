@@ -39,8 +39,15 @@ class Resume:
 
     FORMAT = 2  # runs and trajectories as lists; a file of another format is ignored
 
-    def __init__(self, path: str | Path, params: dict, every_steps: int | None = None,
-                 every_seconds: float | None = None, log=lambda line: None, log_path: str | Path | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        params: dict,
+        every_steps: int | None = None,
+        every_seconds: float | None = None,
+        log=lambda line: None,
+        log_path: str | Path | None = None,
+    ):
         self.path, self.key = Path(path), settings_hash({**params, "resume_format": self.FORMAT})
         # The job's log travels in the checkpoint: Snakemake deletes a job's log before it runs the
         # job again, and the resumed job puts the lines from before the stop back in front of its own.
@@ -69,8 +76,15 @@ class Resume:
             self.log(f"ignoring {self.path}: written by a job with other settings")
             return None
         runs = [Run.from_state(r, hparams, device) for r in state["runs"]]
-        trajectories = [Trajectory(list(t["steps"]), [c.numpy() for c in t["correct"]], curve=list(t.get("curve", [])),
-                                   pending=t.get("pending")) for t in state["trajectories"]]
+        trajectories = [
+            Trajectory(
+                list(t["steps"]),
+                [c.numpy() for c in t["correct"]],
+                curve=list(t.get("curve", [])),
+                pending=t.get("pending"),
+            )
+            for t in state["trajectories"]
+        ]
         self._last_step = runs[0].step
         self._restore_log(state.get("log", ""))
         self.log(f"resumed from {self.path} at step {runs[0].step}")
@@ -99,13 +113,32 @@ class Resume:
             self.log_path.write_text(before + self._log_text())
 
     def save(self, runs: list[Run], trajectories: list[Trajectory]) -> None:
-        stop = (f"stopped by {signal.Signals(self.signal).name} at step {runs[0].step}; "
-                f"its in-job checkpoint {self.path} continues it on the next run") if self.signal is not None else None
+        stop = (
+            (
+                f"stopped by {signal.Signals(self.signal).name} at step {runs[0].step}; "
+                f"its in-job checkpoint {self.path} continues it on the next run"
+            )
+            if self.signal is not None
+            else None
+        )
         log = self._log_text() + (f"{Interrupted.__name__}: {stop}\n" if stop else "")
-        save_torch({"settings": self.key, "runs": [r.state_dict() for r in runs],
-                    "trajectories": [{"steps": list(t.steps), "correct": [torch.from_numpy(c) for c in t.correct],
-                                      "curve": list(t.curve), "pending": t.pending}
-                                     for t in trajectories], "log": log}, self.path)
+        save_torch(
+            {
+                "settings": self.key,
+                "runs": [r.state_dict() for r in runs],
+                "trajectories": [
+                    {
+                        "steps": list(t.steps),
+                        "correct": [torch.from_numpy(c) for c in t.correct],
+                        "curve": list(t.curve),
+                        "pending": t.pending,
+                    }
+                    for t in trajectories
+                ],
+                "log": log,
+            },
+            self.path,
+        )
         self._last_step, self._last_time = runs[0].step, time.perf_counter()
         if stop:
             raise Interrupted(stop)
@@ -113,4 +146,3 @@ class Resume:
     def saved_at(self, step: int) -> bool:
         """Whether the file holds the runs at `step` (saved, or loaded, there)."""
         return self._last_step == step and self.path.exists()
-

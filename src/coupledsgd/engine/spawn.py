@@ -15,8 +15,10 @@ from .models import build_model
 from .units import Channels, example_batch, input_norms, parameter_units, unit_channels, unit_entries
 from .training import Run
 
-def reinit_plan(sizes: list[int], channels: list[int], side: str, percent: float,
-                split: list[int] | None = None) -> list[tuple[int, int, int]]:
+
+def reinit_plan(
+    sizes: list[int], channels: list[int], side: str, percent: float, split: list[int] | None = None
+) -> list[tuple[int, int, int]]:
     """Which channels to re-draw so that `percent`% of all parameters are, as (unit, first channel, end
     channel): whole units from the input (`low`) or the output (`high`) end while they fit, then part
     of the next one, as many of its channels as brings the share nearest the request (at least one
@@ -46,8 +48,9 @@ def reinit_plan(sizes: list[int], channels: list[int], side: str, percent: float
     return plan
 
 
-def reinit_modules(units: list[list[str]], sizes: list[int], side: str, percent: float,
-                   channels: list[int] | None = None) -> list[str]:
+def reinit_modules(
+    units: list[list[str]], sizes: list[int], side: str, percent: float, channels: list[int] | None = None
+) -> list[str]:
     """The module names re-drawn, whole or in part, for `percent`% from `side` (see `reinit_plan`;
     without `channels`, every unit counts as one channel)."""
     plan = reinit_plan(sizes, channels or [1] * len(units), side, percent)
@@ -56,17 +59,21 @@ def reinit_modules(units: list[list[str]], sizes: list[int], side: str, percent:
 
 @dataclass(frozen=True)
 class Reinitialised:
-    modules: list[str]                     # the modules re-drawn, whole or in part, in the order taken
-    channels: dict[str, list[int]]         # module -> [first, end] channel, for a unit re-drawn in part
-    percent: float                         # the share of all parameters re-drawn, in percent
+    modules: list[str]  # the modules re-drawn, whole or in part, in the order taken
+    channels: dict[str, list[int]]  # module -> [first, end] channel, for a unit re-drawn in part
+    percent: float  # the share of all parameters re-drawn, in percent
 
     def info(self) -> dict:
-        return {"reinitialised": list(self.modules), "reinit_channels": dict(self.channels),
-                "reinit_percent": self.percent}
+        return {
+            "reinitialised": list(self.modules),
+            "reinit_channels": dict(self.channels),
+            "reinit_percent": self.percent,
+        }
 
 
-def redraw(model: nn.Module, fresh: nn.Module, side: str, percent: float,
-           example: torch.Tensor | None = None) -> Reinitialised:
+def redraw(
+    model: nn.Module, fresh: nn.Module, side: str, percent: float, example: torch.Tensor | None = None
+) -> Reinitialised:
     """Copy `percent`% of the parameters from `fresh` (the same architecture) into `model`, in place,
     as `reinit_plan` picks them: whole units with every parameter and buffer of their entries, and for
     a unit taken in part the rows of its chosen channels in every tensor that has them (weight, bias,
@@ -99,10 +106,11 @@ def redraw(model: nn.Module, fresh: nn.Module, side: str, percent: float,
 class SharePlan:
     """What `redraw` takes for one request: the units, their sizes and channels, and the steps of
     `reinit_plan`."""
+
     units: list[list[str]]
-    tensors: dict[str, dict[str, torch.Tensor]]   # entry -> its tensors by qualified name
-    sizes: list[int]                               # parameters of each unit
-    held: list[int]                                # of which its channels hold (all but an input norm)
+    tensors: dict[str, dict[str, torch.Tensor]]  # entry -> its tensors by qualified name
+    sizes: list[int]  # parameters of each unit
+    held: list[int]  # of which its channels hold (all but an input norm)
     splits: list[Channels | None]
     steps: list[tuple[int, int, int]]
 
@@ -136,8 +144,16 @@ def share_plan(model: nn.Module, side: str, percent: float, example: torch.Tenso
     return SharePlan(units, {e: found[e] for u in units for e in u}, sizes, held, splits, steps)
 
 
-def reinitialise(model: nn.Module, model_name: str, num_classes: int, in_shape, seed: int,
-                 side: str, percent: float, model_kwargs: dict | None = None) -> Reinitialised:
+def reinitialise(
+    model: nn.Module,
+    model_name: str,
+    num_classes: int,
+    in_shape,
+    seed: int,
+    side: str,
+    percent: float,
+    model_kwargs: dict | None = None,
+) -> Reinitialised:
     """Re-draw `percent`% of the parameters (see `redraw`) with the model's own initialiser: the
     values of a fresh model built from `seed`. A model given by import path is traced for its units."""
     example = example_batch(model, in_shape) if is_custom_model(model_name) else None
@@ -159,7 +175,16 @@ def spawn(parent: Run, condition: Condition, seeds: dict[str, int]) -> Run:
         child.optimizer.reset()
         child.schedule_start = parent.step
     if condition.side:
-        child.info.update(reinitialise(child.model, child.model_name, child.num_classes, child.in_shape,
-                                       seeds["reinit"], condition.side, condition.percent,
-                                       child.model_kwargs).info())
+        child.info.update(
+            reinitialise(
+                child.model,
+                child.model_name,
+                child.num_classes,
+                child.in_shape,
+                seeds["reinit"],
+                condition.side,
+                condition.percent,
+                child.model_kwargs,
+            ).info()
+        )
     return child

@@ -32,8 +32,20 @@ from .models import build_model
 from .optim import SGD, Hparams, learning_rate
 from .steps import EagerStep, GraphedStep
 
-__all__ = ["SGD", "Accel", "Hparams", "Members", "Run", "Trajectory", "describe", "evaluation_steps",
-           "learning_rate", "loss_bound", "predict", "train"]
+__all__ = [
+    "SGD",
+    "Accel",
+    "Hparams",
+    "Members",
+    "Run",
+    "Trajectory",
+    "describe",
+    "evaluation_steps",
+    "learning_rate",
+    "loss_bound",
+    "predict",
+    "train",
+]
 
 # A run's training loss diverged when it is non-finite, or above LOSS_BOUND times the larger of the
 # loss over its lineage's first steps (up to its first progress line) and ln(classes), the loss of a
@@ -47,6 +59,7 @@ def loss_bound(first_loss: float, num_classes: int) -> float:
     """The training loss above which a run has diverged (LOSS_BOUND)."""
     return LOSS_BOUND * max(first_loss, math.log(num_classes))
 
+
 @dataclass
 class Run:
     """A model being trained, with everything a checkpoint must hold to continue it exactly."""
@@ -57,10 +70,10 @@ class Run:
     model: nn.Module
     optimizer: SGD
     hparams: Hparams
-    seeds: dict[str, int]             # init, order, aug (and reinit where used)
+    seeds: dict[str, int]  # init, order, aug (and reinit where used)
     step: int = 0
     schedule_start: int = 0
-    start: int = 0                    # the step this run began at: 0, or its spawn step
+    start: int = 0  # the step this run began at: 0, or its spawn step
     info: dict = field(default_factory=dict)
     model_kwargs: dict = field(default_factory=dict)  # model.kwargs of a model given by import path
 
@@ -69,18 +82,42 @@ class Run:
         return self.schedule_start + self.hparams.steps
 
     @classmethod
-    def fresh(cls, model_name, in_shape, num_classes, hparams: Hparams, seeds: dict, device="cpu",
-              model_kwargs: dict | None = None) -> "Run":
+    def fresh(
+        cls,
+        model_name,
+        in_shape,
+        num_classes,
+        hparams: Hparams,
+        seeds: dict,
+        device="cpu",
+        model_kwargs: dict | None = None,
+    ) -> "Run":
         model = build_model(model_name, in_shape, num_classes, seeds["init"], model_kwargs).to(device)
-        return cls(model_name, tuple(in_shape), num_classes, model, SGD(model, hparams),
-                   hparams, dict(seeds), model_kwargs=dict(model_kwargs or {}))
+        return cls(
+            model_name,
+            tuple(in_shape),
+            num_classes,
+            model,
+            SGD(model, hparams),
+            hparams,
+            dict(seeds),
+            model_kwargs=dict(model_kwargs or {}),
+        )
 
     def state_dict(self) -> dict:
-        return {"model_name": self.model_name, "in_shape": list(self.in_shape),
-                "num_classes": self.num_classes, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "step": self.step,
-                "schedule_start": self.schedule_start, "start": self.start, "seeds": dict(self.seeds),
-                "info": dict(self.info), "model_kwargs": dict(self.model_kwargs)}
+        return {
+            "model_name": self.model_name,
+            "in_shape": list(self.in_shape),
+            "num_classes": self.num_classes,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "schedule_start": self.schedule_start,
+            "start": self.start,
+            "seeds": dict(self.seeds),
+            "info": dict(self.info),
+            "model_kwargs": dict(self.model_kwargs),
+        }
 
     @classmethod
     def from_state(cls, state: dict, hparams: Hparams, device="cpu") -> "Run":
@@ -90,9 +127,20 @@ class Run:
         model.to(device)
         optimizer = SGD(model, hparams)
         optimizer.load_state_dict(state["optimizer"])
-        return cls(state["model_name"], tuple(state["in_shape"]), state["num_classes"], model, optimizer,
-                   hparams, dict(state["seeds"]), state["step"], state["schedule_start"], state["start"],
-                   dict(state["info"]), dict(kwargs))
+        return cls(
+            state["model_name"],
+            tuple(state["in_shape"]),
+            state["num_classes"],
+            model,
+            optimizer,
+            hparams,
+            dict(state["seeds"]),
+            state["step"],
+            state["schedule_start"],
+            state["start"],
+            dict(state["info"]),
+            dict(kwargs),
+        )
 
 
 @dataclass(frozen=True)
@@ -131,8 +179,9 @@ class Accel:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, accel: Accel = Accel(),
-            members: int = 1) -> torch.Tensor:
+def predict(
+    model: nn.Module, x: torch.Tensor, batch_size: int = 1000, accel: Accel = Accel(), members: int = 1
+) -> torch.Tensor:
     """Logits on `x` in eval mode (running BatchNorm statistics); the model's mode is restored.
 
     For a network of k `members` every member sees `x`: the result is (N, k x classes), in chunks of
@@ -142,8 +191,12 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, accel: Ac
     model.eval()
     size, repeat = max(1, batch_size // members), (1, members) + (1,) * (x.dim() - 2)
     with accel.autocast(x):
-        out = torch.cat([accel.output(model(accel.batch(x[i:i + size] if members == 1 else x[i:i + size].repeat(repeat))))
-                         for i in range(0, len(x), size)])
+        out = torch.cat(
+            [
+                accel.output(model(accel.batch(x[i : i + size] if members == 1 else x[i : i + size].repeat(repeat))))
+                for i in range(0, len(x), size)
+            ]
+        )
     model.train(was_training)
     return out
 
@@ -174,8 +227,7 @@ def describe(run: Run) -> str:
     info = run.info
     if "condition" not in info:
         return f"parent {info.get('parent')}"
-    return (f"{info['condition']} t={info.get('spawned_at', 0)} parent {info.get('parent')} "
-            f"child {info.get('child')}")
+    return f"{info['condition']} t={info.get('spawned_at', 0)} parent {info.get('parent')} child {info.get('child')}"
 
 
 class Members:
@@ -225,8 +277,13 @@ class Members:
 def _check_runs(runs: list[Run]) -> None:
     r0 = runs[0]
     for r in runs[1:]:
-        if ((r.hparams, r.model_name, r.in_shape, r.num_classes, r.model_kwargs)
-                != (r0.hparams, r0.model_name, r0.in_shape, r0.num_classes, r0.model_kwargs)):
+        if (r.hparams, r.model_name, r.in_shape, r.num_classes, r.model_kwargs) != (
+            r0.hparams,
+            r0.model_name,
+            r0.in_shape,
+            r0.num_classes,
+            r0.model_kwargs,
+        ):
             raise ValueError("runs trained together must share hparams and model")
         if (r.step, r.schedule_start, r.start) != (r0.step, r0.schedule_start, r0.start):
             raise ValueError("runs trained together must share start step, current step and schedule")
@@ -234,9 +291,17 @@ def _check_runs(runs: list[Run]) -> None:
         raise ValueError("runs trained together must not share a model")
 
 
-def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate: bool = False,
-          log: Callable[[str], None] = lambda line: None, trajectories: list[Trajectory] | None = None,
-          checkpoint=None, accel: Accel = Accel(), on_divergence: str = "stop") -> list[Trajectory]:
+def train(
+    runs: list[Run],
+    data: DeviceData,
+    until: int | None = None,
+    evaluate: bool = False,
+    log: Callable[[str], None] = lambda line: None,
+    trajectories: list[Trajectory] | None = None,
+    checkpoint=None,
+    accel: Accel = Accel(),
+    on_divergence: str = "stop",
+) -> list[Trajectory]:
     """Train `runs` in place, as one network, from their common step to `until` (default: their end),
     evaluating on the test set if asked.
 
@@ -279,8 +344,9 @@ def train(runs: list[Run], data: DeviceData, until: int | None = None, evaluate:
                 if step in eval_at:
                     _evaluate(forward, data, h, accel, k, step, r0.end, trajectories)
                 if step in report_at and step > 0 and progress.seen:
-                    losses = progress.report(log, runs, step, until, trajectories if step in eval_at else None,
-                                             trajectories)
+                    losses = progress.report(
+                        log, runs, step, until, trajectories if step in eval_at else None, trajectories
+                    )
                     _mark_blown_up(runs, losses, step, log)
                     bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
                     if _mark_diverged(runs, bad, step, on_divergence, log):
@@ -319,8 +385,7 @@ def _mark_diverged(runs: list[Run], bad: list[int], step: int, on_divergence: st
     for i in bad:
         if "diverged" in runs[i].info:
             continue
-        message = (f"{describe(runs[i])}: the training loss became non-finite by step {step} "
-                   f"(learning rate {lr:.4g})")
+        message = f"{describe(runs[i])}: the training loss became non-finite by step {step} (learning rate {lr:.4g})"
         if on_divergence == "stop":
             raise TrainingDiverged(f"{message}; lower training.lr or add warm-up steps")
         runs[i].info["diverged"] = {"step": step, "lr": lr}
@@ -340,9 +405,11 @@ def _mark_blown_up(runs: list[Run], losses: list[float], step: int, log) -> None
         bound = loss_bound(run.info["first_loss"], run.num_classes)
         if loss > bound and "blew_up" not in run.info:
             run.info["blew_up"] = {"step": step, "loss": loss, "bound": bound}
-            log(f"WARNING: {describe(run)}: the training loss {loss:.4g} at step {step} is above {bound:.4g} "
+            log(
+                f"WARNING: {describe(run)}: the training loss {loss:.4g} at step {step} is above {bound:.4g} "
                 f"({LOSS_BOUND:g} x the larger of its first steps' loss and ln(classes)): it diverged; it "
-                "trains on, and is flagged in the tables")
+                "trains on, and is flagged in the tables"
+            )
 
 
 def _report_and_eval_steps(r0: Run, until: int, n_train: int, evaluate: bool) -> tuple[set[int], set[int]]:
@@ -356,8 +423,11 @@ def _report_and_eval_steps(r0: Run, until: int, n_train: int, evaluate: bool) ->
 
 def _step_function(forward, members: Members, accel: Accel, x: torch.Tensor, y: torch.Tensor, log):
     """The step `train` runs: captured once as a CUDA graph (`Accel.graphs`) on the first batch, or eager."""
-    step_fn = (GraphedStep(forward, members.optimizer, accel, members.state_tensors(), x, y)
-               if accel.graphs else EagerStep(forward, members.optimizer, accel))
+    step_fn = (
+        GraphedStep(forward, members.optimizer, accel, members.state_tensors(), x, y)
+        if accel.graphs
+        else EagerStep(forward, members.optimizer, accel)
+    )
     if getattr(step_fn, "failure", None):
         log(f"cuda.graphs: the step could not be captured ({step_fn.failure}); it runs uncaptured")
     return step_fn
@@ -390,8 +460,15 @@ class _Progress:
         self.hits += correct
         self.seen += n
 
-    def report(self, log, runs: list[Run], step: int, until: int, trajectories: list[Trajectory] | None,
-               curves: list[Trajectory] = ()) -> list[float]:
+    def report(
+        self,
+        log,
+        runs: list[Run],
+        step: int,
+        until: int,
+        trajectories: list[Trajectory] | None,
+        curves: list[Trajectory] = (),
+    ) -> list[float]:
         """Log the members' progress at `step` (test accuracies from `trajectories`, evaluated at `step`)
         and append it to each run's learning curve (`curves`); returns each run's mean training loss
         since the last report."""
@@ -404,16 +481,26 @@ class _Progress:
             curve.curve.append({"step": step, "lr": lr, "train_loss": loss, "train_accuracy": accuracy})
         # a resumed job can report at its first step, with the sums its checkpoint kept
         eta = (now - self.began) / max(1, step - self.first) * (until - step)
-        _report(log, step, r0.end, lr, losses, accuracies,
-                [t.correct[-1].mean() for t in trajectories] if trajectories is not None else None,
-                len(runs) * self.seen / (now - self.clock), now - self.began, eta)
+        _report(
+            log,
+            step,
+            r0.end,
+            lr,
+            losses,
+            accuracies,
+            [t.correct[-1].mean() for t in trajectories] if trajectories is not None else None,
+            len(runs) * self.seen / (now - self.clock),
+            now - self.began,
+            eta,
+        )
         self.loss_sum.zero_(), self.hits.zero_()
         self.seen, self.clock = 0, time.perf_counter()
         return losses
 
 
-def _evaluate(forward, data: DeviceData, h: Hparams, accel: Accel, k: int, step: int, end: int,
-              trajectories: list[Trajectory]) -> None:
+def _evaluate(
+    forward, data: DeviceData, h: Hparams, accel: Accel, k: int, step: int, end: int, trajectories: list[Trajectory]
+) -> None:
     logits = predict(forward, data.x_test, h.eval_batch_size, accel, k).view(len(data.x_test), k, -1)
     correct = logits.argmax(2).eq(data.y_test[:, None]).t().cpu().numpy()
     for i, t in enumerate(trajectories):
@@ -426,5 +513,7 @@ def _evaluate(forward, data: DeviceData, h: Hparams, accel: Accel, k: int, step:
 def _report(log, step, end, lr, losses, accuracies, test, rate, elapsed, eta) -> None:
     fmt = lambda values: " ".join(f"{v:.4f}" for v in values)
     test = f" test_acc {fmt(test)}" if test is not None else ""
-    log(f"step {step}/{end} lr {lr:.5f} loss {fmt(losses)} train_acc {fmt(accuracies)}{test} "
-        f"examples/s {rate:.0f} elapsed {elapsed:.0f}s eta {eta:.0f}s")
+    log(
+        f"step {step}/{end} lr {lr:.5f} loss {fmt(losses)} train_acc {fmt(accuracies)}{test} "
+        f"examples/s {rate:.0f} elapsed {elapsed:.0f}s eta {eta:.0f}s"
+    )

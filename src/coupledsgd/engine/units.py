@@ -40,8 +40,17 @@ NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, *_RMS)
 INPUT_NORMS = (nn.LayerNorm, *_RMS)
 # torch.nn layers that are one entry each (their own parameters re-drawn together); recurrent modules
 # are one entry per layer; any other module's own parameters are one entry each.
-LAYERS = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.MultiheadAttention, nn.Embedding,
-          nn.EmbeddingBag, nn.PReLU, nn.RNNCellBase, *NORMS)
+LAYERS = (
+    nn.Linear,
+    nn.Bilinear,
+    nn.modules.conv._ConvNd,
+    nn.MultiheadAttention,
+    nn.Embedding,
+    nn.EmbeddingBag,
+    nn.PReLU,
+    nn.RNNCellBase,
+    *NORMS,
+)
 GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
@@ -66,8 +75,11 @@ def is_pre_norm(model: nn.Module) -> bool:
     """A model that says it is pre-norm (`pre_norm = True`), or holds a torch.nn transformer layer
     built with `norm_first=True` or a library block that is pre-norm (`PRE_NORM_BLOCKS`)."""
     return bool(getattr(model, "pre_norm", False)) or any(
-        getattr(m, "norm_first", False) if isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer))
-        else (type(m).__module__, type(m).__name__) in PRE_NORM_BLOCKS for m in model.modules())
+        getattr(m, "norm_first", False)
+        if isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer))
+        else (type(m).__module__, type(m).__name__) in PRE_NORM_BLOCKS
+        for m in model.modules()
+    )
 
 
 def input_norms(model: nn.Module) -> set[str]:
@@ -83,8 +95,9 @@ def parameter_owners(model: nn.Module) -> list[str]:
 
 
 def _own(module: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
-    return {_join(prefix, n): t for n, t in [*module.named_parameters(recurse=False),
-                                             *module.named_buffers(recurse=False)]}
+    return {
+        _join(prefix, n): t for n, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+    }
 
 
 def entries(model: nn.Module, by_module: bool = False) -> dict[str, dict[str, torch.Tensor]]:
@@ -100,8 +113,9 @@ def entries(model: nn.Module, by_module: bool = False) -> dict[str, dict[str, to
             out[name] = own
         elif isinstance(m, nn.RNNBase):
             for layer in range(m.num_layers):
-                out[_join(name, f"l{layer}")] = {k: t for k, t in own.items()
-                                                  if k.removesuffix("_reverse").endswith(f"_l{layer}")}
+                out[_join(name, f"l{layer}")] = {
+                    k: t for k, t in own.items() if k.removesuffix("_reverse").endswith(f"_l{layer}")
+                }
         else:
             for p, t in m.named_parameters(recurse=False):
                 out[_join(name, p)] = {_join(name, p): t}
@@ -130,7 +144,9 @@ def entry_channels(module: nn.Module | None, tensors: dict[str, torch.Tensor]) -
     if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
         if getattr(module, "proj_size", 0):
             return 1, {}  # an LSTM's projection mixes the hidden units
-        gates = GATES[module.mode] if isinstance(module, nn.RNNBase) else module.weight_ih.shape[0] // module.hidden_size
+        gates = (
+            GATES[module.mode] if isinstance(module, nn.RNNBase) else module.weight_ih.shape[0] // module.hidden_size
+        )
         rows = _gate_rows(module.hidden_size, gates)
         return module.hidden_size, dict.fromkeys(shaped, (0, rows))
     if isinstance(module, nn.MultiheadAttention):
@@ -158,8 +174,12 @@ def entry_channels(module: nn.Module | None, tensors: dict[str, torch.Tensor]) -
     return sizes.pop(), {n: (t.dim() - 1, _rows) for n, t in shaped.items()}
 
 
-def unit_channels(modules: dict[str, nn.Module], found: dict[str, dict[str, torch.Tensor]], unit: list[str],
-                  inputs: set[str] = frozenset()) -> Channels | None:
+def unit_channels(
+    modules: dict[str, nn.Module],
+    found: dict[str, dict[str, torch.Tensor]],
+    unit: list[str],
+    inputs: set[str] = frozenset(),
+) -> Channels | None:
     """The channels of a unit, or None where its entries disagree on the channel count or one cannot be
     split (then the unit is only ever re-drawn whole). A norm of the unit's input (`inputs`) normalises
     features that are not its channels: it is re-drawn with the whole unit only."""
@@ -207,17 +227,21 @@ def traced_order(model: nn.Module, example: torch.Tensor) -> list[str]:
     for e, tensors in found.items():
         for name, t in tensors.items():
             if isinstance(t, nn.Parameter) and entry_of.setdefault(id(t), e) != e:
-                raise ConfigError(f"model.name: re-initialisation takes each parameter with one layer, but {name!r} is "
-                                  f"also a parameter of {entry_of[id(t)]!r} (tied weights); give the model a method "
-                                  "reinit_units() naming each parameter once")
+                raise ConfigError(
+                    f"model.name: re-initialisation takes each parameter with one layer, but {name!r} is "
+                    f"also a parameter of {entry_of[id(t)]!r} (tied weights); give the model a method "
+                    "reinit_units() naming each parameter once"
+                )
     mode = _FirstUse(entry_of)
     with torch.random.fork_rng(devices=[]), torch.no_grad(), mode:
         model(example)
     unused = [e for e in found if e not in mode.order]
     if unused:
-        raise ConfigError(f"model.name: re-initialisation cannot place {unused[0]!r} in forward order (it owns "
-                          "parameters that the forward pass never uses); give the model a method reinit_units() "
-                          "returning its entries in forward order, grouped into units")
+        raise ConfigError(
+            f"model.name: re-initialisation cannot place {unused[0]!r} in forward order (it owns "
+            "parameters that the forward pass never uses); give the model a method reinit_units() "
+            "returning its entries in forward order, grouped into units"
+        )
     return list(mode.order)
 
 
@@ -276,7 +300,9 @@ def _stated_units(model: nn.Module) -> list[list[str]]:
     covered = [id(t) for n in named if n in found for t in found[n].values() if id(t) in params]
     if unknown or len(covered) != len(set(covered)) or set(covered) != params:
         missing = [n for n, t in model.named_parameters() if id(t) not in set(covered)]
-        raise ConfigError(f"model.name: reinit_units() must name every parameter once, by its module (the "
-                          f"root's own parameters by their names) (missing: {', '.join(missing) or '-'}; "
-                          f"unknown or repeated: {', '.join(unknown) or ', '.join(sorted({n for n in named if named.count(n) > 1})) or '-'})")
+        raise ConfigError(
+            f"model.name: reinit_units() must name every parameter once, by its module (the "
+            f"root's own parameters by their names) (missing: {', '.join(missing) or '-'}; "
+            f"unknown or repeated: {', '.join(unknown) or ', '.join(sorted({n for n in named if named.count(n) > 1})) or '-'})"
+        )
     return units

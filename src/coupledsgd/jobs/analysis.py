@@ -22,8 +22,19 @@ from ..analysis import metrics as M
 from ..analysis import pages as P
 from ..analysis import tables as T
 from ..analysis import instability as I
-from ..analysis.read import (BARRIER_SCHEMA, HASH_KEY, SPE_KEY, WEIGHTS_SCHEMA, diverged_record, left_out_names,
-                             read_barriers, read_member_file, read_table, read_trajectory, read_weights)
+from ..analysis.read import (
+    BARRIER_SCHEMA,
+    HASH_KEY,
+    SPE_KEY,
+    WEIGHTS_SCHEMA,
+    diverged_record,
+    left_out_names,
+    read_barriers,
+    read_member_file,
+    read_table,
+    read_trajectory,
+    read_weights,
+)
 from ..core.errors import ArtifactError
 from ..core.files import atomic_path
 from ..core.parquet import NONFINITE_KEY, provenance, write_parquet
@@ -32,8 +43,12 @@ from .runtime import logger
 
 def _write_parquet(df, schema: pa.Schema, path, metadata: dict[str, str]) -> None:
     table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
-    write_parquet(table, path, {**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}},
-                  [f.name for f in schema if pa.types.is_string(f.type)])
+    write_parquet(
+        table,
+        path,
+        {**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}},
+        [f.name for f in schema if pa.types.is_string(f.type)],
+    )
 
 
 def _write_csv(df, path) -> None:
@@ -51,12 +66,16 @@ def _finite_members(prediction_paths, trajectory_paths, log) -> tuple[list, list
     records = [diverged_record(p) for p in prediction_paths]
     nonfinite = [r for r in records if r is not None]
     if nonfinite:
-        log(f"WARNING: {len(nonfinite)} member(s) left out, their training loss or their parent's became "
-            f"non-finite: {left_out_names(nonfinite, limit=len(nonfinite))}")
+        log(
+            f"WARNING: {len(nonfinite)} member(s) left out, their training loss or their parent's became "
+            f"non-finite: {left_out_names(nonfinite, limit=len(nonfinite))}"
+        )
     kept = [i for i, r in enumerate(records) if r is None]
     if not kept:
-        raise ArtifactError(f"the training of every one of the {len(records)} members diverged: no metrics "
-                            "to compute (lower training.lr or add warm-up steps)")
+        raise ArtifactError(
+            f"the training of every one of the {len(records)} members diverged: no metrics "
+            "to compute (lower training.lr or add warm-up steps)"
+        )
     # each list filtered by its own files' records: the lists need not pair up one to one
     trajectories = [p for p in trajectory_paths if diverged_record(p) is None]
     return [prediction_paths[i] for i in kept], trajectories, nonfinite
@@ -70,8 +89,15 @@ def _counts(summary, nonfinite: list[dict]) -> list[int]:
     return [counts.get((c, t), 0) for c, t in zip(summary["condition"], summary["t"])]
 
 
-def metric_tables(prediction_paths, trajectory_paths, output_paths: dict, settings: dict,
-                  log_path: str | None = None, *, threads: int = 1) -> None:
+def metric_tables(
+    prediction_paths,
+    trajectory_paths,
+    output_paths: dict,
+    settings: dict,
+    log_path: str | None = None,
+    *,
+    threads: int = 1,
+) -> None:
     """Read every member's predictions and trajectory, compute the metric tables, and write them.
 
     The predictions files are read twice: their keys first, to group them, then one group's logits at a
@@ -89,26 +115,36 @@ def metric_tables(prediction_paths, trajectory_paths, output_paths: dict, settin
     log(f"read the members of {len(predictions)} prediction files in {time.perf_counter() - tick:.2f} s")
     trajectories = (read_trajectory(p) for p in trajectory_paths)
     tables = T.compute_tables(predictions, trajectories, settings, log, threads)
-    log(f"read {len(prediction_paths)} prediction and {len(trajectory_paths)} trajectory files and computed "
-        f"the tables in {time.perf_counter() - tick:.2f} s")
+    log(
+        f"read {len(prediction_paths)} prediction and {len(trajectory_paths)} trajectory files and computed "
+        f"the tables in {time.perf_counter() - tick:.2f} s"
+    )
     spe = T.steps_per_epoch(predictions)
     # The config hash of the members' files, so that a reader of the prediction files can keep those
     # of the config these tables were computed from (docs/artifacts.md, "Files of other configs in one folder").
-    metadata = {"coupledsgd.params": json.dumps({**settings, "bootstrap_seed": M.BOOTSTRAP_SEED,
-                                                 "level": M.LEVEL}, sort_keys=True),
-                "coupledsgd.version": __version__, SPE_KEY.decode(): str(spe),
-                HASH_KEY.decode(): predictions[0].config_hash,
-                NONFINITE_KEY: json.dumps(nonfinite)}
+    metadata = {
+        "coupledsgd.params": json.dumps(
+            {**settings, "bootstrap_seed": M.BOOTSTRAP_SEED, "level": M.LEVEL}, sort_keys=True
+        ),
+        "coupledsgd.version": __version__,
+        SPE_KEY.decode(): str(spe),
+        HASH_KEY.decode(): predictions[0].config_hash,
+        NONFINITE_KEY: json.dumps(nonfinite),
+    }
     tables["summary"]["n_nonfinite"] = _counts(tables["summary"], nonfinite)
     for name, schema in T.SCHEMAS.items():
         _write_parquet(tables[name], schema, output_paths[name], metadata)
     _write_csv(tables["summary"], output_paths["summary"])
     bad = tables["members"][tables["members"]["diverged"]]
     if len(bad):
-        log(f"WARNING: {len(bad)} member(s) diverged (training loss above {DIVERGED_RULE}): "
-            + ", ".join(f"{r.condition} t={r.t} p{r.parent}c{r.child}" for r in bad.itertuples()))
-    log(f"wrote {', '.join(str(Path(output_paths[k]).name) for k in (*T.SCHEMAS, 'summary'))} "
-        f"in {time.perf_counter() - tick:.2f} s in all")
+        log(
+            f"WARNING: {len(bad)} member(s) diverged (training loss above {DIVERGED_RULE}): "
+            + ", ".join(f"{r.condition} t={r.t} p{r.parent}c{r.child}" for r in bad.itertuples())
+        )
+    log(
+        f"wrote {', '.join(str(Path(output_paths[k]).name) for k in (*T.SCHEMAS, 'summary'))} "
+        f"in {time.perf_counter() - tick:.2f} s in all"
+    )
 
 
 # engine.training.loss_bound, in words (this module does not import torch)
@@ -130,19 +166,29 @@ def run_warnings(members_table) -> list[str]:
     lines = []
     nonfinite = json.loads((table.schema.metadata or {}).get(NONFINITE_KEY.encode(), b"[]"))
     if nonfinite:
-        lines.append(f"WARNING: {len(nonfinite)} member(s) left out of the metrics, claims and figures: their "
-                     f"training loss or their parent's became non-finite ({members_table}, metadata "
-                     f"{NONFINITE_KEY}): {left_out_names(nonfinite, limit=len(nonfinite))}")
+        lines.append(
+            f"WARNING: {len(nonfinite)} member(s) left out of the metrics, claims and figures: their "
+            f"training loss or their parent's became non-finite ({members_table}, metadata "
+            f"{NONFINITE_KEY}): {left_out_names(nonfinite, limit=len(nonfinite))}"
+        )
     flagged = [row for row in table.to_pylist() if row["diverged"]]
     if flagged:
-        lines.append(f"WARNING: {len(flagged)} member(s) diverged (training loss above {DIVERGED_RULE}; "
-                     f"{members_table}, column diverged): {_names(flagged)}")
+        lines.append(
+            f"WARNING: {len(flagged)} member(s) diverged (training loss above {DIVERGED_RULE}; "
+            f"{members_table}, column diverged): {_names(flagged)}"
+        )
     return lines
 
 
-def concat_barriers(paths: Sequence[str], output_path: str, params: dict | None = None,
-                    log_path: str | None = None, weight_paths: Sequence[str] = (), weights_output: str | None = None,
-                    onset_output: str | None = None) -> None:
+def concat_barriers(
+    paths: Sequence[str],
+    output_path: str,
+    params: dict | None = None,
+    log_path: str | None = None,
+    weight_paths: Sequence[str] = (),
+    weights_output: str | None = None,
+    onset_output: str | None = None,
+) -> None:
     """Concatenate per-(condition, t, parent) barrier tables into one (the experiment's barriers.parquet),
     and their weight-space tables (weights.parquet); then each parent's onset step (onset.parquet,
     threshold `params["barrier"]["onset_threshold"]`)."""
@@ -164,12 +210,15 @@ def concat_barriers(paths: Sequence[str], output_path: str, params: dict | None 
         onset = I.onset_table(table.to_pandas(), threshold)
         _write_parquet(onset, I.ONSET_SCHEMA, onset_output, meta)
         for r in onset.itertuples():
-            log(f"{r.condition} parent {r.parent}: onset step "
-                + (f"{r.onset:g}" if r.onset == r.onset else f"not reached (barrier >= {threshold:g} at the last step)"))
+            log(
+                f"{r.condition} parent {r.parent}: onset step "
+                + (f"{r.onset:g}" if r.onset == r.onset else f"not reached (barrier >= {threshold:g} at the last step)")
+            )
 
 
-def learning_curves(trajectory_paths: Sequence[str], forgetting_path: str, output_path: str,
-                    log_path: str | None = None) -> None:
+def learning_curves(
+    trajectory_paths: Sequence[str], forgetting_path: str, output_path: str, log_path: str | None = None
+) -> None:
     """The curves table (`analysis.curves`): every member's training curve from its trajectory file's
     footer, with its test accuracy from the forgetting table."""
     log = logger(log_path)
@@ -177,8 +226,10 @@ def learning_curves(trajectory_paths: Sequence[str], forgetting_path: str, outpu
     forgetting = read_table(forgetting_path)
     table = CV.curves_table(trajectory_paths, forgetting)
     _write_parquet(table, CV.CURVES_SCHEMA, output_path, {"coupledsgd.version": __version__})
-    log(f"{len(trajectory_paths)} trajectory files, {len(table)} curve points written to {output_path} "
-        f"in {time.perf_counter() - tick:.2f} s")
+    log(
+        f"{len(trajectory_paths)} trajectory files, {len(table)} curve points written to {output_path} "
+        f"in {time.perf_counter() - tick:.2f} s"
+    )
 
 
 def run_figure(name: str, inputs: dict[str, str], png: str, pdf: str, log_path: str | None = None) -> None:
@@ -196,8 +247,10 @@ def run_figure(name: str, inputs: dict[str, str], png: str, pdf: str, log_path: 
     what = f"NO DATA ({fig.coupledsgd_no_data})" if hasattr(fig, "coupledsgd_no_data") else "drawn"
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    logger(log_path)(f"{name}: {what} from {', '.join(f'{t} ({len(frames[t])} rows)' for t in tables)} in "
-                     f"{time.perf_counter() - start:.2f} s -> {png}, {pdf}")
+    logger(log_path)(
+        f"{name}: {what} from {', '.join(f'{t} ({len(frames[t])} rows)' for t in tables)} in "
+        f"{time.perf_counter() - start:.2f} s -> {png}, {pdf}"
+    )
 
 
 def check_claims(inputs: dict[str, str], output: str, log_path: str | None = None) -> None:
@@ -211,10 +264,16 @@ def check_claims(inputs: dict[str, str], output: str, log_path: str | None = Non
     _write_csv(table, output)
     counts = table["verdict"].value_counts().to_dict()
     left_out = tables["members"].attrs["left_out"] if "members" in tables else []
-    log(f"{len(table)} claims, {json.dumps(counts)}, {C.N_PERMUTATIONS} permutations where not exact, "
+    log(
+        f"{len(table)} claims, {json.dumps(counts)}, {C.N_PERMUTATIONS} permutations where not exact, "
         f"{time.perf_counter() - tick:.2f} s"
-        + (f"; {len(left_out)} member(s) left out of the tables, their training loss or their parent's "
-           f"non-finite: {left_out_names(left_out, limit=len(left_out))}" if left_out else ""))
+        + (
+            f"; {len(left_out)} member(s) left out of the tables, their training loss or their parent's "
+            f"non-finite: {left_out_names(left_out, limit=len(left_out))}"
+            if left_out
+            else ""
+        )
+    )
 
 
 def table_page(name: str, table: str, output: str, experiment: str, log_path: str | None = None) -> None:

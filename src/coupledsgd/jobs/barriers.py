@@ -17,8 +17,15 @@ from ..analysis.read import BARRIER_SCHEMA, WEIGHTS_SCHEMA
 from ..core.errors import ArtifactError
 from ..core.parquet import provenance, repeated, write_parquet
 from ..engine import data as D
-from ..engine.barriers import (barrier, bn_seed, error_path, flat_weights, parameter_names, start_weights,
-                               weight_distances)
+from ..engine.barriers import (
+    barrier,
+    bn_seed,
+    error_path,
+    flat_weights,
+    parameter_names,
+    start_weights,
+    weight_distances,
+)
 from ..engine.checkpoints import load_torch
 from .runtime import logger, setup
 
@@ -27,12 +34,14 @@ SCHEMA = BARRIER_SCHEMA  # one row per pair and point alpha (analysis.read, the 
 
 def _columns(condition: str, t: int, parent: int, rows: dict[str, list]) -> dict[str, pa.Array]:
     n = len(rows["alpha"])
-    return {"condition": repeated(condition, n),
-            "t": pa.array(np.full(n, t, dtype=np.int32)),
-            "parent": pa.array(np.full(n, parent, dtype=np.int16)),
-            "child_a": pa.array(np.asarray(rows["child_a"], dtype=np.int16)),
-            "child_b": pa.array(np.asarray(rows["child_b"], dtype=np.int16)),
-            **{k: pa.array(np.asarray(rows[k], dtype=np.float64)) for k in ("alpha", "error", "barrier")}}
+    return {
+        "condition": repeated(condition, n),
+        "t": pa.array(np.full(n, t, dtype=np.int32)),
+        "parent": pa.array(np.full(n, parent, dtype=np.int16)),
+        "child_a": pa.array(np.asarray(rows["child_a"], dtype=np.int16)),
+        "child_b": pa.array(np.asarray(rows["child_b"], dtype=np.int16)),
+        **{k: pa.array(np.asarray(rows[k], dtype=np.float64)) for k in ("alpha", "error", "barrier")},
+    }
 
 
 def _load_child(path, params: dict, child: int) -> dict:
@@ -45,8 +54,9 @@ def _load_child(path, params: dict, child: int) -> dict:
     return state
 
 
-def weight_rows(states: dict[int, dict], parent_state: dict | None, condition: str, t: int,
-                parent: int) -> dict[str, list]:
+def weight_rows(
+    states: dict[int, dict], parent_state: dict | None, condition: str, t: int, parent: int
+) -> dict[str, list]:
     """One row per pair of children (a < b): the keys of pairs.parquet (kind same-parent) and
     `weight_distances` of their final weights, from the spawn state (`parent_state`) or, without a
     parent, from each run's own initialisation."""
@@ -57,16 +67,30 @@ def weight_rows(states: dict[int, dict], parent_state: dict | None, condition: s
     final = {c: flat_weights(s["model"], names) for c, s in states.items()}
     start = {c: start_weights(s, names, parent_state) for c, s in states.items()}
     for a, b in combinations(sorted(states), 2):
-        values = {"condition": condition, "t": t, "kind": "same-parent", "parent_a": parent, "child_a": a,
-                  "parent_b": parent, "child_b": b, **weight_distances(final[a], final[b], start[a], start[b])}
+        values = {
+            "condition": condition,
+            "t": t,
+            "kind": "same-parent",
+            "parent_a": parent,
+            "child_a": a,
+            "parent_b": parent,
+            "child_b": b,
+            **weight_distances(final[a], final[b], start[a], start[b]),
+        }
         for k, v in values.items():
             rows[k].append(v)
     return rows
 
 
-def barrier_table(data_path: str, final_paths: Sequence[str], output_path: str, params: dict,
-                  log_path: str | None = None, weights_path: str | None = None,
-                  parent_path: str | None = None) -> None:
+def barrier_table(
+    data_path: str,
+    final_paths: Sequence[str],
+    output_path: str,
+    params: dict,
+    log_path: str | None = None,
+    weights_path: str | None = None,
+    parent_path: str | None = None,
+) -> None:
     """Error paths and barriers of every pair of children (a < b) of one (condition, t, parent), and
     their weight-space distances.
 
@@ -84,15 +108,25 @@ def barrier_table(data_path: str, final_paths: Sequence[str], output_path: str, 
     # a child whose training diverged has no weights: the pairs are those of the others
     diverged = [c for c, state in states.items() if "diverged" in state]
     if diverged:
-        log(f"{params['condition']} t={params['t']} parent {params['parent']}: child(ren) "
-            f"{', '.join(map(str, diverged))} diverged in training, left out")
+        log(
+            f"{params['condition']} t={params['t']} parent {params['parent']}: child(ren) "
+            f"{', '.join(map(str, diverged))} diverged in training, left out"
+        )
     states = {c: state for c, state in states.items() if c not in diverged}
     rows = {k: [] for k in ("child_a", "child_b", "alpha", "error", "barrier")}
     for a, b in combinations(sorted(states), 2):
         clock = time.perf_counter()
-        alphas, errors = error_path(states[a], states[b], data, settings["points"], settings["recompute_bn"],
-                                    settings["bn_batches"], params["batch_size"], params["seed"],
-                                    params["eval_batch_size"])
+        alphas, errors = error_path(
+            states[a],
+            states[b],
+            data,
+            settings["points"],
+            settings["recompute_bn"],
+            settings["bn_batches"],
+            params["batch_size"],
+            params["seed"],
+            params["eval_batch_size"],
+        )
         value = barrier(errors)
         n = len(alphas)
         rows["child_a"] += [a] * n
@@ -100,9 +134,11 @@ def barrier_table(data_path: str, final_paths: Sequence[str], output_path: str, 
         rows["alpha"] += alphas.tolist()
         rows["error"] += errors.tolist()
         rows["barrier"] += [value] * n
-        log(f"{params['condition']} t={params['t']} parent {params['parent']} children {a}-{b}: "
+        log(
+            f"{params['condition']} t={params['t']} parent {params['parent']} children {a}-{b}: "
             f"barrier {value:.4f}, errors {' '.join(f'{e:.4f}' for e in errors)} "
-            f"({time.perf_counter() - clock:.2f} s)")
+            f"({time.perf_counter() - clock:.2f} s)"
+        )
     table = pa.table(_columns(params["condition"], params["t"], params["parent"], rows), schema=SCHEMA)
     meta = {**provenance(params, device), "coupledsgd.bn_seed": str(bn_seed(params["seed"]))}
     write_parquet(table, output_path, meta, ["condition"])
@@ -112,5 +148,7 @@ def barrier_table(data_path: str, final_paths: Sequence[str], output_path: str, 
         parent = load_torch(parent_path, what="parent state") if parent_path else None
         rows = weight_rows(states, parent, params["condition"], params["t"], params["parent"])
         write_parquet(pa.Table.from_pydict(rows, schema=WEIGHTS_SCHEMA), weights_path, meta, ["condition", "kind"])
-        log(f"weight-space distances of {len(rows['distance'])} pairs written to {weights_path} "
-            f"({time.perf_counter() - clock:.2f} s)")
+        log(
+            f"weight-space distances of {len(rows['distance'])} pairs written to {weights_path} "
+            f"({time.perf_counter() - clock:.2f} s)"
+        )

@@ -18,7 +18,9 @@ from pathlib import Path
 
 def lock_folder() -> Path:
     """One folder per user and machine (the locks are about this machine's GPUs)."""
-    folder = Path(os.environ.get("COUPLEDSGD_DEVICE_LOCKS") or Path(tempfile.gettempdir()) / f"coupledsgd-gpus-{os.getuid()}")
+    folder = Path(
+        os.environ.get("COUPLEDSGD_DEVICE_LOCKS") or Path(tempfile.gettempdir()) / f"coupledsgd-gpus-{os.getuid()}"
+    )
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -20,8 +20,16 @@ if TYPE_CHECKING:
 
 
 # The file system's refusals a user fixes (space, permissions, the folder tree), not the code.
-_REFUSALS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
-             errno.EEXIST}
+_REFUSALS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+}
 
 
 def logger(path: str | Path | None):
@@ -56,19 +64,22 @@ def cublas_workspace(environ, strict: bool) -> tuple[str, str | None]:
         return value, None
     accepted = " or ".join(repr(v) for v in DETERMINISTIC_CUBLAS)
     if strict:
-        raise ConfigError(f"{CUBLAS_KEY}={value!r} in the environment: parent-state jobs run strictly "
-                          f"deterministic kernels, which need {accepted}; unset it (the job then sets "
-                          f"{DETERMINISTIC_CUBLAS[0]!r}) or set one of these")
-    return value, (f"WARNING: {CUBLAS_KEY}={value!r} from the environment is kept; cuBLAS is deterministic "
-                   f"only with {accepted}, so this job's results may differ from run to run")
+        raise ConfigError(
+            f"{CUBLAS_KEY}={value!r} in the environment: parent-state jobs run strictly "
+            f"deterministic kernels, which need {accepted}; unset it (the job then sets "
+            f"{DETERMINISTIC_CUBLAS[0]!r}) or set one of these"
+        )
+    return value, (
+        f"WARNING: {CUBLAS_KEY}={value!r} from the environment is kept; cuBLAS is deterministic "
+        f"only with {accepted}, so this job's results may differ from run to run"
+    )
 
 
 # The lock on this job's GPU slot (`devices`): held, open, for as long as the process lives.
 _DEVICE_LOCK: list = []
 
 
-def setup(threads: int, device: str, jobs_per_device: int, log=lambda line: None,
-          strict: bool = False) -> torch.device:
+def setup(threads: int, device: str, jobs_per_device: int, log=lambda line: None, strict: bool = False) -> torch.device:
     """The job's threads and device. On CUDA, deterministic kernels wherever torch has them, and with
     `strict` (the parent jobs) only those: an operation without one is an error, not a warning. Each
     parent state (p, t) is its own job from step 0, so parent p's states at two spawn steps lie on one
@@ -83,9 +94,11 @@ def setup(threads: int, device: str, jobs_per_device: int, log=lambda line: None
         return torch.device(device)
     if not torch.cuda.is_available():
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        raise ConfigError("device: cuda, but this job sees no CUDA device"
-                          + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
-                          + "; run it on a GPU node or set device: cpu")
+        raise ConfigError(
+            "device: cuda, but this job sees no CUDA device"
+            + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
+            + "; run it on a GPU node or set device: cpu"
+        )
     # CPU kernels are deterministic already; on the CPU this call would only add 1.5 s of
     # imports (torch._inductor) to every job. cuBLAS is deterministic only with a fixed workspace,
     # set before its first handle is made (here: no CUDA work has run yet).
