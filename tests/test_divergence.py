@@ -176,10 +176,15 @@ def test_a_diverged_parent_costs_only_its_own_children(blown):
             assert np.isfinite(read_predictions(L.predictions(condition, t, 0, 2)).log_probs).all()
         assert "model" in torch.load(L.parent_state(0, t), weights_only=False)
     assert diverged_record(L.predictions(REINIT, 8, 1, 0))["parent_diverged"]
-    # the barriers of parent 0's children only: parent 1's barrier jobs have no pair to interpolate
+    # the barriers of parent 0's children only among the coupled ones: parent 1's barrier jobs have no
+    # pair to interpolate; the independent runs' pairs leave out only no-coupling p0c2, whose loss is NaN
     barriers = pd.read_parquet(L.table("barriers")).astype({"condition": str})
     pairs = barriers[["condition", "t", "parent", "child_a", "child_b"]].drop_duplicates().values.tolist()
-    assert sorted(map(tuple, pairs)) == [(c, 8, 0, a, b) for c in (RESET, REINIT) for a, b in ((0, 1), (0, 2), (1, 2))]
+    every = ((0, 1), (0, 2), (1, 2))
+    coupled = {(c, t) for c in (COUPLED, RESET) for t in (8, 16)} | {(REINIT, 8)}
+    expected = [(c, t, 0, a, b) for c, t in coupled for a, b in every]
+    expected += [(NO, 0, 0, 0, 1)] + [(NO, 0, 1, a, b) for a, b in every]
+    assert sorted(map(tuple, pairs)) == sorted(expected)
 
 
 def test_the_other_members_are_those_of_a_job_without_it(blown):

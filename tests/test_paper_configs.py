@@ -210,4 +210,7 @@ def test_runs_end_to_end_on_a_fake_dataset(tmp_path, monkeypatch, name):
         assert np.isfinite(logits).all(), m.key
     summary = (workdir / f"results/{exp}/metrics/summary.csv").read_text()
     assert "reinit-high-50" in summary and "coupled-to-t-reset" in summary
-    assert pq.read_table(workdir / f"results/{exp}/metrics/barriers.parquet").num_rows == 2 * 3  # 2 ensembles x 3 points
+    # every ensemble of the barrier set (figure 3 and the instability analysis) x 1 pair x 3 points
+    ensembles = barrier_set(validate(config, SCHEMA))
+    assert {c for c, _, _ in ensembles} >= {"coupled-to-t-reset", "reinit-high-50"}
+    assert pq.read_table(workdir / f"results/{exp}/metrics/barriers.parquet").num_rows == len(ensembles) * 3

@@ -149,6 +149,11 @@ def _check(config: dict) -> None:
             raise ConfigError(
                 f"{key}: spawn step {late[0]} is not before the end of training (training.steps = {t['steps']})"
             )
+    chosen = config["barrier"]["spawn_steps"]
+    if isinstance(chosen, list):
+        extra = [s for s in chosen if s not in config["spawn_steps"]]
+        if extra:
+            raise ConfigError(f"barrier.spawn_steps: {extra[0]} is not one of spawn_steps {config['spawn_steps']}")
     for key in ("milestones",):
         late = [m for m in t[key] if m >= t["steps"]]
         if late:
@@ -256,8 +261,11 @@ def job_shape(config: dict) -> str:
     # device; on a GPU ResNet-50's grouped convolutions are slower than one member alone; the ViT's
     # members as one network (members.StackedViT) have no GPU measurement yet, so it stays one member
     # a job; on the CPU the ResNets' gain does not reproduce. A model given by import path has no
-    # grouped version; stacked under vmap its members trained 0.6-1.4x as fast as one after another
-    # on the CPU, by size (bench/RESULTS.md): one member a job.
+    # grouped version; stacked under vmap its members trained 0.6-1.5x as fast as one after another
+    # on the CPU, by size and by run (0.84x for a CNN with Dropout2d, 1.22x for a small pre-norm
+    # transformer; bench/RESULTS.md), a spread within this machine's noise: one member a job, whose
+    # dropout masks are then its solo masks bit for bit. A model vmap cannot batch (GRU, LSTM) could
+    # not run otherwise; the config check logs which applies (`engine.check`).
     model = config["model"]["name"]
     if model == "cnn1d" or (config["device"] == "cuda" and model in ("resnet8", "resnet20")):
         return "condition"
