@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 from itertools import combinations
 
 import numpy as np
@@ -359,25 +359,22 @@ def _group_rows(
     weights: dict[int, tuple[np.ndarray, np.ndarray]],
     settings: dict,
     out: dict[str, list[dict]],
-    pmap: Callable[..., Iterator] = map,
 ) -> None:
     """Append the member, ensemble, pair and summary rows of one (condition, t) group to `out`.
-    weights: (B, N) draw counts and `metrics.draw_counts` of them, by N (made at first need).
-    pmap: the map that computes the members, then the ensembles."""
+    weights: (B, N) draw counts and `metrics.draw_counts` of them, by N (made at first need)."""
     base = {"condition": condition, "t": t}
     n = len(next(iter(parents.values()))[0].labels)
     if n not in weights:
         w = M.bootstrap_weights(n, settings["bootstrap"])
         weights[n] = (w, M.draw_counts(w))
     w, counts = weights[n]
-    results = pmap(lambda m: member_metrics(m, settings, w, counts), [m for ms in parents.values() for m in ms])
-    member_rows, member_boots = {}, {}  # by parent, in child order
+    member_rows: dict[int, list[dict]] = {}  # by parent, in child order
+    member_boots: dict[int, list[np.ndarray]] = {}
     for q, ms in parents.items():
-        got = [next(results) for _ in ms]
+        # with resample weights, member_metrics returns (row, bootstrap)
+        got = [cast(tuple[dict, np.ndarray], member_metrics(m, settings, w, counts)) for m in ms]
         member_rows[q], member_boots[q] = [r for r, _ in got], [b for _, b in got]
-    ensembles = list(
-        pmap(lambda q: ensemble_metrics(parents[q], member_rows[q], w, settings, member_boots[q], counts), parents)
-    )
+    ensembles = [ensemble_metrics(parents[q], member_rows[q], w, settings, member_boots[q], counts) for q in parents]
     ens_lp, group_rows, boots = {}, [], []
     for (parent, ms), (row, boot, pairs, ens_lp[parent]) in zip(parents.items(), ensembles):
         out["members"] += [
@@ -441,19 +438,18 @@ def _one_process() -> None:
 
 def group_tables(
     condition: str, t: int, spe: int, parents: dict[int, list[MemberFile]], settings: dict
-) -> tuple[dict[str, list[dict]], tuple[int, ...], float]:
+) -> tuple[dict[str, list[dict]], float]:
     """Read one (condition, t) group's logits and compute its rows: ({"members", "ensembles", "pairs",
-    "summary"}: rows, the (N, C) shape of its predictions, seconds). Runs in the job's process or in a
+    "summary"}: rows, seconds). Runs in the job's process or in a
     worker process (`group_pool`); either way on one core, so the rows are the same bit for bit."""
     tick = time.perf_counter()
     group = read_group(condition, t, parents)
-    shape = next(iter(group.values()))[0].log_probs.shape
     out: dict[str, list[dict]] = {"members": [], "ensembles": [], "pairs": [], "summary": []}
     _group_rows(condition, t, spe, group, _WEIGHTS, settings, out)
-    return out, shape, time.perf_counter() - tick
+    return out, time.perf_counter() - tick
 
 
-def _group_task(args: tuple) -> tuple[dict[str, list[dict]], tuple[int, ...], float]:
+def _group_task(args: tuple) -> tuple[dict[str, list[dict]], float]:
     return group_tables(*args)
 
 
@@ -523,16 +519,14 @@ def compute_tables(
     out: dict[str, list[dict]] = {"members": [], "ensembles": [], "pairs": [], "summary": []}
     with group_pool(threads) as pmap:
         results = pmap(_group_task, [(c, t, spe, parents, settings) for (c, t), parents in groups.items()])
-        if threads > 1:  # the workers compute while this process reads the trajectories
-            forgetting, seen = forgetting_table(trajectories)
-        for ((condition, t), parents), (rows, _shape, seconds) in zip(groups.items(), results):
+        # workers compute while this process reads the trajectories (the builtin map waits for them)
+        forgetting, seen = forgetting_table(trajectories)
+        for ((condition, t), parents), (rows, seconds) in zip(groups.items(), results):
             for name in out:
                 out[name] += rows[name]
             log(
                 f"{condition} t={t}: {len(parents)} parents, {sum(map(len, parents.values()))} members, {seconds:.2f} s"
             )
-    if threads <= 1:
-        forgetting, seen = forgetting_table(trajectories)
     steps_per_epoch(list(members) + seen)
     rows, pairs = out["members"], out["pairs"]
     _flag_diverged(rows, members)
